@@ -1,0 +1,103 @@
+"""Interpretable components: source-separation stems x fixed-length temporal segments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from audiolime.errors import InvalidInput
+
+MIN_SEGMENT_S = 0.05
+
+
+@dataclass(frozen=True)
+class Component:
+    """One interpretable component: ``source`` restricted to temporal ``segment``."""
+
+    index: int
+    source: str
+    segment: int
+    start_s: float
+    end_s: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}[{self.segment}] {self.start_s:.2f}\u2013{self.end_s:.2f} s"
+
+
+def segment_bounds(num_samples: int, segments: int, sample_rate: int) -> np.ndarray:
+    """Sample indices of ``segments`` equal-length segments: ``[segments + 1]`` boundaries."""
+    if segments < 1:
+        raise InvalidInput(f"segments must be >= 1, got {segments}")
+    seg_s = num_samples / sample_rate / segments
+    if seg_s < MIN_SEGMENT_S:
+        raise InvalidInput(f"{segments} segments of a {num_samples / sample_rate:.2f} s window are "
+                           f"{seg_s * 1000:.1f} ms long; the minimum is {MIN_SEGMENT_S * 1000:.0f} ms")
+    return np.round(np.linspace(0, num_samples, segments + 1)).astype(np.int64)
+
+
+class StemSegmentFactorization:
+    """C stems x tau segments = d' components over one analysis window.
+
+    ``stems`` are the model-domain signals (mono, tagger rate) that the tagger sees;
+    ``listen_stems`` (optional, e.g. 44.1 kHz stereo) are what a person hears. Both are cut at the
+    same times, so a mask means the same thing in both domains. Components are ordered
+    source-major: index = source_index * segments + segment.
+    """
+
+    def __init__(self, stems: Mapping[str, np.ndarray], sample_rate: int, segments: int,
+                 window_start_s: float = 0.0, listen_stems: Mapping[str, np.ndarray] | None = None,
+                 listen_rate: int | None = None) -> None:
+        if not stems:
+            raise InvalidInput("no stems to factorize")
+        self.sources = list(stems)
+        lengths = {np.asarray(v).shape[-1] for v in stems.values()}
+        if len(lengths) != 1:
+            raise InvalidInput(f"stems differ in length: {sorted(lengths)}")
+        n = lengths.pop()
+        self.sample_rate = sample_rate
+        self.segments = segments
+        self.num_samples = n
+        self.window_start_s = window_start_s
+        bounds = segment_bounds(n, segments, sample_rate)
+        self.components = _cut(np.stack([np.asarray(stems[s], np.float32).reshape(n) for s in self.sources]),
+                               bounds)  # [d', n]
+        self.info = [Component(i * segments + j, src, j, window_start_s + bounds[j] / sample_rate,
+                               window_start_s + bounds[j + 1] / sample_rate)
+                     for i, src in enumerate(self.sources) for j in range(segments)]
+        self.listen_rate = listen_rate
+        self.listen_components: np.ndarray | None = None  # [d', channels, n_listen]
+        if listen_stems is not None:
+            if listen_rate is None or list(listen_stems) != self.sources:
+                raise InvalidInput("listen_stems need listen_rate and the same sources as stems")
+            ls = np.stack([np.atleast_2d(np.asarray(listen_stems[s], np.float32)) for s in self.sources])
+            n_l = ls.shape[-1]
+            lb = np.round(bounds * (n_l / n)).astype(np.int64)
+            c, ch = ls.shape[0], ls.shape[1]
+            flat = _cut(ls.reshape(c * ch, n_l), lb).reshape(c, ch, segments, n_l)
+            self.listen_components = np.ascontiguousarray(flat.transpose(0, 2, 1, 3).reshape(c * segments, ch, n_l))
+
+    @property
+    def num_components(self) -> int:
+        return len(self.info)
+
+    def compose(self, masks: np.ndarray) -> np.ndarray:
+        """``masks [b, d']`` (0/1) -> model inputs ``[b, samples]``: one matrix product."""
+        return np.asarray(masks, dtype=np.float32) @ self.components
+
+    def compose_listen(self, mask: np.ndarray) -> np.ndarray:
+        """One mask ``[d']`` -> listenable audio ``[channels, samples]``."""
+        if self.listen_components is None:
+            raise InvalidInput("this factorization has no listenable stems")
+        return np.tensordot(np.asarray(mask, np.float32), self.listen_components, axes=1)
+
+
+def _cut(signals: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """``signals [k, n]`` -> ``[k * segments, n]``: each signal zeroed outside each segment."""
+    k, n = signals.shape
+    segments = len(bounds) - 1
+    seg_id = np.searchsorted(bounds, np.arange(n), side="right") - 1  # segment index of every sample
+    onehot = (seg_id[None, :] == np.arange(segments)[:, None]).astype(np.float32)  # [segments, n]
+    return (signals[:, None, :] * onehot[None, :, :]).reshape(k * segments, n)
