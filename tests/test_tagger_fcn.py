@@ -1,0 +1,195 @@
+"""FCN (MSD) PyTorch -> TF SavedModel conversion: equivalence on real music, signatures, checksums."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("AUDIOLIME_SHARED", REPO.parent / "shared"))
+PTH = SHARED / "models" / "fcn-msd" / "best_model.pth"
+AUDIO = SHARED / "audio"
+
+if not PTH.is_file() or not AUDIO.is_dir():
+    pytest.skip(f"shared FCN weights/audio not found under {SHARED} (set AUDIOLIME_SHARED)",
+                allow_module_level=True)
+torch = pytest.importorskip(
+    "torch", reason="PyTorch not installed (pip install 'audiolime[convert]'); "
+                    "it is needed only to convert/verify the FCN")
+
+from audiolime.tagger import fcn_convert as fc  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SONGS = {
+    "brahms": "Brahms_-_Hungarian_Dance_No5_string_orchestra.ogg",
+    "karissa": "Karissa_Hobbs_-_Lets_Go_Fishin.ogg",
+    "vibe_ace": "Kevin_MacLeod_-_Vibe_Ace.ogg",
+    "drum_bass": "admiralbob77_-_Choice_-_Drum-bass.ogg",  # 25 s: zero-padded to 29 s
+}
+
+
+def _window(path: Path) -> np.ndarray:
+    """Middle 29 s of a song as 16 kHz mono float32 (zero-padded when shorter)."""
+    import soundfile as sf
+    import soxr
+
+    audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    audio = soxr.resample(audio.mean(axis=1), sr, fc.SAMPLE_RATE).astype(np.float32)
+    n = fc.WINDOW_SAMPLES
+    if len(audio) < n:
+        return np.pad(audio, (0, n - len(audio)))
+    start = (len(audio) - n) // 2
+    return audio[start:start + n]
+
+
+@pytest.fixture(scope="module")
+def state_dict():
+    return fc.load_state_dict(PTH)
+
+
+@pytest.fixture(scope="module")
+def torch_model(state_dict):
+    return fc.build_torch_fcn(state_dict)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("model_base")
+    assert fc.main(["--pth", str(PTH), "--model-base", str(base)]) == 0
+    return base / "fcn-msd" / "1"
+
+
+@pytest.fixture(scope="module")
+def saved(export_dir):
+    import tensorflow as tf
+
+    return tf.saved_model.load(str(export_dir))
+
+
+@pytest.fixture(scope="module")
+def waveforms():
+    return {k: _window(AUDIO / v) for k, v in SONGS.items()}
+
+
+@pytest.fixture(scope="module")
+def batch(waveforms):
+    return np.stack(list(waveforms.values()))
+
+
+@pytest.fixture(scope="module")
+def torch_probs(torch_model, batch):
+    with torch.no_grad():
+        return torch_model(torch.from_numpy(batch)).numpy()
+
+
+def _call(saved, signature, **inputs):
+    import tensorflow as tf
+
+    out = saved.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def _top(probs: np.ndarray, k: int = 5) -> list[str]:
+    return [fc.MSD_LABELS[i] for i in np.argsort(-probs)[:k]]
+
+
+def test_savedmodel_layout_and_assets(export_dir, saved):
+    """The version dir has the TF Serving layout, all signatures and the audiolime assets."""
+    assert (export_dir / "saved_model.pb").is_file()
+    assert not [p for p in export_dir.parent.iterdir() if p.name != "1"], "temp dirs left behind"
+    assert set(saved.signatures) == {"serving_default", "spectrogram", "from_spectrogram", "labels"}
+    meta = json.loads((export_dir / "assets" / "audiolime.json").read_text())
+    assert meta["name"] == "fcn-msd" and meta["sample_rate"] == 16000
+    assert meta["window_samples"] == 464000 and meta["spectrogram_shape"] == [1813, 96]
+    assert meta["labels"] == fc.MSD_LABELS and fc.FCN_PTH_SHA256 in meta["source"]
+    assert (export_dir / "assets" / "labels.txt").read_text().splitlines() == fc.MSD_LABELS
+    out = _call(saved, "labels")
+    assert [s.decode() for s in out["labels"]] == fc.MSD_LABELS and len(fc.MSD_LABELS) == 50
+    assert out["sample_rate"] == 16000 and out["sample_rate"].dtype == np.int32
+
+
+def test_savedmodel_matches_pytorch_on_real_music(saved, batch, torch_probs):
+    """serving_default equals the PyTorch FCN on 29 s windows of 4 songs: max |dp| <= 1e-4."""
+    probs = _call(saved, "serving_default", waveform=batch)["probabilities"]
+    assert probs.shape == (len(SONGS), 50) and probs.dtype == np.float32
+    diff = float(np.abs(probs - torch_probs).max())
+    print(f"max |dp| torch vs SavedModel: {diff:.3g}")
+    assert diff <= 1e-4
+
+
+def test_spectrogram_signature_matches_torch_front_end(saved, torch_model, batch):
+    """spectrogram() equals the torch mel/dB front end; from_spectrogram(spectrogram(x)) == serve(x)."""
+    spec = _call(saved, "spectrogram", waveform=batch)["spectrogram"]
+    assert spec.shape == (len(SONGS), 1813, 96)
+    with torch.no_grad():
+        ref = torch_model.spectrogram(torch.from_numpy(batch)).numpy().transpose(0, 2, 1)
+    diff = np.abs(spec - ref)
+    print(f"spectrogram |d dB|: max {diff.max():.3g}, mean {diff.mean():.3g}, "
+          f"max where > -60 dB {diff[ref > -60].max():.3g}")
+    assert diff.max() < 0.1  # the worst bins sit ~80 dB below the frame peak
+    assert diff[ref > -60].max() < 0.01
+    assert diff.mean() < 1e-4
+    via_spec = _call(saved, "from_spectrogram", spectrogram=spec)["probabilities"]
+    direct = _call(saved, "serving_default", waveform=batch)["probabilities"]
+    np.testing.assert_allclose(via_spec, direct, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        torch_from_spec = torch_model.from_spectrogram(
+            torch.from_numpy(spec.transpose(0, 2, 1).copy())).numpy()
+    np.testing.assert_allclose(via_spec, torch_from_spec, rtol=0, atol=1e-5)
+
+
+def test_predictions_are_musically_sane(saved, batch):
+    """Tags fit the songs (a mis-transposed conv predicts 'electronic' for everything)."""
+    probs = dict(zip(SONGS, _call(saved, "serving_default", waveform=batch)["probabilities"]))
+    for name, p in probs.items():
+        print(name, [(t, round(float(p[fc.MSD_LABELS.index(t)]), 3)) for t in _top(p)])
+    idx = fc.MSD_LABELS.index
+    assert _top(probs["brahms"], 1) == ["instrumental"]
+    assert probs["brahms"][idx("electronic")] < 0.1
+    assert _top(probs["karissa"], 1)[0] in {"pop", "folk", "female vocalists", "country", "acoustic"}
+    assert "female vocalists" in _top(probs["karissa"], 3)
+    assert _top(probs["vibe_ace"], 1) == ["jazz"]
+    assert len({_top(p, 1)[0] for p in probs.values()}) >= 3
+    mat = np.stack(list(probs.values()))
+    assert np.abs(mat[:, None] - mat[None]).sum(-1).max() > 1.0
+
+
+def test_wrong_checksum_is_a_clear_error(tmp_path, capsys):
+    """A file with the wrong sha256 is refused with a one-line error (exit 2, no traceback)."""
+    bad = tmp_path / "best_model.pth"
+    bad.write_bytes(PTH.read_bytes()[:-1] + b"\0")
+    with pytest.raises(fc.ChecksumError, match="checksum mismatch"):
+        fc.load_state_dict(bad)
+    base = tmp_path / "base"
+    assert fc.main(["--pth", str(bad), "--model-base", str(base)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: checksum mismatch") and "\n" not in err
+    assert not (base / "fcn-msd" / "1").exists()
+    assert fc.main(["--pth", str(tmp_path / "missing.pth"), "--model-base", str(base)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no such weights file") and "\n" not in err
+
+
+def test_fetch_verifies_checksum(tmp_path):
+    """fetch_fcn_weights keeps a download only if its sha256 matches (file:// URL offline)."""
+    dest = tmp_path / "cache" / "best_model.pth"
+    got = fc.fetch_fcn_weights(dest, url=PTH.as_uri())
+    assert got == dest and fc.sha256_of(dest) == fc.FCN_PTH_SHA256
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(fc.ChecksumError):
+        fc.fetch_fcn_weights(other, url=PTH.as_uri(), sha256="0" * 64)
+    assert list(other.iterdir()) == []  # no partial file left
+
+
+def test_module_does_not_import_torch():
+    """Importing the converter (and so the tagger package) never imports torch."""
+    code = "import sys, audiolime.tagger.fcn_convert; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
