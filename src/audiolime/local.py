@@ -1,0 +1,32 @@
+"""In-process tagger and separator, loaded from a model directory (no servers)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from audiolime import modelstore
+from audiolime.errors import ModelNotFound
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ and Python warnings off a user's terminal (call before importing TF)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def load_tagger(model_dir: Path, name: str, version: int | None = None):
+    from audiolime.tagger.savedmodel import LocalTagger, ModelNotFoundError
+
+    try:
+        return LocalTagger.load(modelstore.serving_dir(model_dir), name, version)
+    except ModelNotFoundError as exc:
+        raise ModelNotFound(f"{exc} (run `audiolime setup` to install the default models)") from None
+
+
+def load_separator(model_dir: Path, name: str):
+    from audiolime.separator.spleeter_separator import SpleeterSeparator
+
+    return SpleeterSeparator(modelstore.spleeter_dir(model_dir), name)

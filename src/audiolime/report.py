@@ -1,0 +1,40 @@
+"""Human-readable rendering of an explanation document (the CLI's table output)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_document(doc: dict, console: Console, out_dir: str | None = None) -> None:
+    audio = doc["audio"]
+    w = audio["window"]
+    console.print(f"[bold]{audio['path']}[/bold]  {audio['duration_s']:.1f} s, {audio['sample_rate']} Hz, "
+                  f"{audio['channels']} ch; window {w['start_s']:.2f}\u2013{w['start_s'] + w['duration_s']:.2f} s")
+    console.print(f"tagger {doc['model']['name']} v{doc['model']['version']}, separator {doc['separator']['model']} "
+                  f"(residual {doc['separator']['residual_rel_rms']:.1e})")
+    for warning in doc.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    top = sorted(doc["prediction"].items(), key=lambda kv: -kv[1])[:5]
+    console.print("predicted (window): " + ", ".join(f"{t} {p:.3f}" for t, p in top))
+    for target in doc["targets"]:
+        table = Table(title=f"Explanation of '{target['tag']}' (surrogate R\u00b2 {target['surrogate_r2']:.3f})",
+                      title_justify="left")
+        for col in ("rank", "source", "segment", "time (s)", "weight", "file"):
+            table.add_column(col, justify="right" if col in ("rank", "segment", "weight") else "left")
+        for c in target["components"]:
+            if c["file"] is None and c["rank"] > doc["top_k"] + 3:
+                continue
+            table.add_row(str(c["rank"]), c["source"], str(c["segment"]), f"{c['start_s']:.2f}\u2013{c['end_s']:.2f}",
+                          f"{c['weight']:+.4f}", c["file"] or "")
+        console.print(table)
+        f = target["fidelity"]
+        verdict = "[green]kept[/green]" if f["same_top_tag"] else "[red]lost[/red]"
+        console.print(f"fidelity: only the top-{f['top_k']} positive components -> top tag '{f['top_tag']}' "
+                      f"(original top tag {verdict}); p({target['tag']}) {f['original_target_probability']:.3f} "
+                      f"-> {f['target_probability']:.3f}")
+    console.print(f"{doc['num_samples']} masks ({doc['unique_samples']} unique"
+                  f"{', exhaustive' if doc['exhaustive'] else ''}), seed {doc['seed']}; "
+                  + ", ".join(f"{k} {v:.2f}s" for k, v in doc["timings_s"].items()))
+    if out_dir:
+        console.print(f"wrote {out_dir}/explanation.json and the WAV files listed above")

@@ -1,0 +1,1 @@
+"""Wire-compatible TF Serving messages (generated from proto/audiolime/tfs)."""
