@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import librosa
@@ -91,9 +92,12 @@ def log_mel_spectrogram(waveform: tf.Tensor) -> tf.Tensor:
 def build_musicnn(x: tf.Tensor, is_training: bool | tf.Tensor, num_classes: int,
                   num_filt_midend: int = 64, num_units_backend: int = 200) -> tf.Tensor:
     """musicnn (front end '7774timbraltemporal', dense mid end, global pooling back end): logits."""
-    frontend_features = tf.concat(_frontend(x, is_training, N_MELS, num_filt=1.6), 2)
-    midend_features = tf.concat(_midend(frontend_features, is_training, num_filt_midend), 2)
-    return _backend(midend_features, is_training, num_classes, num_units_backend)
+    with warnings.catch_warnings():
+        # tf.compat.v1.layers are deprecated, but they give the checkpoint's variable names.
+        warnings.filterwarnings("ignore", message=r"`tf\.layers\.", category=UserWarning)
+        frontend_features = tf.concat(_frontend(x, is_training, N_MELS, num_filt=1.6), 2)
+        midend_features = tf.concat(_midend(frontend_features, is_training, num_filt_midend), 2)
+        return _backend(midend_features, is_training, num_classes, num_units_backend)
 
 
 def _frontend(x: tf.Tensor, is_training: bool | tf.Tensor, y_input: int,
