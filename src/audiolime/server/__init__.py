@@ -1,0 +1,1 @@
+"""gRPC server plumbing shared by the three services (no domain logic here)."""
