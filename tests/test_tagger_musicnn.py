@@ -1,4 +1,4 @@
-"""musicnn (MSD) SavedModel export and LocalTagger: equivalence with the original pipeline on real music."""
+"""musicnn (MSD) SavedModel export and LocalTagger: equivalence with the original on real music."""
 
 from __future__ import annotations
 

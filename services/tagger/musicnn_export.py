@@ -25,6 +25,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf.meta_graph_pb2 import SignatureDef
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,19 @@ SR = 16000
 FFT_HOP = 256
 FFT_SIZE = 512
 N_MELS = 96
-# musicnn's n_frames for 3 s inputs: librosa.time_to_frames(3, sr=SR, n_fft=FFT_SIZE, hop_length=FFT_HOP) + 1
+# musicnn's n_frames for 3 s inputs:
+# librosa.time_to_frames(3, sr=SR, n_fft=FFT_SIZE, hop_length=FFT_HOP) + 1
 N_FRAMES = 187
 WINDOW_SAMPLES = 3 * SR
 
 MSD_LABELS = [
     "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s",
-    "alternative rock", "jazz", "beautiful", "metal", "chillout", "male vocalists", "classic rock",
-    "soul", "indie rock", "Mellow", "electronica", "80s", "folk", "90s", "chill", "instrumental",
-    "punk", "oldies", "blues", "hard rock", "ambient", "acoustic", "experimental", "female vocalist",
-    "guitar", "Hip-Hop", "70s", "party", "country", "easy listening", "sexy", "catchy", "funk",
-    "electro", "heavy metal", "Progressive rock", "60s", "rnb", "indie pop", "sad", "House", "happy",
+    "alternative rock", "jazz", "beautiful", "metal", "chillout", "male vocalists",
+    "classic rock", "soul", "indie rock", "Mellow", "electronica", "80s", "folk", "90s", "chill",
+    "instrumental", "punk", "oldies", "blues", "hard rock", "ambient", "acoustic", "experimental",
+    "female vocalist", "guitar", "Hip-Hop", "70s", "party", "country", "easy listening", "sexy",
+    "catchy", "funk", "electro", "heavy metal", "Progressive rock", "60s", "rnb", "indie pop",
+    "sad", "House", "happy",
 ]
 
 
@@ -205,7 +208,8 @@ def _write_assets(directory: Path) -> list[Path]:
     return [labels_txt, meta]
 
 
-def _predict_signature(inputs: dict[str, tf.Tensor], outputs: dict[str, tf.Tensor]):
+def _predict_signature(inputs: dict[str, tf.Tensor],
+                       outputs: dict[str, tf.Tensor]) -> SignatureDef:
     info = tf.compat.v1.saved_model.build_tensor_info
     return tf.compat.v1.saved_model.build_signature_def(
         inputs={k: info(v) for k, v in inputs.items()},
@@ -243,8 +247,7 @@ def _build_and_save(prefix: str, asset_files: list[Path], staged: Path) -> None:
             builder = tf.compat.v1.saved_model.Builder(str(staged))
             builder.add_meta_graph_and_variables(
                 sess, [tf.saved_model.SERVING], signature_def_map=signatures,
-                assets_collection=tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.ASSET_FILEPATHS),
-                strip_default_attrs=True)
+                assets_collection=assets, strip_default_attrs=True)
             builder.save()
 
 

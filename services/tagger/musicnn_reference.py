@@ -21,7 +21,7 @@ from audiolime.tagger.musicnn_export import (
 
 
 def reference_spectrogram(waveforms: np.ndarray) -> np.ndarray:
-    """musicnn's librosa log-mel of each ``[WINDOW_SAMPLES]`` window: ``[batch, N_FRAMES, N_MELS]``."""
+    """musicnn's librosa log-mel of each window: ``[batch, N_FRAMES, N_MELS]``."""
     out = []
     for y in np.asarray(waveforms, dtype=np.float32):
         audio_rep = librosa.feature.melspectrogram(y=y, sr=SR, hop_length=FFT_HOP,

@@ -23,7 +23,7 @@ class ModelNotFoundError(LookupError):
 
 
 def list_versions(model_base: Path, name: str) -> list[int]:
-    """Complete numeric version directories of ``name`` (those with a ``saved_model.pb``), ascending."""
+    """Numeric version directories of ``name`` holding a ``saved_model.pb``, ascending."""
     model_dir = Path(model_base) / name
     if not model_dir.is_dir():
         return []
@@ -58,7 +58,7 @@ class LocalTagger:
         self.labels: list[str] = [label.decode("utf-8") for label in meta["labels"].numpy()]
         self.sample_rate: int = int(meta["sample_rate"].numpy())
         self.window_samples: int = int(self._input_shape(self._predict_fn, "waveform")[1])
-        self.spectrogram_shape: tuple[int, int] = tuple(  # type: ignore[assignment]
+        self.spectrogram_shape: tuple[int, ...] = tuple(
             int(d) for d in self._input_shape(self._from_spectrogram_fn, "spectrogram")[1:])
         log.info("loaded %s version %d from %s (%d tags, window %d samples at %d Hz)",
                  name, version, self.path, len(self.labels), self.window_samples, self.sample_rate)
