@@ -1,0 +1,248 @@
+"""Object store abstraction shared by the separator (stem cache) and the explainer (results).
+
+Keys are ``/``-separated relative paths (``stems/2stems/<sha>/vocals.flac``). Two backends:
+
+* ``S3Store``: any S3 API (AWS, MinIO, moto server); presigned GET URLs from boto3.
+* ``LocalStore``: files under a directory, written atomically (temp file + rename); presigned
+  URLs point at an HTTP server (the explainer's, ``{public_url}/o/{key}?expires=..&sig=..``) and
+  are checked with :func:`verify` (HMAC-SHA256 over ``key + expires``).
+
+``open_store("s3://bucket/prefix")`` / ``open_store("file:///path")`` picks one from a URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import shutil
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+from audiolime.errors import InvalidInput, NotFound
+
+
+def _clean_key(key: str) -> str:
+    """Reject keys that could escape the store (absolute, ``..``, empty segments)."""
+    k = key.strip("/")
+    parts = k.split("/")
+    if not k or any(p in ("", ".", "..") for p in parts) or "\\" in k or "\x00" in k:
+        raise InvalidInput(f"invalid object key {key!r}")
+    return k
+
+
+class ObjectStore(ABC):
+    """Blobs by key; ``uri`` names a blob durably, ``presign`` gives a time-limited HTTP URL."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Store ``data`` under ``key`` (replacing any previous object, atomically for readers)."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The object's bytes; raises ``audiolime.errors.NotFound`` when it does not exist."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object whose key starts with ``prefix`` (no error if none)."""
+
+    @abstractmethod
+    def uri(self, key: str) -> str:
+        """A durable URI of the object (``s3://bucket/prefix/key`` or ``file:///root/key``)."""
+
+    @abstractmethod
+    def presign(self, key: str, ttl_s: int = 3600) -> str:
+        """An HTTP(S) URL that allows a GET of ``key`` for ``ttl_s`` seconds."""
+
+    @abstractmethod
+    def parse_uri(self, uri: str) -> str:
+        """The key of a URI produced by ``uri`` (``InvalidInput`` if it is not in this store)."""
+
+
+class S3Store(ObjectStore):
+    """Objects under ``s3://bucket/prefix/`` through boto3 (works with MinIO and moto)."""
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None,
+                 region: str | None = None, client=None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        if not bucket:
+            raise InvalidInput("S3 store needs a bucket name")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self._client = client or boto3.client(
+            "s3", endpoint_url=endpoint_url or None, region_name=region or None,
+            config=Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"},
+                          s3={"addressing_style": "path"} if endpoint_url else None))
+
+    def _full(self, key: str) -> str:
+        k = _clean_key(key)
+        return f"{self.prefix}/{k}" if self.prefix else k
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, ContentType=content_type)
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"object {self.uri(key)} does not exist") from None
+            raise
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._full(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise
+
+    def delete_prefix(self, prefix: str) -> None:
+        full = self._full(prefix)
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if objs:
+                self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": objs, "Quiet": True})
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._full(key)}"
+
+    def presign(self, key: str, ttl_s: int = 3600) -> str:
+        return self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._full(key)}, ExpiresIn=int(ttl_s))
+
+    def parse_uri(self, uri: str) -> str:
+        u = urlparse(uri)
+        path = u.path.lstrip("/")
+        if u.scheme != "s3" or u.netloc != self.bucket:
+            raise InvalidInput(f"{uri!r} is not in this store (s3://{self.bucket}/{self.prefix})")
+        if self.prefix:
+            if not path.startswith(self.prefix + "/"):
+                raise InvalidInput(f"{uri!r} is not under s3://{self.bucket}/{self.prefix}/")
+            path = path[len(self.prefix) + 1:]
+        return _clean_key(path)
+
+
+def sign(secret: bytes, key: str, expires: int) -> str:
+    """HMAC-SHA256 (hex) of ``key + str(expires)`` — the local store's URL signature."""
+    return hmac.new(secret, f"{key}{int(expires)}".encode(), hashlib.sha256).hexdigest()
+
+
+def verify(key: str, expires: int | str, sig: str, secret: bytes, now: float | None = None) -> bool:
+    """Whether a local signed URL's ``sig`` is valid for ``key`` and not expired."""
+    try:
+        exp = int(expires)
+    except (TypeError, ValueError):
+        return False
+    if exp < (time.time() if now is None else now):
+        return False
+    return hmac.compare_digest(sign(secret, key, exp), str(sig))
+
+
+class LocalStore(ObjectStore):
+    """Objects as files under ``root``; presigned URLs are served by an HTTP server at ``public_url``."""
+
+    def __init__(self, root: Path, public_url: str | None = None, secret: bytes | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.secret = secret
+
+    def path(self, key: str) -> Path:
+        return self.root / _clean_key(key)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"object {self.uri(key)} does not exist") from None
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def delete_prefix(self, prefix: str) -> None:
+        p = self.path(prefix)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.is_file():
+            p.unlink(missing_ok=True)
+        else:  # a partial name: delete siblings that start with it
+            parent = p.parent
+            if parent.is_dir():
+                for child in parent.iterdir():
+                    if child.name.startswith(p.name):
+                        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+
+    def uri(self, key: str) -> str:
+        return self.path(key).as_uri()
+
+    def presign(self, key: str, ttl_s: int = 3600) -> str:
+        if not self.public_url or not self.secret:
+            raise InvalidInput("local store has no public URL / URL secret configured; cannot sign URLs")
+        k = _clean_key(key)
+        expires = int(time.time()) + int(ttl_s)
+        return f"{self.public_url}/o/{quote(k)}?expires={expires}&sig={sign(self.secret, k, expires)}"
+
+    def verify(self, key: str, expires: int | str, sig: str) -> bool:
+        """Check a signed URL's parameters against this store's secret."""
+        return bool(self.secret) and verify(_clean_key(key), expires, sig, self.secret)
+
+    def parse_uri(self, uri: str) -> str:
+        u = urlparse(uri)
+        if u.scheme != "file":
+            raise InvalidInput(f"{uri!r} is not a file:// URI of this store ({self.root.as_uri()})")
+        path = Path(u.path).resolve()
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            raise InvalidInput(f"{uri!r} is not under {self.root.as_uri()}") from None
+        return _clean_key(rel.as_posix())
+
+
+def open_store(url: str, **opts) -> ObjectStore:
+    """``s3://bucket/prefix`` (opts: ``endpoint_url``, ``region``) or ``file:///path``
+    (opts: ``public_url``, ``secret``) or a plain directory path."""
+    u = urlparse(url)
+    if u.scheme == "s3":
+        return S3Store(u.netloc, u.path, endpoint_url=opts.get("endpoint_url"), region=opts.get("region"))
+    if u.scheme == "file":
+        return LocalStore(Path(u.path), public_url=opts.get("public_url"), secret=_secret(opts.get("secret")))
+    if u.scheme == "":
+        return LocalStore(Path(url), public_url=opts.get("public_url"), secret=_secret(opts.get("secret")))
+    raise InvalidInput(f"unsupported store URL {url!r} (use s3://bucket/prefix or file:///path)")
+
+
+def _secret(value: bytes | str | None) -> bytes | None:
+    if value is None or value == "":
+        return None
+    return value.encode() if isinstance(value, str) else value
