@@ -20,7 +20,11 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,convert]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@# PyTorch only converts the FCN checkpoint (never serves). TF 2.12 declares typing_extensions<4.6
+	@# while torch 2.13 needs >=4.10; both work with 4.1x (the test suite covers TF and torch), so
+	@# torch goes in without dependency resolution.
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps torch==2.13.0 filelock fsspec 'typing_extensions>=4.10'
 	touch $@
 
 ## Download (pinned, checksummed) and export the pretrained models into $(MODEL_DIR).

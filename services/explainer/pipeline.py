@@ -18,7 +18,7 @@ import numpy as np
 from audiolime.audio import Audio, resample, to_mono
 from audiolime.errors import InvalidInput
 from audiolime.explainer.engine import Engine, Explanation, ExplainParams, Progress, resolve_tags, top_tags
-from audiolime.explainer.factorization import StemSegmentFactorization
+from audiolime.explainer.factorization import StemSegmentFactorization, segment_bounds
 
 SEPARATION_CONTEXT_S = 0.5  # audio either side of the window given to the separator, then cropped
 DOCUMENT_VERSION = 1
@@ -110,17 +110,25 @@ def scan_windows(tagger: Tagger, mono: np.ndarray, hop: int, batch_size: int = 6
     return starts, np.concatenate(probs).astype(np.float32)
 
 
+def validate_request(req: ExplainRequest, tagger: Tagger) -> list[int] | None:
+    """Check a request against the tagger before any expensive work; returns target tag indices
+    (None: the top predicted tags, decided after tagging the song)."""
+    if req.top_n < 1:
+        raise InvalidInput(f"top_n must be >= 1, got {req.top_n}")
+    req.params.validate()
+    segment_bounds(tagger.window_samples, req.segments, tagger.sample_rate)
+    if req.start_s is not None and not 0 <= req.start_s < req.audio.duration_s:
+        raise InvalidInput(f"start {req.start_s:g} s is outside the audio (duration {req.audio.duration_s:.2f} s)")
+    return resolve_tags(tagger.labels, req.tags) if req.tags else None
+
+
 def explain_song(req: ExplainRequest, tagger: Tagger, stem_source: StemSource, engine: Engine,
                  progress: Progress | None = None) -> ExplainResult:
     """The whole method on one song (see module docstring)."""
     timings: dict[str, float] = {}
     warnings: list[str] = []
     audio, sr_m, w = req.audio, tagger.sample_rate, tagger.window_samples
-    if req.top_n < 1:
-        raise InvalidInput(f"top_n must be >= 1, got {req.top_n}")
-    target_idx = resolve_tags(tagger.labels, req.tags) if req.tags else None
-    if req.start_s is not None and not 0 <= req.start_s < audio.duration_s:
-        raise InvalidInput(f"start {req.start_s:g} s is outside the audio (duration {audio.duration_s:.2f} s)")
+    target_idx = validate_request(req, tagger)
     t = time.perf_counter()
     mono = resample(to_mono(audio.waveform)[None, :], audio.sample_rate, sr_m)[0]
     if len(mono) < w:

@@ -61,8 +61,15 @@ def add_model_dir(p: argparse.ArgumentParser) -> None:
                    help="models directory (default: $AUDIOLIME_MODEL_DIR or ./models of the checkout)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``audiolime: error: ...``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"audiolime: error: {self.prog.removeprefix('audiolime').strip() or 'usage'}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audiolime", description="Listenable explanations of music taggers.")
+    parser = _Parser(prog="audiolime", description="Listenable explanations of music taggers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -149,7 +156,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from audiolime.audio import decode
     from audiolime.explainer.engine import Engine, ExplainParams
     from audiolime.explainer.output import write_local
-    from audiolime.explainer.pipeline import ExplainRequest, document, explain_song, separate_with_context
+    from audiolime.explainer.pipeline import (ExplainRequest, document, explain_song, separate_with_context,
+                                               validate_request)
     from audiolime.local import load_separator, load_tagger, quiet_tensorflow
     from audiolime.report import print_document
 
@@ -158,10 +166,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     req = ExplainRequest(audio, str(args.song), args.tag, 1, args.start, args.segments, params)
     quiet_tensorflow()
     tagger = load_tagger(args.model_dir, args.tagger)
-    if args.tag:
-        from audiolime.explainer.engine import resolve_tags
-
-        resolve_tags(tagger.labels, args.tag)  # unknown tags fail before separation
+    validate_request(req, tagger)  # bad tags, segments, start: fail before loading the separator
     separator = load_separator(args.model_dir, args.separator)
     engine = Engine(tagger.predict, tagger.labels, batch_size=args.batch_size)
     err = Console(stderr=True)
@@ -213,7 +218,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (already printed) and --help
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if hasattr(args, "model_dir") and args.model_dir is None:

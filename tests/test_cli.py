@@ -1,0 +1,156 @@
+"""`audiolime explain` end to end on real music, and every bad input as a one-line error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiolime.cli import main
+
+KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"
+
+
+@pytest.fixture(scope="module")
+def karissa_run(shared: Path, models: Path, tmp_path_factory) -> tuple[dict, Path]:
+    """One real explanation through the installed console script (a separate process)."""
+    out = tmp_path_factory.mktemp("explain") / "out"
+    exe = Path(sys.executable).with_name("audiolime")
+    proc = subprocess.run([str(exe), "explain", str(shared / "audio" / KARISSA), "--tag", "female vocalists",
+                           "--num-samples", "1024", "--seed", "0", "--out", str(out), "--json",
+                           "--model-dir", str(models)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout), out
+
+
+def test_vocals_hold_top_ranks_for_female_vocalists(karissa_run):
+    """The paper's qualitative example: explaining 'female vocalists', vocals components rank 1-3."""
+    doc, _ = karissa_run
+    target = doc["targets"][0]
+    assert target["tag"] == "female vocalists"
+    assert [c["source"] for c in target["components"][:3]] == ["vocals"] * 3
+    assert target["components"][0]["weight"] > 0.03
+    assert target["surrogate_r2"] > 0.5
+    assert target["fidelity"]["same_top_tag"] is True
+    assert max(doc["prediction"], key=doc["prediction"].get) == "female vocalists"
+
+
+def test_document_schema_and_counts(karissa_run, shared: Path):
+    """explanation.json holds provenance, counts, timings, and ranks every component once."""
+    doc, out = karissa_run
+    assert json.loads((out / "explanation.json").read_text()) == doc
+    from audiolime.audio import decode
+
+    assert doc["audio"]["sha256"] == decode(shared / "audio" / KARISSA).pcm_sha256()
+    assert doc["model"]["name"] == "musicnn-msd" and doc["separator"]["model"] == "2stems"
+    assert doc["separator"]["residual_rel_rms"] < 1e-3
+    assert doc["num_samples"] == 1024 and 12 + 1 < doc["unique_samples"] <= 1024 and not doc["exhaustive"]
+    assert doc["seed"] == 0 and len(doc["prediction"]) == 50
+    comps = doc["targets"][0]["components"]
+    assert sorted(c["rank"] for c in comps) == list(range(1, 13))
+    assert len({(c["source"], c["segment"]) for c in comps}) == 12
+    assert [c["weight"] for c in comps] == sorted((c["weight"] for c in comps), reverse=True)
+    w = doc["audio"]["window"]
+    assert w["duration_s"] == 3.0 and 0 <= w["start_s"] <= doc["audio"]["duration_s"] - 3
+    for c in comps:
+        assert w["start_s"] - 1e-6 <= c["start_s"] < c["end_s"] <= w["start_s"] + 3 + 1e-6
+    assert {"scan", "separate", "predict", "fit", "fidelity"} <= set(doc["timings_s"])
+
+
+def test_written_audio_is_the_listenable_decomposition(karissa_run, shared: Path):
+    """WAVs: window is the original excerpt; each component is silent outside its segment; the
+    top-k mix is the sum of its components."""
+    doc, out = karissa_run
+    window, sr = sf.read(out / "window.wav", always_2d=True)
+    assert sr == 44100 and window.shape == (3 * 44100, 2)
+    original, _ = sf.read(shared / "audio" / KARISSA, always_2d=True, dtype="float32")
+    start = int(round(doc["audio"]["window"]["start_s"] * sr))
+    assert np.abs(window - original[start:start + 3 * sr]).max() < 2e-4  # 16-bit PCM
+    top = [c for c in doc["targets"][0]["components"] if c["file"]]
+    assert len(top) == 3
+    mix = np.zeros_like(window)
+    for c in top:
+        audio, _ = sf.read(out / c["file"], always_2d=True)
+        a, b = int(round((c["start_s"] - doc["audio"]["window"]["start_s"]) * sr)), \
+            int(round((c["end_s"] - doc["audio"]["window"]["start_s"]) * sr))
+        assert np.abs(audio[:a]).max(initial=0) == 0 and np.abs(audio[b:]).max(initial=0) == 0
+        assert np.sqrt(np.mean(audio[a:b] ** 2)) > 1e-3  # the sung segment is audible
+        mix += audio
+    topk, _ = sf.read(out / "topk_mix.wav", always_2d=True)
+    assert np.abs(topk - mix).max() < 1e-3
+
+
+def _error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0, "expected a failure"
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("audiolime: error:"), err
+    return lines[0]
+
+
+@pytest.fixture()
+def bad_files(tmp_path: Path) -> dict[str, Path]:
+    files = {"text": tmp_path / "notes.ogg", "empty": tmp_path / "empty.wav", "silent": tmp_path / "silent.wav",
+             "short": tmp_path / "short.wav"}
+    files["text"].write_text("this is not audio\n")
+    files["empty"].write_bytes(b"")
+    sf.write(files["silent"], np.zeros((44100, 2), np.float32), 44100)
+    t = np.arange(22050) / 22050
+    sf.write(files["short"], (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 22050)  # 1 s mono 22.05 kHz
+    return files
+
+
+@pytest.mark.parametrize("case,extra,message", [
+    ("missing", [], "no such file"),
+    ("text", [], "not a readable audio file"),
+    ("empty", [], "not a readable audio file"),
+    ("silent", [], "is silent"),
+])
+def test_bad_audio_is_one_line_error(capsys, tmp_path, bad_files, case, extra, message):
+    """Unreadable, non-audio, empty and silent inputs fail with one line, exit 2, no --out written."""
+    song = bad_files.get(case, tmp_path / "does-not-exist.mp3")
+    out = tmp_path / "out"
+    line = _error(capsys, ["explain", str(song), "--out", str(out), *extra])
+    assert message in line and not out.exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--num-samples", "12"], "at least d'+1 = 13"),
+    (["--num-samples", "65537"], "between 1 and 65536"),
+    (["--segments", "0"], "must be >= 1"),
+    (["--segments", "61"], "minimum is 50 ms"),
+    (["--start", "500"], "outside the audio"),
+    (["--start", "-1"], "must be >= 0"),
+    (["--tag", "femal vocals"], "closest valid tags: female vocalist, female vocalists"),
+    (["--tagger", "nope"], "nope"),
+])
+def test_bad_parameters_are_one_line_errors(capsys, shared, models, tmp_path, extra, message):
+    """Out-of-range parameters, unknown tags and models: one line naming the problem, nothing in --out."""
+    out = tmp_path / "out"
+    argv = ["explain", str(shared / "audio" / KARISSA), "--out", str(out), "--model-dir", str(models), *extra]
+    line = _error(capsys, argv)
+    assert message in line
+    assert not out.exists()
+
+
+def test_short_audio_is_zero_padded_with_warning(capsys, models, bad_files, tmp_path):
+    """Audio shorter than the model window is explained, zero-padded, with a warning in the document."""
+    out = tmp_path / "out"
+    code = main(["explain", str(bad_files["short"]), "--num-samples", "64", "--segments", "2", "--json",
+                 "--out", str(out), "--model-dir", str(models)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    doc = json.loads(captured.out)
+    assert any("shorter than the model window" in w for w in doc["warnings"])
+    assert doc["exhaustive"] and doc["unique_samples"] == 16
+    window, sr = sf.read(out / "window.wav", always_2d=True)
+    assert sr == 22050 and window.shape == (int(3 * 22050), 1)
+    assert np.abs(window[22050 + 10:]).max() == 0  # padding is silence
