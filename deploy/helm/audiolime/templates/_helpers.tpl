@@ -180,12 +180,15 @@ topologySpreadConstraints:
 {{- end }}
 {{- end -}}
 
-{{/* Init container that fills the model volume with `audiolime setup`. */}}
+{{/* Init container that fills the model volume with `audiolime setup`; call with
+(dict "ctx" $ "image" "<default image>"): models.setup.image wins when set. */}}
 {{- define "audiolime.modelSetupInitContainer" -}}
+{{- $image := .image -}}
+{{- with .ctx }}
 {{- if .Values.models.setup.enabled }}
 initContainers:
   - name: model-setup
-    image: {{ default (include "audiolime.image" (dict "ctx" . "name" "separator")) .Values.models.setup.image }}
+    image: {{ default $image .Values.models.setup.image }}
     imagePullPolicy: {{ .Values.image.pullPolicy }}
     args:
       - setup
@@ -206,6 +209,7 @@ initContainers:
         mountPath: {{ .Values.models.mountPath }}
       - name: tmp
         mountPath: /tmp
+{{- end }}
 {{- end }}
 {{- end -}}
 
