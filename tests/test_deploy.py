@@ -522,7 +522,7 @@ def test_explainer_targets_and_s3_settings(helm_template):
 
 def test_official_tagger_runs_tf_serving_with_config_files(helm_template):
     """Official TF Serving: pinned image, documented flags, model/batching/monitoring config files."""
-    docs = helm_template("default-values")
+    docs = helm_template("production-values")
     dep = _find(docs, "Deployment", "audiolime-tagger")
     c = _container(dep)
     assert c["image"] == "tensorflow/serving:2.12.1"
@@ -535,6 +535,8 @@ def test_official_tagger_runs_tf_serving_with_config_files(helm_template):
     for model in ("musicnn-msd", "fcn-msd"):
         assert f'name: "{model}"' in data["models.config"]
         assert f'base_path: "/models/serving/{model}"' in data["models.config"]
+    default = _find(helm_template("default-values"), "ConfigMap", "audiolime-tagger-config")["data"]
+    assert 'name: "musicnn-msd"' in default["models.config"] and "fcn-msd" not in default["models.config"]
     for field in ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"):
         assert re.search(rf"^{field} {{ value: \d+ }}$", data["batching.config"], re.M), field
     assert "enable: true" in data["monitoring.config"]
