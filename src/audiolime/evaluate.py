@@ -65,6 +65,10 @@ class EvalConfig:
     separator: str = "2stems"
     kernel_width: float = 0.25
     window_placement: str = "evenly spaced centres"
+    windows_override: tuple[tuple[str, int], ...] = ()  # per-tagger W, e.g. (("fcn-msd", 2),)
+
+    def windows(self, tagger: str) -> int:
+        return dict(self.windows_override).get(tagger, self.windows_per_song)
 
     def result_key(self) -> dict:
         """Everything that changes an item's result (taggers and songs only add items)."""
@@ -72,6 +76,7 @@ class EvalConfig:
         for k in ("taggers", "audio_dir"):
             d.pop(k)
         d["ks"] = list(self.ks)
+        d["windows_override"] = {t: n for t, n in self.windows_override}
         return d
 
 
@@ -108,7 +113,10 @@ def validate(cfg: EvalConfig, serving_dir: Path) -> None:
                                f"(increase --segments / --slime-segments)")
         if cfg.num_samples < d + 1:
             raise InvalidInput(f"--num-samples must be at least d'+1 = {d + 1} for {name}, got {cfg.num_samples}")
-    if cfg.windows_per_song < 1 or cfg.draws < 1:
+    unknown = sorted(set(dict(cfg.windows_override)) - set(cfg.taggers))
+    if unknown:
+        raise InvalidInput(f"--windows-per-song names a tagger that is not evaluated: {', '.join(unknown)}")
+    if min(cfg.windows(t) for t in cfg.taggers) < 1 or cfg.draws < 1:
         raise InvalidInput("--windows-per-song and --draws must be >= 1")
     for name in cfg.taggers:
         model = serving_dir / name
@@ -309,11 +317,11 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
     # Plan: decode headers lazily per song; window lengths come from the taggers, which we only
     # load when something is left to compute.
     pending_by_song: list[tuple[Path, list[tuple[str, int]]]] = []
-    total = len(songs) * len(cfg.taggers) * cfg.windows_per_song
-    n_done = sum(1 for s in songs for t in cfg.taggers for w in range(cfg.windows_per_song)
-                 if (s.name, t, w) in done)
+    keys = [(s.name, t, w) for s in songs for t in cfg.taggers for w in range(cfg.windows(t))]
+    total = len(keys)
+    n_done = sum(1 for key in keys if key in done)
     for s in songs:
-        todo = [(t, w) for t in cfg.taggers for w in range(cfg.windows_per_song) if (s.name, t, w) not in done]
+        todo = [(t, w) for t in cfg.taggers for w in range(cfg.windows(t)) if (s.name, t, w) not in done]
         if todo:
             pending_by_song.append((s, todo))
     computed = 0
@@ -343,7 +351,7 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
                         mono_by_rate[tg.sample_rate] = resample(to_mono(audio.waveform)[None, :], sr,
                                                                 tg.sample_rate)[0]
                     n_m = len(mono_by_rate[tg.sample_rate])
-                    for wi, start in enumerate(window_starts(n_m, tg.window_samples, cfg.windows_per_song)):
+                    for wi, start in enumerate(window_starts(n_m, tg.window_samples, cfg.windows(t))):
                         a = int(round(start / tg.sample_rate * sr))
                         b = min(a + int(round(tg.window_samples / tg.sample_rate * sr)), audio.num_samples)
                         plan[(t, wi)] = (start, a, b)
@@ -373,7 +381,7 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
                     done[(song.name, t, wi)] = rec
                     computed += 1
                     bar.advance(task)
-    items = [done[(s.name, t, w)] for s in songs for t in cfg.taggers for w in range(cfg.windows_per_song)]
+    items = [done[key] for key in keys]
     table = write_outputs(out, cfg, items)
     return RunSummary(total, n_done, computed, out, table)
 
@@ -435,6 +443,7 @@ def write_outputs(out: Path, cfg: EvalConfig, items: Sequence[dict]) -> dict:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
     table = aggregate(cfg, rows)
     doc = {"config": {**asdict(cfg), "ks": list(cfg.ks), "taggers": list(cfg.taggers),
+                      "windows_per_song": {t: cfg.windows(t) for t in cfg.taggers}, "windows_override": None,
                       "audioLIME_components": _num_stems(cfg.separator) * cfg.segments,
                       "slime_components": cfg.slime_segments * cfg.slime_bands},
            "items": len(items), "songs": sorted({rec["song"] for rec in items}),
@@ -464,8 +473,8 @@ def _cell(c: dict) -> str:
 def markdown(cfg: EvalConfig, table: dict, items: Sequence[dict]) -> str:
     d_a = _num_stems(cfg.separator) * cfg.segments
     lines = ["# Same-top-tag rate (audioLIME paper, Figure 2)", "",
-             f"{len(items)} explanations ({len({r['song'] for r in items})} songs x {cfg.windows_per_song} windows "
-             f"per tagger); N = {cfg.num_samples} perturbations; audioLIME {cfg.separator} x tau = {cfg.segments} "
+             f"{len(items)} explanations ({len({r['song'] for r in items})} songs; windows per song: "
+             + ", ".join(f"{t} {cfg.windows(t)}" for t in cfg.taggers) + f", evenly spaced centres); N = {cfg.num_samples} perturbations; audioLIME {cfg.separator} x tau = {cfg.segments} "
              f"(d' = {d_a}); SLIME tau = {cfg.slime_segments} x F = {cfg.slime_bands} "
              f"(d' = {cfg.slime_segments * cfg.slime_bands}, baseline {cfg.slime_baseline}); random R = {cfg.draws}; "
              f"seed {cfg.seed}. Cells: rate [95% Wilson CI] (n explanations).", ""]

@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=_positive_int(1), nargs="+", default=[3, 5, 7, 9, 11],
                    help="numbers of top components to keep (default 3 5 7 9 11)")
     p.add_argument("--num-samples", type=_positive_int(2, 65536), default=512, help="perturbations N (default 512)")
-    p.add_argument("--windows-per-song", type=_positive_int(1, 100), default=3,
-                   help="analysis windows W per song, evenly spaced centres (default 3)")
+    p.add_argument("--windows-per-song", nargs="+", default=["3"], metavar="W|TAGGER=W",
+                   help="analysis windows W per song, evenly spaced centres (default 3); "
+                        "TAGGER=W overrides one tagger, e.g. 3 fcn-msd=2")
     p.add_argument("--segments", type=_positive_int(1), default=12,
                    help="audioLIME temporal segments tau (x 2 stems; default 12 -> d' = 24)")
     p.add_argument("--slime-segments", type=_positive_int(1), default=6, help="SLIME temporal segments (default 6)")
@@ -36,14 +37,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def parse_windows(values: list[str]) -> tuple[int, tuple[tuple[str, int], ...]]:
+    from audiolime.errors import InvalidInput
+
+    default, override = 3, {}
+    for v in values:
+        name, _, num = v.rpartition("=")
+        try:
+            n = int(num)
+        except ValueError:
+            raise InvalidInput(f"--windows-per-song: expected W or TAGGER=W, got {v!r}") from None
+        if not 1 <= n <= 100:
+            raise InvalidInput(f"--windows-per-song: W must be between 1 and 100, got {v!r}")
+        if name:
+            override[name] = n
+        else:
+            default = n
+    return default, tuple(sorted(override.items()))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from audiolime.evaluate import EvalConfig, run
 
+    windows, override = parse_windows(args.windows_per_song)
     cfg = EvalConfig(taggers=tuple(args.tagger or ["musicnn-msd"]), audio_dir=str(args.audio),
                      ks=tuple(sorted(set(args.k))), num_samples=args.num_samples,
-                     windows_per_song=args.windows_per_song, segments=args.segments,
+                     windows_per_song=windows, windows_override=override, segments=args.segments,
                      slime_segments=args.slime_segments, slime_bands=args.slime_bands,
                      slime_baseline=args.slime_baseline, draws=args.draws, seed=args.seed, separator=args.separator)
     summary = run(cfg, args.model_dir, args.out, batch_size=args.batch_size, console=Console(stderr=True))
