@@ -162,13 +162,50 @@ def install_demo_song(model_dir: Path, cache_dir: Path) -> Path:
     return dest
 
 
-def setup_all(model_dir: Path, cache_dir: Path | None = None, demo: bool = True) -> dict[str, Path]:
-    """Fetch, verify and lay out every model the default pipeline needs (idempotent)."""
+FCN_MODEL = "fcn-msd"
+
+
+def fcn_weights_candidates() -> list[Path]:
+    """Local copies of the FCN weights to prefer over the download: $AUDIOLIME_FCN_PTH, then the
+    shared material beside the checkout ($AUDIOLIME_SHARED or ../shared)."""
+    out = []
+    if os.environ.get("AUDIOLIME_FCN_PTH"):
+        out.append(Path(os.environ["AUDIOLIME_FCN_PTH"]))
+    shared = Path(os.environ.get("AUDIOLIME_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
+    out.append(shared / "models" / FCN_MODEL / "best_model.pth")
+    return out
+
+
+def install_fcn(model_dir: Path) -> Path:
+    """Convert the paper's FCN (PyTorch, sha256-pinned) to ``serving/fcn-msd/1``. Needs PyTorch at
+    conversion time only; weights from a local copy when present, else from their public origin."""
+    dest = model_dir / "serving" / FCN_MODEL / "1"
+    if (dest / "saved_model.pb").exists():
+        return dest
+    from audiolime.tagger import fcn_convert
+
+    pth = next((p for p in fcn_weights_candidates() if p.is_file()), None)
+    if pth is None:
+        pth = fcn_convert.fetch_fcn_weights(fcn_convert.DEFAULT_CACHE)
+    return fcn_convert.export_fcn(fcn_convert.load_state_dict(pth), dest, overwrite=True)
+
+
+def setup_all(model_dir: Path, cache_dir: Path | None = None, demo: bool = True,
+              fcn: bool = True) -> dict[str, Path | str]:
+    """Fetch, verify and lay out every model the default pipeline needs (idempotent).
+
+    The FCN (paper evaluation only) is optional: when PyTorch or its weights are unavailable it is
+    reported as skipped instead of failing the setup of the default pipeline."""
     cache_dir = cache_dir or default_cache_dir()
-    out = {
+    out: dict[str, Path | str] = {
         "spleeter:2stems": install_spleeter_2stems(model_dir, cache_dir),
         MUSICNN_MODEL: install_musicnn(model_dir, cache_dir),
     }
     if demo:
         out["demo"] = install_demo_song(model_dir, cache_dir)
+    if fcn:
+        try:
+            out[FCN_MODEL] = install_fcn(model_dir)
+        except (ImportError, OSError, ValueError) as exc:  # no torch / offline / checksum mismatch
+            out[FCN_MODEL] = f"skipped ({type(exc).__name__}: {exc}); see services/tagger/fcn_convert.py"
     return out
