@@ -80,6 +80,11 @@ class LocalTagger:
         return cls(Path(model_base) / name / str(version), name, version)
 
     @property
+    def signatures(self):
+        """Every signature function of the SavedModel by key (e.g. for a generic model server)."""
+        return self._model.signatures
+
+    @property
     def n_tags(self) -> int:
         return len(self.labels)
 

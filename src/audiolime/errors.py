@@ -31,3 +31,7 @@ class ResourceExhausted(AudiolimeError):
 
 class NotFound(AudiolimeError, LookupError):
     """A job, object or other named resource does not exist (gRPC NOT_FOUND)."""
+
+
+class Unimplemented(AudiolimeError):
+    """The RPC exists in the API but this server does not implement it (gRPC UNIMPLEMENTED)."""

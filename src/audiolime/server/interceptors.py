@@ -24,6 +24,7 @@ STATUS_OF: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.ModelNotReady, grpc.StatusCode.UNAVAILABLE),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
 ]
 
 
