@@ -101,7 +101,6 @@ class SpectrogramRectangles:
         band_of_mel = np.searchsorted(self.mel_bounds, np.arange(mels), side="right") - 1
         comp_of_bin = (band_of_mel[None, :] * segments + seg_of_frame[:, None]).reshape(-1)  # [frames * mels]
         self.indicator = (comp_of_bin[None, :] == np.arange(self.num_components)[:, None]).astype(np.float32)
-        self._delta = (spec - self.baseline).reshape(-1)  # what switching a bin on adds to the baseline
 
     @property
     def num_components(self) -> int:
@@ -118,10 +117,12 @@ class SpectrogramRectangles:
 
     def compose(self, masks: np.ndarray) -> np.ndarray:
         """``masks [b, d]`` (0/1) -> spectrograms ``[b, frames, mels]``: one matrix product and a
-        blend with the baseline; no per-sample loop."""
+        select between the spectrogram and the baseline (exact: all on = the spectrogram); no
+        per-sample loop."""
         m = np.asarray(masks, dtype=np.float32).reshape(-1, self.num_components)
         on = m @ self.indicator  # [b, frames * mels], 0/1 since the rectangles are disjoint
-        return (self.baseline + on * self._delta[None, :]).reshape(len(m), *self.shape).astype(np.float32)
+        flat = self.spectrogram.reshape(1, -1)
+        return np.where(on > 0.5, flat, np.float32(self.baseline)).reshape(len(m), *self.shape)
 
 
 def check_spectrogram_tagger(tagger: object) -> None:

@@ -64,7 +64,7 @@ class EvalConfig:
     seed: int = 0
     separator: str = "2stems"
     kernel_width: float = 0.25
-    window_placement: str = "evenly spaced centres"
+    window_placement: str = "evenly spaced centres, at most ceil(song / window) per song"
     windows_override: tuple[tuple[str, int], ...] = ()  # per-tagger W, e.g. (("fcn-msd", 2),)
 
     def windows(self, tagger: str) -> int:
@@ -127,6 +127,36 @@ def validate(cfg: EvalConfig, serving_dir: Path) -> None:
             raise ModelNotFound(f"tagger {name!r} missing in {model} (run `audiolime setup`)")
 
 
+def song_seconds(path: Path) -> float:
+    """Duration from the file header (no decoding)."""
+    import soundfile as sf
+
+    try:
+        return float(sf.info(str(path)).duration)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"{path.name}: not a readable audio file ({str(exc).strip().splitlines()[-1:]})") from None
+
+
+def tagger_window_seconds(serving_dir: Path, name: str) -> float | None:
+    """The tagger's analysis window in seconds, from its export metadata (None if unknown)."""
+    versions = sorted((v for v in (serving_dir / name).glob("*") if v.name.isdigit()), key=lambda v: int(v.name))
+    for v in reversed(versions):
+        meta = v / "assets" / "audiolime.json"
+        if meta.is_file():
+            d = json.loads(meta.read_text())
+            return d["window_samples"] / d["sample_rate"]
+    return None
+
+
+def windows_for(requested: int, song_s: float, window_s: float | None) -> int:
+    """At most ``requested`` windows, and no more than ``ceil(song / window)``: more windows
+    than that on a short song would repeat (nearly or exactly, for songs shorter than the
+    window) the same audio and inflate n without adding evidence."""
+    if not window_s:
+        return requested
+    return max(1, min(requested, math.ceil(song_s / window_s - 1e-6)))
+
+
 def window_starts(num_samples: int, window: int, count: int) -> list[int]:
     """``count`` windows with evenly spaced centres, clamped inside ``[0, num_samples)``."""
     out = []
@@ -170,8 +200,14 @@ def load_checkpoint(out: Path) -> dict[tuple[str, str, int], dict]:
 
 
 def append_checkpoint(out: Path, rec: dict) -> None:
-    with (out / CHECKPOINT).open("a", encoding="utf-8") as f:
-        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    path = out / CHECKPOINT
+    torn = False
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:  # a torn last line from an interrupted run: start a fresh line
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with path.open("a", encoding="utf-8") as f:
+        f.write(("\n" if torn else "") + json.dumps(rec, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -215,7 +251,7 @@ def evaluate_window(tagger, window: np.ndarray, model_stems: dict[str, np.ndarra
     from audiolime.explainer.baselines import random_draws, to_masks, top_k_positive
     from audiolime.explainer.engine import Engine, ExplainParams
     from audiolime.explainer.factorization import StemSegmentFactorization
-    from audiolime.explainer.slime import for_tagger
+    from audiolime.explainer.slime import NotApplicable, for_tagger
 
     say = progress or (lambda _: None)
     labels = tagger.labels
@@ -253,22 +289,27 @@ def evaluate_window(tagger, window: np.ndarray, model_stems: dict[str, np.ndarra
     # SLIME: rectangles over the tagger's input spectrogram
     t1 = time.perf_counter()
     say("SLIME")
-    rect = for_tagger(tagger, window, cfg.slime_segments, cfg.slime_bands, cfg.slime_baseline, start_s)
-    spec_engine = Engine(tagger.predict_spectrogram, labels, batch_size)
-    exp_s = spec_engine.explain(rect, rect.spectrogram, [top], params)
-    w_s = _weights(exp_s.targets[0], rect.num_components)
-    s_sets = [top_k_positive(w_s, k) for k in cfg.ks]
-    s_preds = spec_engine.evaluate(rect.compose, to_masks(s_sets, rect.num_components))
-    meta["slime"] = {"d": rect.num_components, "positive": int((w_s > 0).sum()),
-                     "surrogate_r2": round(exp_s.targets[0].surrogate_r2, 4), "baseline": rect.baseline,
-                     "top_tag_from_spectrogram": labels[int(np.argmax(exp_s.prediction))]}
+    try:
+        rect = for_tagger(tagger, window, cfg.slime_segments, cfg.slime_bands, cfg.slime_baseline, start_s)
+    except NotApplicable as exc:  # waveform-only tagger: SLIME rows stay empty ("n/a")
+        rect = None
+        meta["slime"] = {"not_applicable": str(exc)}
+    if rect is not None:
+        spec_engine = Engine(tagger.predict_spectrogram, labels, batch_size)
+        exp_s = spec_engine.explain(rect, rect.spectrogram, [top], params)
+        w_s = _weights(exp_s.targets[0], rect.num_components)
+        s_sets = [top_k_positive(w_s, k) for k in cfg.ks]
+        s_preds = spec_engine.evaluate(rect.compose, to_masks(s_sets, rect.num_components))
+        meta["slime"] = {"d": rect.num_components, "positive": int((w_s > 0).sum()),
+                         "surrogate_r2": round(exp_s.targets[0].surrogate_r2, 4), "baseline": rect.baseline,
+                         "top_tag_from_spectrogram": labels[int(np.argmax(exp_s.prediction))]}
     meta["timings_s"]["slime"] = round(time.perf_counter() - t1, 2)
 
     def row(method: str, k: int, n_comp: int | None, same: float | None, kept: str | None, draws: int,
             r2: float) -> dict:
         return {"method": method, "k": k, "components": n_comp, "draws": draws,
                 "same_top_tag": None if same is None else round(float(same), 6),
-                "top_tag": labels[top], "kept_top_tag": kept, "surrogate_r2": round(r2, 4)}
+                "top_tag": labels[top], "kept_top_tag": kept, "surrogate_r2": _r(r2)}
 
     for method, k, first, n in spans:
         if method == "audiolime":
@@ -282,6 +323,9 @@ def evaluate_window(tagger, window: np.ndarray, model_stems: dict[str, np.ndarra
             common = int(np.bincount(tops).argmax())
             rows.append(row(method, k, k, float(np.mean(tops == top)), labels[common], n, target.surrogate_r2))
     for i, k in enumerate(cfg.ks):
+        if rect is None:
+            rows.append(row("slime", k, None, None, None, 0, math.nan))
+            continue
         p = s_preds[i]
         rows.append(row("slime", k, len(s_sets[i]), bool(len(s_sets[i])) and int(np.argmax(p)) == top,
                         labels[int(np.argmax(p))], 1, exp_s.targets[0].surrogate_r2))
@@ -317,11 +361,13 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
     # Plan: decode headers lazily per song; window lengths come from the taggers, which we only
     # load when something is left to compute.
     pending_by_song: list[tuple[Path, list[tuple[str, int]]]] = []
-    keys = [(s.name, t, w) for s in songs for t in cfg.taggers for w in range(cfg.windows(t))]
+    win_s = {t: tagger_window_seconds(serving, t) for t in cfg.taggers}
+    nwin = {(s.name, t): windows_for(cfg.windows(t), song_seconds(s), win_s[t]) for s in songs for t in cfg.taggers}
+    keys = [(s.name, t, w) for s in songs for t in cfg.taggers for w in range(nwin[(s.name, t)])]
     total = len(keys)
     n_done = sum(1 for key in keys if key in done)
     for s in songs:
-        todo = [(t, w) for t in cfg.taggers for w in range(cfg.windows(t)) if (s.name, t, w) not in done]
+        todo = [(t, w) for t in cfg.taggers for w in range(nwin[(s.name, t)]) if (s.name, t, w) not in done]
         if todo:
             pending_by_song.append((s, todo))
     computed = 0
@@ -351,7 +397,7 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
                         mono_by_rate[tg.sample_rate] = resample(to_mono(audio.waveform)[None, :], sr,
                                                                 tg.sample_rate)[0]
                     n_m = len(mono_by_rate[tg.sample_rate])
-                    for wi, start in enumerate(window_starts(n_m, tg.window_samples, cfg.windows(t))):
+                    for wi, start in enumerate(window_starts(n_m, tg.window_samples, nwin[(song.name, t)])):
                         a = int(round(start / tg.sample_rate * sr))
                         b = min(a + int(round(tg.window_samples / tg.sample_rate * sr)), audio.num_samples)
                         plan[(t, wi)] = (start, a, b)
@@ -450,14 +496,18 @@ def write_outputs(out: Path, cfg: EvalConfig, items: Sequence[dict]) -> dict:
            "table": table, "paper": {m: {meth: dict(zip(map(str, PAPER_KS), v)) for meth, v in d.items()}
                                      for m, d in PAPER.items()},
            "paper_model": PAPER_MODEL,
-           "positive_components": {t: {m: _mean([rec["meta"][m]["positive"] for rec in items if rec["tagger"] == t])
-                                       for m in ("audiolime", "slime")} for t in cfg.taggers},
-           "surrogate_r2": {t: {m: _mean([rec["meta"][m]["surrogate_r2"] for rec in items if rec["tagger"] == t])
-                                for m in ("audiolime", "slime")} for t in cfg.taggers}}
+           "positive_components": _meta_means(cfg, items, "positive"),
+           "surrogate_r2": _meta_means(cfg, items, "surrogate_r2")}
     (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     (out / "results.md").write_text(markdown(cfg, table, items), encoding="utf-8")
     figure(out / "figure2.png", cfg, table)
     return table
+
+
+def _meta_means(cfg: EvalConfig, items: Sequence[dict], key: str) -> dict:
+    """Mean of one per-explanation metadata value, per tagger and method (skipping n/a)."""
+    return {t: {m: _mean([rec["meta"][m][key] for rec in items if rec["tagger"] == t and key in rec["meta"][m]])
+                for m in ("audiolime", "slime")} for t in cfg.taggers}
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -474,7 +524,8 @@ def markdown(cfg: EvalConfig, table: dict, items: Sequence[dict]) -> str:
     d_a = _num_stems(cfg.separator) * cfg.segments
     lines = ["# Same-top-tag rate (audioLIME paper, Figure 2)", "",
              f"{len(items)} explanations ({len({r['song'] for r in items})} songs; windows per song: "
-             + ", ".join(f"{t} {cfg.windows(t)}" for t in cfg.taggers) + f", evenly spaced centres); N = {cfg.num_samples} perturbations; audioLIME {cfg.separator} x tau = {cfg.segments} "
+             + ", ".join(f"{t} {cfg.windows(t)}" for t in cfg.taggers)
+             + f", at most ceil(song / window), evenly spaced centres); N = {cfg.num_samples} perturbations; audioLIME {cfg.separator} x tau = {cfg.segments} "
              f"(d' = {d_a}); SLIME tau = {cfg.slime_segments} x F = {cfg.slime_bands} "
              f"(d' = {cfg.slime_segments * cfg.slime_bands}, baseline {cfg.slime_baseline}); random R = {cfg.draws}; "
              f"seed {cfg.seed}. Cells: rate [95% Wilson CI] (n explanations).", ""]

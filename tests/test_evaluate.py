@@ -1,0 +1,314 @@
+"""`audiolime evaluate` (the paper's Figure 2 check): SLIME rectangles, the random baseline, a
+tiny real run on two songs (outputs, resumability), and bad input as one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audiolime.errors import InvalidInput
+from audiolime.explainer.baselines import random_draws, to_masks, top_k_positive
+from audiolime.explainer.slime import NotApplicable, SpectrogramRectangles, for_tagger
+
+SONGS = ("admiralbob77_-_Choice_-_Drum-bass.ogg", "Brahms_-_Hungarian_Dance_No5_string_orchestra.ogg")
+EXE = str(Path(sys.executable).with_name("audiolime"))
+
+
+# ---------------------------------------------------------------------------------------------
+# SLIME rectangles
+
+
+@pytest.mark.parametrize("shape,segments,bands", [
+    ((187, 96), 6, 4),     # musicnn input, defaults
+    ((1813, 96), 10, 5),   # FCN input, the paper's SLIME setting (non-divisible: 1813/10, 96/5)
+    ((37, 11), 7, 3),      # small, non-divisible both ways
+    ((9, 5), 9, 5),        # one bin per rectangle
+])
+def test_slime_rectangles_partition_the_spectrogram(shape, segments, bands):
+    """Every spectrogram bin belongs to exactly one SLIME component, and every component is non-empty."""
+    spec = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    rect = SpectrogramRectangles(spec, segments, bands)
+    d = segments * bands
+    assert rect.num_components == d == len(rect.info)
+    per_comp = rect.component_mask(np.eye(d))  # [d, frames, mels]
+    assert set(np.unique(per_comp)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(per_comp.sum(axis=0), np.ones(shape))
+    assert (per_comp.reshape(d, -1).sum(axis=1) > 0).all()
+    # the bins of component i are exactly its declared rectangle
+    for c in rect.info:
+        expect = np.zeros(shape)
+        expect[c.frame_lo:c.frame_hi, c.mel_lo:c.mel_hi] = 1
+        np.testing.assert_array_equal(per_comp[c.index], expect)
+
+
+def test_slime_compose_switches_rectangles_to_baseline():
+    """All on = the spectrogram; all off = the baseline; one on = that rectangle only."""
+    spec = np.random.default_rng(2).normal(size=(50, 20)).astype(np.float32)
+    for baseline, value in (("zero", 0.0), ("min", spec.min()), ("mean", spec.mean())):
+        rect = SpectrogramRectangles(spec, 5, 4, baseline)
+        out = rect.compose(np.array([np.ones(20), np.zeros(20), np.eye(20)[7]]))
+        np.testing.assert_array_equal(out[0], spec)
+        np.testing.assert_allclose(out[1], value, rtol=0, atol=1e-6)
+        c = rect.info[7]
+        inside = np.zeros(spec.shape, bool)
+        inside[c.frame_lo:c.frame_hi, c.mel_lo:c.mel_hi] = True
+        np.testing.assert_array_equal(out[2][inside], spec[inside])
+        np.testing.assert_allclose(out[2][~inside], value, rtol=0, atol=1e-6)
+
+
+def test_slime_rejects_impossible_grids():
+    """More rectangles than bins, or an unknown baseline, is a clear InvalidInput."""
+    spec = np.zeros((10, 4), np.float32)
+    with pytest.raises(InvalidInput, match="5 bands do not fit into 4"):
+        SpectrogramRectangles(spec, 2, 5)
+    with pytest.raises(InvalidInput, match="baseline must be one of"):
+        SpectrogramRectangles(spec, 2, 2, "median")
+
+
+class WaveformOnly:
+    """A tagger that takes waveforms only (like the paper's SampleCNN, or a model exported
+    without ``from_spectrogram``): the real musicnn ``predict`` and nothing else."""
+
+    def __init__(self, tagger) -> None:
+        self.name, self.labels = "samplecnn-like", tagger.labels
+        self.sample_rate, self.window_samples = tagger.sample_rate, tagger.window_samples
+        self.predict = tagger.predict
+
+
+@pytest.fixture(scope="module")
+def musicnn(models: Path):
+    from audiolime.local import load_tagger, quiet_tensorflow
+
+    quiet_tensorflow()
+    return load_tagger(models, "musicnn-msd")
+
+
+@pytest.fixture(scope="module")
+def brahms_window(shared: Path, musicnn) -> np.ndarray:
+    from audiolime.audio import decode, resample, to_mono
+
+    audio = decode(shared / "audio" / SONGS[1])
+    mono = resample(to_mono(audio.waveform)[None, :], audio.sample_rate, musicnn.sample_rate)[0]
+    start = 10 * musicnn.sample_rate
+    return mono[start:start + musicnn.window_samples].astype(np.float32)
+
+
+def test_slime_on_real_spectrogram_and_not_applicable_for_waveform_only(musicnn, brahms_window):
+    """SLIME uses the tagger's own input spectrogram (all-on reproduces the waveform prediction);
+    a waveform-only tagger gets NotApplicable, and the evaluation records SLIME as n/a."""
+    rect = for_tagger(musicnn, brahms_window, 6, 4)
+    assert rect.shape == tuple(musicnn.spectrogram_shape)
+    p_wave = musicnn.predict(brahms_window[None, :])[0]
+    p_spec = musicnn.predict_spectrogram(rect.compose(np.ones((1, 24))))[0]
+    np.testing.assert_allclose(p_spec, p_wave, atol=1e-4)
+
+    only = WaveformOnly(musicnn)
+    with pytest.raises(NotApplicable, match="SLIME is not applicable"):
+        for_tagger(only, brahms_window)
+
+    from audiolime.evaluate import EvalConfig, evaluate_window
+
+    # a real two-source decomposition (below/above 1 kHz) stands in for Spleeter here
+    spec = np.fft.rfft(brahms_window)
+    cut = int(1000 * len(brahms_window) / musicnn.sample_rate)
+    low, high = spec.copy(), spec.copy()
+    low[cut:], high[:cut] = 0, 0
+    stems = {"low": np.fft.irfft(low, len(brahms_window)).astype(np.float32),
+             "high": np.fft.irfft(high, len(brahms_window)).astype(np.float32)}
+    cfg = EvalConfig(taggers=("samplecnn-like",), audio_dir=".", ks=(1, 3), num_samples=64, segments=6, draws=4)
+    rows, meta = evaluate_window(only, brahms_window, stems, 10.0, cfg, seed=3)
+    assert "SLIME is not applicable" in meta["slime"]["not_applicable"]
+    slime = [r for r in rows if r["method"] == "slime"]
+    assert [r["k"] for r in slime] == [1, 3] and all(r["same_top_tag"] is None for r in slime)
+    lime = [r for r in rows if r["method"] == "audiolime"]
+    assert len(lime) == 2 and all(r["same_top_tag"] in (True, False) for r in lime)
+    assert meta["top_tag"] == musicnn.labels[int(np.argmax(p_wave))]
+
+
+# ---------------------------------------------------------------------------------------------
+# random baseline
+
+
+def test_random_baseline_draws_only_positive_components_outside_top_k():
+    """Draws are k distinct positive-weight, non-top-k components; seeded and reproducible."""
+    w = np.array([0.9, -0.2, 0.5, 0.0, 0.3, 0.05, -0.7, 0.2, 0.1, 0.4, 0.01, -0.01])
+    positive = set(np.flatnonzero(w > 0))
+    for k in (1, 2, 3):
+        top = set(top_k_positive(w, k))
+        assert top == set(np.argsort(-w)[:k])
+        d = random_draws(w, k, 200, seed=7)
+        assert d.shape == (200, k)
+        assert all(len(set(row)) == k for row in d)
+        drawn = set(d.ravel())
+        assert drawn <= positive - top
+        assert drawn == positive - top  # 200 draws reach every eligible component
+        np.testing.assert_array_equal(d, random_draws(w, k, 200, seed=7))
+        assert not np.array_equal(d, random_draws(w, k, 200, seed=8))
+    # 8 positive components: k = 4 leaves exactly 4 to draw from, k = 5 leaves too few
+    assert sorted(set(random_draws(w, 4, 50, seed=0).ravel())) == sorted(positive - set(top_k_positive(w, 4)))
+    assert random_draws(w, 5, 10, seed=0) is None
+
+
+def test_top_k_positive_never_keeps_non_positive_components():
+    """With fewer than k positive weights, the top-k set is only the positive ones."""
+    w = np.array([-0.3, 0.2, 0.0, -0.1, 0.6])
+    assert list(top_k_positive(w, 3)) == [4, 1]
+    masks = to_masks([top_k_positive(w, 3), np.array([0, 3])], 5)
+    np.testing.assert_array_equal(masks, [[0, 1, 0, 0, 1], [1, 0, 0, 1, 0]])
+
+
+def test_windows_are_capped_by_song_length():
+    """No more windows than ceil(song / window): a song shorter than the window gets one."""
+    from audiolime.evaluate import window_starts, windows_for
+
+    assert windows_for(3, 25.0, 29.0) == 1
+    assert windows_for(3, 45.8, 29.0) == 2
+    assert windows_for(3, 133.0, 29.0) == 3
+    assert windows_for(8, 25.0, 3.0) == 8
+    starts = window_starts(100, 30, 3)
+    assert starts == sorted(starts) and starts[0] >= 0 and starts[-1] + 30 <= 100 and len(set(starts)) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# a tiny real run
+
+
+def _evaluate(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([EXE, "evaluate", *args], capture_output=True, text=True, timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(shared: Path, models: Path, tmp_path_factory):
+    """musicnn on two real songs, N = 64, one window per song, k = 1 and 3 (a separate process)."""
+    root = tmp_path_factory.mktemp("evaluate")
+    audio = root / "audio"
+    audio.mkdir()
+    for name in SONGS:
+        (audio / name).symlink_to(shared / "audio" / name)
+    out = root / "out"
+    args = ["--tagger", "musicnn-msd", "--audio", str(audio), "--k", "1", "3", "--num-samples", "64",
+            "--windows-per-song", "1", "--draws", "8", "--out", str(out), "--model-dir", str(models)]
+    proc = _evaluate(*args)
+    return args, out, proc
+
+
+def test_tiny_run_writes_all_outputs_with_sane_values(tiny_run):
+    """results.csv has one row per (song, window, method, k) with rates in [0, 1]; json, md and
+    figure agree."""
+    _, out, proc = tiny_run
+    assert "2 items: 0 resumed from the checkpoint, 2 computed" in proc.stdout
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    keys = [(r["song"], r["window"], r["method"], r["k"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 2 * 1 * 3 * 2
+    assert {r["song"] for r in rows} == set(SONGS) and {r["k"] for r in rows} == {"1", "3"}
+    for r in rows:
+        assert r["tagger"] == "musicnn-msd"
+        if r["method"] != "random" or r["same_top_tag"] != "":  # random: n/a when too few positives
+            assert 0.0 <= float(r["same_top_tag"]) <= 1.0
+        if r["method"] in ("audiolime", "slime"):
+            assert float(r["same_top_tag"]) in (0.0, 1.0)
+            assert 0 < int(r["components"]) <= int(r["k"])
+            assert (float(r["same_top_tag"]) == 1.0) == (r["kept_top_tag"] == r["top_tag"])
+        elif r["same_top_tag"] != "":
+            assert int(r["components"]) == int(r["k"]) and int(r["draws"]) == 8
+    # one top tag per (song, window), shared by all methods
+    assert len({(r["song"], r["top_tag"]) for r in rows}) == 2
+
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["items"] == 2 and doc["songs"] == sorted(SONGS)
+    for method in ("audiolime", "slime", "random"):
+        for k in ("1", "3"):
+            cell = doc["table"]["musicnn-msd"][method][k]
+            vals = [float(r["same_top_tag"]) for r in rows
+                    if r["method"] == method and r["k"] == k and r["same_top_tag"] != ""]
+            assert cell["n"] == len(vals)
+            if vals:
+                assert cell["rate"] == pytest.approx(np.mean(vals), abs=1e-4)
+                assert 0 <= cell["ci_low"] <= cell["rate"] <= cell["ci_high"] <= 1
+    assert doc["paper"]["FCN"]["audiolime"]["3"] == 0.46
+    md = (out / "results.md").read_text()
+    assert "## musicnn-msd" in md and "| audiolime (measured) |" in md and "N = 64" in md
+
+    import matplotlib.image
+
+    img = matplotlib.image.imread(out / "figure2.png")
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 300
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_rerun_resumes_from_checkpoint(tiny_run):
+    """A rerun computes nothing; after losing one item (and a torn line) it recomputes just that one."""
+    args, out, _ = tiny_run
+    ckpt = out / "items.jsonl"
+    before = ckpt.read_text()
+    results = (out / "results.csv").read_text()
+    proc = _evaluate(*args)
+    assert "2 items: 2 resumed from the checkpoint, 0 computed" in proc.stdout
+    assert ckpt.read_text() == before and (out / "results.csv").read_text() == results
+
+    first = before.splitlines()[0]
+    ckpt.write_text(first + "\n" + '{"song": "torn')  # an interrupted write
+    proc = _evaluate(*args)
+    assert "2 items: 1 resumed from the checkpoint, 1 computed" in proc.stdout
+    # same seeds, same windows: the recomputed item reproduces the lost one
+    assert (out / "results.csv").read_text() == results
+    proc = _evaluate(*args)
+    assert "2 items: 2 resumed from the checkpoint, 0 computed" in proc.stdout
+
+    other = [a if a != "64" else "128" for a in args]
+    proc = _evaluate(*other, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "different configuration" in proc.stderr and "num_samples 64 != 128" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+def _one_line_error(proc: subprocess.CompletedProcess | tuple[int, str], needle: str) -> None:
+    code, err = (proc.returncode, proc.stderr) if isinstance(proc, subprocess.CompletedProcess) else proc
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("audiolime: error:"), err
+    assert needle in lines[0], err
+
+
+def test_bad_input_in_a_separate_process(tmp_path: Path):
+    """Missing --audio directory and an empty one: one line on stderr, non-zero exit."""
+    _one_line_error(_evaluate("--audio", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), check=False),
+                    "is not a directory")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no audio here")
+    _one_line_error(_evaluate("--audio", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), check=False),
+                    "no audio files")
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--k", "3", "25"], "--k 25 needs more components: audioLIME has d' = 24"),
+    (["--k", "5", "--slime-segments", "2", "--slime-bands", "2"], "SLIME has d' = 4"),
+    (["--num-samples", "20"], "--num-samples must be at least d'+1 = 25"),
+    (["--windows-per-song", "3", "fcn-msd=2"], "names a tagger that is not evaluated: fcn-msd"),
+    (["--windows-per-song", "three"], "expected W or TAGGER=W"),
+    (["--windows-per-song", "0"], "W must be between 1 and 100"),
+    (["--tagger", "samplecnn"], "invalid choice"),
+    (["--k", "0"], "--k"),
+])
+def test_bad_arguments_are_one_line_errors(extra, needle, shared: Path, models: Path, tmp_path: Path, capsys):
+    """Impossible settings are rejected before any model is loaded, as one line, non-zero exit."""
+    from audiolime.cli import main
+
+    code = main(["evaluate", "--audio", str(shared / "audio"), "--out", str(tmp_path / "o"),
+                 "--model-dir", str(models), *extra])
+    _one_line_error((code, capsys.readouterr().err), needle)
+    assert not (tmp_path / "o").exists()  # nothing written for a rejected run
