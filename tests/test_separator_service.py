@@ -1,0 +1,333 @@
+"""Separator service: chunked Spleeter core in-process, and the gRPC server as a real process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import model_dir
+
+SONG = "admiralbob77_-_Choice_-_Drum-bass.ogg"  # 25 s, the shortest shared song
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(args: list[str], env: dict[str, str] | None = None, timeout: float = 120.0):
+    """Run ``python -m audiolime.separator.server`` until SERVING; always terminate it."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port, mport = free_port(), free_port()
+    cmd = [sys.executable, "-m", "audiolime.separator.server", "--host", "127.0.0.1", "--port", str(port),
+           "--metrics-port", str(mport), "--model-dir", str(model_dir()), *args]
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + timeout
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited {proc.returncode}: {proc.stderr.read()[-3000:]}")
+            try:
+                if health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status == 1:
+                    break
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("separator did not become SERVING")
+            time.sleep(0.3)
+        yield proc, channel, mport
+    finally:
+        channel.close()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def scrape(mport: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def stub(channel):
+    from audiolime.v1 import separator_pb2_grpc
+
+    return separator_pb2_grpc.SeparatorStub(channel)
+
+
+def request(content: bytes = b"", uri: str = "", model: str = ""):
+    from audiolime.v1 import common_pb2, separator_pb2
+
+    audio = common_pb2.AudioInput(uri=uri) if uri else common_pb2.AudioInput(content=content, filename="song.ogg")
+    return separator_pb2.SeparateRequest(audio=audio, model=model)
+
+
+def read_flac_uri(uri: str) -> tuple[np.ndarray, int]:
+    assert uri.startswith("file://"), uri
+    data, sr = sf.read(uri[len("file://"):], dtype="float32", always_2d=True)
+    return data.T, sr
+
+
+# ---------------------------------------------------------------- in-process core
+
+
+@pytest.fixture(scope="module")
+def spleeter(models: Path):
+    from audiolime.separator.spleeter_separator import SpleeterSeparator
+
+    sep = SpleeterSeparator(models / "spleeter", "2stems")
+    yield sep
+    sep.close()
+
+
+def test_chunked_equals_unchunked(spleeter, karissa) -> None:
+    """Chunked separation (segment-aligned, one-segment cross-fade) matches one Spleeter pass within 0.1% of the mixture RMS."""
+    from audiolime.separator.service import chunk_plan, separate_chunked
+
+    x = karissa.waveform[:, 20 * 44100:80 * 44100]
+    whole = spleeter.separate(x, 44100).stems
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in whole}
+    mix_parts: list[np.ndarray] = []
+
+    def sink(mix, stems):
+        mix_parts.append(mix)
+        for k, v in stems.items():
+            parts[k].append(v)
+
+    chunk, overlap = chunk_plan(24.0)  # hop 2 segments (23.8 s) + 1 overlap -> 3 chunks over 60 s
+    separate_chunked(spleeter, x, 44100, chunk, overlap, sink)
+    assert len(mix_parts) == 3
+    np.testing.assert_array_equal(np.concatenate(mix_parts, 1), x)
+    ref = np.sqrt(np.mean(np.square(x)))
+    for k in whole:
+        got = np.concatenate(parts[k], 1)
+        assert got.shape == whole[k].shape
+        assert np.sqrt(np.mean(np.square(got - whole[k]))) / ref < 1e-3, k  # measured 6e-5
+    # a real bug (e.g. no cross-fade, misaligned chunks) is well above that bound (measured 8%)
+    naive: dict[str, list[np.ndarray]] = {k: [] for k in whole}
+    separate_chunked(spleeter, x, 44100, 15 * 44100, 44100, lambda m, s: [naive[k].append(v) for k, v in s.items()])
+    assert np.sqrt(np.mean(np.square(np.concatenate(naive["vocals"], 1) - whole["vocals"]))) / ref > 0.02
+
+
+def test_ten_minute_song_completes(spleeter, karissa, tmp_path) -> None:
+    """A 10-minute stereo song (a shared song tiled) separates in bounded chunks into full-length stems."""
+    from audiolime.separator.cache import StemCache
+    from audiolime.separator.service import SeparationService, SeparatorConfig
+    from audiolime.store import LocalStore
+
+    n = 600 * 44100
+    reps = -(-n // karissa.num_samples)
+    song = np.tile(karissa.waveform, (1, reps))[:, :n]
+    path = tmp_path / "long.flac"
+    sf.write(str(path), song.T, 44100, subtype="PCM_16")
+    service = SeparationService({"2stems": spleeter}, StemCache(LocalStore(tmp_path / "store")), SeparatorConfig())
+    result = service.separate(content=path.read_bytes())
+    assert not result.cache_hit
+    assert [s.num_samples for s in result.stems] == [n, n]
+    assert result.residual_rel_rms < 1e-3
+    assert abs(result.duration_s - 600) < 1e-6
+
+
+def test_admission_rejects_beyond_queue() -> None:
+    """With 1 running and 1 queued, a third concurrent separation is refused with ResourceExhausted."""
+    from audiolime.errors import ResourceExhausted
+    from audiolime.separator.service import Admission
+
+    adm = Admission(max_concurrency=1, max_queue=1)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hold():
+        with adm.slot():
+            entered.set()
+            release.wait(5)
+
+    threads = [threading.Thread(target=hold) for _ in range(2)]
+    for t in threads:
+        t.start()
+    entered.wait(5)
+    time.sleep(0.1)
+    with pytest.raises(ResourceExhausted, match="busy"):
+        with adm.slot():
+            pass
+    release.set()
+    for t in threads:
+        t.join()
+    with adm.slot():  # free again
+        pass
+
+
+# ---------------------------------------------------------------- gRPC server, file:// store
+
+
+@pytest.fixture(scope="module")
+def file_server(models, tmp_path_factory):
+    store = tmp_path_factory.mktemp("stems")
+    with serve(["--store", store.as_uri(), "--grace-period", "60"]) as (proc, channel, mport):
+        yield proc, channel, mport, store
+
+
+def test_separate_stores_stems_and_hits_cache(file_server, shared) -> None:
+    """Separate writes downloadable FLAC stems summing to the mixture; the repeat is a cache hit counted in /metrics."""
+    from audiolime.audio import decode
+
+    _, channel, mport, store = file_server
+    content = (shared / "audio" / SONG).read_bytes()
+    first = stub(channel).Separate(request(content), timeout=120)
+    assert not first.cache_hit and first.model == "2stems"
+    assert [s.name for s in first.stems] == ["vocals", "accompaniment"]
+    mix = decode(content)
+    assert first.audio_sha256 == mix.pcm_sha256()
+    assert first.residual_rel_rms < 1e-3
+    assert (store / "stems" / "2stems" / first.audio_sha256 / "manifest.json").is_file()
+    total = 0
+    for s in first.stems:
+        data, sr = read_flac_uri(s.uri)
+        assert (sr, data.shape) == (44100, (2, mix.num_samples)) == (s.sample_rate, (s.channels, s.num_samples))
+        total = total + data
+    err = np.sqrt(np.mean(np.square(total - mix.waveform))) / np.sqrt(np.mean(np.square(mix.waveform)))
+    assert err < 1e-3  # 24-bit quantisation + Spleeter's own residual
+    before = metric_value(scrape(mport), "audiolime_separator_cache_requests_total", model="2stems", result="hit")
+    second = stub(channel).Separate(request(content), timeout=30)
+    assert second.cache_hit
+    assert [s.uri for s in second.stems] == [s.uri for s in first.stems]
+    assert second.audio_sha256 == first.audio_sha256
+    after = metric_value(scrape(mport), "audiolime_separator_cache_requests_total", model="2stems", result="hit")
+    assert after == before + 1
+    assert metric_value(scrape(mport), "audiolime_separation_duration_seconds_count", model="2stems") >= 1
+
+
+def test_undecodable_bytes_are_invalid_argument(file_server) -> None:
+    """Bytes that are not audio fail with INVALID_ARGUMENT saying they are not readable audio."""
+    with pytest.raises(grpc.RpcError) as info:
+        stub(file_server[1]).Separate(request(b"definitely not audio" * 100), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a readable audio file" in info.value.details()
+
+
+def test_unknown_model_is_not_found(file_server, shared) -> None:
+    """An unloaded separator model fails with NOT_FOUND listing the loaded ones."""
+    content = (shared / "audio" / SONG).read_bytes()
+    with pytest.raises(grpc.RpcError) as info:
+        stub(file_server[1]).Separate(request(content, model="7stems"), timeout=30)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "7stems" in info.value.details() and "2stems" in info.value.details()
+
+
+def test_health_and_reflection(file_server) -> None:
+    """Health reports SERVING for the Separator service and reflection lists it."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    channel = file_server[1]
+    status = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="audiolime.v1.Separator"), timeout=5).status
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    services = ProtoReflectionDescriptorDatabase(channel).get_services()
+    assert "audiolime.v1.Separator" in services and "grpc.health.v1.Health" in services
+
+
+def test_sigterm_drains_in_flight_separation(models, shared, tmp_path) -> None:
+    """SIGTERM during a Separate lets it complete OK, then the process exits 0."""
+    content = (shared / "audio" / "Karissa_Hobbs_-_Lets_Go_Fishin.ogg").read_bytes()
+    with serve(["--store", (tmp_path / "s").as_uri(), "--grace-period", "60"]) as (proc, channel, mport):
+        result: dict = {}
+
+        def call():
+            try:
+                result["response"] = stub(channel).Separate(request(content), timeout=120)
+            except grpc.RpcError as exc:
+                result["error"] = exc
+
+        t = threading.Thread(target=call)
+        t.start()
+        deadline = time.monotonic() + 30
+        while metric_value(scrape(mport), "audiolime_grpc_in_flight_requests",
+                           service="audiolime.v1.Separator", method="Separate") < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        t.join(120)
+        assert "error" not in result, result.get("error")
+        assert len(result["response"].stems) == 2 and not result["response"].cache_hit
+        assert proc.wait(60) == 0
+
+
+# ---------------------------------------------------------------- gRPC server, S3 (moto server mode)
+
+
+@pytest.fixture()
+def moto_s3(monkeypatch):
+    """A moto S3 server on a free port with dummy credentials."""
+    port = free_port()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "moto server did not start"
+                time.sleep(0.2)
+        yield endpoint, env
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_s3_input_and_cache(models, shared, moto_s3) -> None:
+    """With an s3:// store the song is read from an s3:// URI and the stems and manifest land in the bucket."""
+    import boto3
+
+    endpoint, env = moto_s3
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="audio")
+    content = (shared / "audio" / SONG).read_bytes()
+    s3.put_object(Bucket="audio", Key="in/song.ogg", Body=content)
+    with serve(["--store", "s3://audio/cache", "--s3-endpoint", endpoint], env=env) as (_, channel, _m):
+        response = stub(channel).Separate(request(uri="s3://audio/in/song.ogg"), timeout=120)
+        again = stub(channel).Separate(request(uri="s3://audio/in/song.ogg"), timeout=60)
+    assert not response.cache_hit and again.cache_hit
+    prefix = f"cache/stems/2stems/{response.audio_sha256}/"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="audio", Prefix=prefix)["Contents"]}
+    assert keys == {prefix + "vocals.flac", prefix + "accompaniment.flac", prefix + "manifest.json"}
+    assert response.stems[0].uri == f"s3://audio/{prefix}vocals.flac"
+    import io
+    data, sr = sf.read(io.BytesIO(s3.get_object(Bucket="audio", Key=prefix + "vocals.flac")["Body"].read()))
+    assert sr == 44100 and data.shape == (response.stems[0].num_samples, 2)
+
