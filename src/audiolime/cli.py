@@ -98,7 +98,7 @@ def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     import importlib
 
     out = []
-    for module in ("audiolime.commands.services", "audiolime.commands.evaluate"):
+    for module in ("audiolime.commands.services", "audiolime.commands.evaluate", "audiolime.commands.up"):
         try:
             out.append(importlib.import_module(module).register)
         except ModuleNotFoundError as exc:

@@ -1,0 +1,152 @@
+"""``audiolime up``: separator, tagger (ours, batching on) and explainer as separate processes on
+loopback, with embedded defaults; waits until all report SERVING, forwards SIGTERM/SIGINT.
+
+Ports from ``--base-port`` B (default 50051): separator B, explainer B+1, tagger B+2, signed-URL
+HTTP B+3; metrics B+10, B+11, B+12.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BATCHING = """max_batch_size { value: 128 }
+batch_timeout_micros { value: 2000 }
+num_batch_threads { value: 2 }
+max_enqueued_batches { value: 1000 }
+"""
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Child:
+    name: str
+    port: int
+    metrics_port: int
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="run separator, tagger and explainer locally (Ctrl-C stops them)")
+    p.add_argument("--model-dir", type=Path, default=None,
+                   help="models directory (default: $AUDIOLIME_MODEL_DIR or ./models of the checkout)")
+    p.add_argument("--store", default=None, help="object store URL (default file://<cwd>/out/store)")
+    p.add_argument("--base-port", type=int, default=50051, help="first of the ports used (default 50051)")
+    p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for SERVING")
+    p.set_defaults(func=cmd_up)
+
+
+def children(model_dir: Path, store: str, base: int, batching_file: Path, secret: str) -> list[Child]:
+    py = [sys.executable, "-m"]
+    common = ["--host", HOST, "--log-level", "INFO"]
+    sep = Child("separator", base, base + 10, [])
+    exp = Child("explainer", base + 1, base + 11, [])
+    tag = Child("tagger", base + 2, base + 12, [])
+    sep.argv = [*py, "audiolime.separator.server", *common, "--port", str(sep.port), "--metrics-port",
+                str(sep.metrics_port), "--store", store, "--model-dir", str(model_dir)]
+    tag.argv = [*py, "audiolime.tagger.server", *common, "--port", str(tag.port), "--metrics-port",
+                str(tag.metrics_port), "--model-base-path", str(model_dir / "serving" / "musicnn-msd"),
+                "--model-name", "musicnn-msd",
+                "--enable-batching", "--batching-parameters-file", str(batching_file)]
+    exp.argv = [*py, "audiolime.explainer.server", *common, "--port", str(exp.port), "--metrics-port",
+                str(exp.metrics_port), "--store", store, "--separator", f"{HOST}:{sep.port}",
+                "--tagger", f"{HOST}:{tag.port}", "--http-port", str(base + 3), "--url-secret", secret,
+                "--public-url", f"http://{HOST}:{base + 3}"]
+    return [sep, tag, exp]
+
+
+def wait_serving(child: Child, deadline: float) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"{HOST}:{child.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if child.proc.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with status {child.proc.returncode}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name} not SERVING on {HOST}:{child.port} in time")
+            time.sleep(0.5)
+
+
+def stop(procs: list[Child], sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
+    for c in procs:
+        if c.proc and c.proc.poll() is None:
+            c.proc.send_signal(sig)
+    end = time.monotonic() + timeout_s
+    for c in procs:
+        if c.proc:
+            try:
+                c.proc.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                c.proc.wait()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from audiolime.errors import InvalidInput
+
+    model_dir = Path(args.model_dir).resolve()
+    if not (model_dir / "serving" / "musicnn-msd").is_dir():
+        raise InvalidInput(f"no tagger model under {model_dir}/serving (run `audiolime setup`)")
+    store = args.store or (Path("out/store").resolve().as_uri())
+    if store.startswith("file://"):
+        Path(store[len("file://"):]).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="audiolime-up.") as tmp:
+        batching = Path(tmp) / "batching.txt"
+        batching.write_text(BATCHING)
+        procs = children(model_dir, store, args.base_port, batching, secrets.token_hex(32))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        stopping = {"sig": None}
+
+        def forward(signum, _frame) -> None:
+            stopping["sig"] = signum
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        try:
+            for c in procs:
+                c.proc = subprocess.Popen(c.argv, env=env, start_new_session=True)
+            deadline = time.monotonic() + args.startup_timeout
+            for c in procs:
+                while stopping["sig"] is None:
+                    try:
+                        wait_serving(c, min(deadline, time.monotonic() + 1))
+                        break
+                    except RuntimeError:
+                        if c.proc.poll() is not None or time.monotonic() > deadline:
+                            raise
+            if stopping["sig"] is None:
+                for c in procs:
+                    print(f"{c.name:10s} grpc {HOST}:{c.port}  metrics http://{HOST}:{c.metrics_port}/metrics",
+                          flush=True)
+                print(f"{'http':10s} signed URLs http://{HOST}:{args.base_port + 3}/o/...  store {store}", flush=True)
+                print(f"try: audiolime explain --server {HOST}:{procs[2].port} SONG", flush=True)
+            while stopping["sig"] is None:
+                dead = [c for c in procs if c.proc.poll() is not None]
+                if dead:
+                    print(f"audiolime: error: {dead[0].name} exited with status {dead[0].proc.returncode}",
+                          file=sys.stderr)
+                    return 1
+                time.sleep(0.3)
+            return 0
+        except RuntimeError as exc:
+            print(f"audiolime: error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            stop(procs[::-1], stopping["sig"] or signal.SIGTERM)
