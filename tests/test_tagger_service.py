@@ -1,0 +1,570 @@
+"""Tagger service: TF-Serving-compatible gRPC server as a real process with the real SavedModels,
+called through the OFFICIAL tensorflow_serving client stubs (wire compatibility) and through the
+explainer's RemoteTagger (our own audiolime.tfs messages); plus the batching core in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from conftest import model_dir, shared_dir
+
+pytestmark = pytest.mark.slow
+
+SONG = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"  # 133 s
+BATCHING = """# TF Serving BatchingParameters (text format), as deployed
+max_batch_size { value: 8 }
+batch_timeout_micros { value: 50000 }
+num_batch_threads { value: 1 }
+max_enqueued_batches { value: 100 }
+"""
+TOL = 1e-5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(args: list[str], log_path: Path, timeout: float = 240.0):
+    """Run ``python -m audiolime.tagger.server`` until SERVING; always terminate it."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port, mport = free_port(), free_port()
+    cmd = [sys.executable, "-m", "audiolime.tagger.server", "--host", "127.0.0.1", "--port", str(port),
+           "--metrics-port", str(mport), *args]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 1 << 28),
+                                                                  ("grpc.max_receive_message_length", 1 << 28)])
+    try:
+        deadline = time.monotonic() + timeout
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited {proc.returncode}: {log_path.read_text()[-3000:]}")
+            try:
+                if health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status == 1:
+                    break
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, "tagger did not become SERVING"
+            time.sleep(0.3)
+        yield proc, channel, port, mport
+    finally:
+        channel.close()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def scrape(mport: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def windows(n: int, offset: int = 0) -> np.ndarray:
+    """``n`` consecutive 3 s windows of a real song (16 kHz mono float32)."""
+    import soundfile as sf
+    import soxr
+
+    audio, sr = sf.read(str(shared_dir() / "audio" / SONG), dtype="float32", always_2d=True)
+    audio = soxr.resample(audio.mean(axis=1), sr, 16000).astype(np.float32)
+    w = 48000
+    return np.ascontiguousarray(audio[offset * w:(offset + n) * w].reshape(n, w))
+
+
+def predict_request(x: np.ndarray, name: str = "musicnn-msd", signature: str = "", version: int | None = None,
+                    key: str = "waveform"):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = name
+    req.model_spec.signature_name = signature
+    if version is not None:
+        req.model_spec.version.value = version
+    req.inputs[key].CopyFrom(tf.make_tensor_proto(x))
+    return req
+
+
+def prediction_stub(channel):
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+def model_stub(channel):
+    from tensorflow_serving.apis import model_service_pb2_grpc
+
+    return model_service_pb2_grpc.ModelServiceStub(channel)
+
+
+def probabilities(resp, key: str = "probabilities") -> np.ndarray:
+    import tensorflow as tf
+
+    return tf.make_ndarray(resp.outputs[key])
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def song_windows(shared) -> np.ndarray:
+    return windows(20, offset=10)
+
+
+@pytest.fixture(scope="module")
+def local(models):
+    """In-process reference: the same SavedModel through LocalTagger."""
+    from audiolime.tagger.savedmodel import LocalTagger
+
+    return LocalTagger.load(models / "serving", "musicnn-msd")
+
+
+@pytest.fixture(scope="module")
+def expected(local, song_windows) -> np.ndarray:
+    return np.concatenate([local.predict(song_windows[i:i + 1]) for i in range(len(song_windows))])
+
+
+@pytest.fixture(scope="module")
+def server(models, tmp_path_factory):
+    """Both models from one --model-config-file; musicnn-msd has versions 1 and 2 (2 served)."""
+    tmp = tmp_path_factory.mktemp("tagger")
+    base = tmp / "musicnn-msd"
+    base.mkdir()
+    for v in (1, 2):
+        (base / str(v)).symlink_to(models / "serving" / "musicnn-msd" / "1", target_is_directory=True)
+    (tmp / "models.config").write_text(
+        'model_config_list {\n'
+        f'  config {{ name: "musicnn-msd" base_path: "{base}" model_platform: "tensorflow" }}\n'
+        f'  config {{ name: "fcn-msd" base_path: "{models / "serving" / "fcn-msd"}" model_platform: "tensorflow" }}\n'
+        '}\n')
+    (tmp / "batching.config").write_text(BATCHING)
+    args = ["--model-config-file", str(tmp / "models.config"), "--enable-batching",
+            "--batching-parameters-file", str(tmp / "batching.config"), "--max-workers", "32"]
+    with serve(args, tmp / "tagger.log") as running:
+        yield running
+
+
+# ---------------------------------------------------------------- Predict
+
+
+def test_predict_equals_local_tagger(server, song_windows, local) -> None:
+    """Predict (official stubs, tensor_content) returns LocalTagger's probabilities for real windows."""
+    _, channel, _, _ = server
+    x = song_windows[:4]
+    resp = prediction_stub(channel).Predict(predict_request(x), timeout=60)
+    got = probabilities(resp)
+    assert got.dtype == np.float32 and got.shape == (4, 50)
+    assert np.max(np.abs(got - local.predict(x))) <= TOL
+    assert resp.model_spec.name == "musicnn-msd" and resp.model_spec.version.value == 2
+    assert resp.model_spec.signature_name == "serving_default"
+    assert got.std() > 0.01  # real, varied probabilities, not a constant
+
+
+def test_remote_tagger_over_our_messages(server, song_windows, local) -> None:
+    """The explainer's RemoteTagger (audiolime.tfs messages) gets labels, version and predictions."""
+    from audiolime.explainer.remote import RemoteTagger, make_channel
+
+    _, _, port, _ = server
+    channel = make_channel(f"127.0.0.1:{port}")
+    try:
+        remote = RemoteTagger(channel, "musicnn-msd")
+        assert remote.version == 2 and remote.window_samples == 48000 and remote.sample_rate == 16000
+        assert remote.labels == local.labels
+        x = song_windows[4:7]
+        assert np.max(np.abs(remote.predict(x) - local.predict(x))) <= TOL
+    finally:
+        channel.close()
+
+
+def test_concurrent_requests_are_batched(server, song_windows, expected) -> None:
+    """16 threads x batch 1: each gets its own window's result, and the server merged them (batch > 1)."""
+    _, channel, _, mport = server
+    before = scrape(mport)
+    stub = prediction_stub(channel)
+    results: dict[int, np.ndarray] = {}
+    barrier = threading.Barrier(16)
+
+    def call(i: int) -> None:
+        req = predict_request(song_windows[i:i + 1])
+        barrier.wait()
+        results[i] = probabilities(stub.Predict(req, timeout=120))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert sorted(results) == list(range(16))
+    for i in range(16):
+        assert np.max(np.abs(results[i] - expected[i:i + 1])) <= TOL, i
+    after = scrape(mport)
+
+    def delta(name: str, **labels: str) -> float:
+        return metric_value(after, name, **labels) - metric_value(before, name, **labels)
+
+    calls = delta("audiolime_tagger_batch_size_count", model="musicnn-msd")
+    singles = delta("audiolime_tagger_batch_size_bucket", model="musicnn-msd", le="1.0")
+    rows = delta("audiolime_tagger_batch_size_sum", model="musicnn-msd")
+    assert rows == 16 and calls < 16 and calls - singles >= 1, (calls, singles, rows)
+    assert delta("audiolime_tagger_queue_delay_seconds_count", model="musicnn-msd") == 16
+    assert delta("audiolime_grpc_requests_total", service="tensorflow.serving.PredictionService",
+                 method="Predict", code="OK") == 16
+
+
+def test_large_request_is_split(server, song_windows, expected) -> None:
+    """20 windows with max_batch_size 8 are split into model calls of <= 8 and reassembled in order."""
+    _, channel, _, mport = server
+    before = scrape(mport)
+    got = probabilities(prediction_stub(channel).Predict(predict_request(song_windows), timeout=120))
+    assert got.shape == (20, 50) and np.max(np.abs(got - expected)) <= TOL
+    after = scrape(mport)
+    over8 = [metric_value(t, "audiolime_tagger_batch_size_count", model="musicnn-msd")
+             - metric_value(t, "audiolime_tagger_batch_size_bucket", model="musicnn-msd", le="8.0")
+             for t in (before, after)]
+    assert over8[1] == over8[0]  # no model call above max_batch_size
+
+
+def test_other_signatures(server, song_windows, local) -> None:
+    """spectrogram -> from_spectrogram equals serving_default; labels returns the tag names."""
+    _, channel, _, _ = server
+    stub = prediction_stub(channel)
+    x = song_windows[:2]
+    spec = probabilities(stub.Predict(predict_request(x, signature="spectrogram"), timeout=60), "spectrogram")
+    assert spec.shape == (2, 187, 96)
+    probs = probabilities(stub.Predict(predict_request(spec, signature="from_spectrogram", key="spectrogram"),
+                                       timeout=60))
+    assert np.max(np.abs(probs - local.predict(x))) <= TOL
+    from tensorflow_serving.apis import predict_pb2
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name, req.model_spec.signature_name = "musicnn-msd", "labels"
+    resp = stub.Predict(req, timeout=60)
+    assert [b.decode() for b in probabilities(resp, "labels")] == local.labels
+    assert int(probabilities(resp, "sample_rate")) == 16000
+
+
+def test_second_model_from_config_file(server, models) -> None:
+    """fcn-msd (second config entry) is served with its own window size and 50 probabilities."""
+    _, channel, _, _ = server
+    from audiolime.tagger.savedmodel import LocalTagger
+
+    fcn = LocalTagger.load(models / "serving", "fcn-msd")
+    x = windows(1, offset=0)
+    x = np.tile(x, (1, fcn.window_samples // 48000 + 1))[:, :fcn.window_samples]
+    got = probabilities(prediction_stub(channel).Predict(predict_request(x, name="fcn-msd"), timeout=120))
+    assert got.shape == (1, 50) and np.max(np.abs(got - fcn.predict(x))) <= TOL
+
+
+# ---------------------------------------------------------------- metadata, status, health
+
+
+def test_model_status_lists_versions(server) -> None:
+    """GetModelStatus: every version on disk, AVAILABLE for the served (newest) one."""
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    _, channel, _, _ = server
+    State = get_model_status_pb2.ModelVersionStatus.State
+    stub = model_stub(channel)
+    resp = stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "musicnn-msd"}),
+                               timeout=10)
+    assert [(s.version, s.state) for s in resp.model_version_status] == [(1, State.END), (2, State.AVAILABLE)]
+    assert resp.model_version_status[1].status.error_code == 0
+    resp = stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
+        model_spec={"name": "fcn-msd", "version": {"value": 1}}), timeout=10)
+    assert [(s.version, s.state) for s in resp.model_version_status] == [(1, State.AVAILABLE)]
+
+
+def test_model_metadata_signature_defs(server) -> None:
+    """GetModelMetadata: a SignatureDefMap Any with serving_default waveform [-1, 48000] -> probabilities."""
+    from tensorflow.core.framework import types_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    _, channel, _, _ = server
+    resp = prediction_stub(channel).GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec={"name": "musicnn-msd"}, metadata_field=["signature_def"]), timeout=10)
+    assert resp.model_spec.name == "musicnn-msd" and resp.model_spec.version.value == 2
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    assert resp.metadata["signature_def"].Unpack(sig_map)
+    assert {"serving_default", "from_spectrogram", "spectrogram", "labels"} <= set(sig_map.signature_def)
+    sd = sig_map.signature_def["serving_default"]
+    assert sd.method_name == "tensorflow/serving/predict"
+    assert [d.size for d in sd.inputs["waveform"].tensor_shape.dim] == [-1, 48000]
+    assert sd.inputs["waveform"].dtype == types_pb2.DT_FLOAT
+    assert [d.size for d in sd.outputs["probabilities"].tensor_shape.dim] == [-1, 50]
+
+
+def test_health_and_reflection(server) -> None:
+    """Health SERVING overall and for the PredictionService; reflection lists and describes it."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    _, channel, _, _ = server
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status == \
+            health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+    reqs = [reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="tensorflow.serving.PredictionService")]
+    listed, described = list(refl.ServerReflectionInfo(iter(reqs), timeout=10))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"} <= names
+    assert described.file_descriptor_response.file_descriptor_proto  # the service's file is resolvable
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _error(fn, request) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        fn(request, timeout=30)
+    return info.value
+
+
+def test_unknown_model_or_version_is_not_found(server, song_windows) -> None:
+    """Unknown model, a version on disk but not served, and a missing version -> NOT_FOUND."""
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+    _, channel, _, _ = server
+    stub = prediction_stub(channel)
+    x = song_windows[:1]
+    e = _error(stub.Predict, predict_request(x, name="no-such-model"))
+    assert e.code() == grpc.StatusCode.NOT_FOUND and "no-such-model" in e.details()
+    for version in (1, 7):
+        e = _error(stub.Predict, predict_request(x, version=version))
+        assert e.code() == grpc.StatusCode.NOT_FOUND and f"Specific(musicnn-msd, {version})" in e.details()
+    e = _error(stub.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec={"name": "musicnn-msd", "version": {"value": 7}}, metadata_field=["signature_def"]))
+    assert e.code() == grpc.StatusCode.NOT_FOUND
+    e = _error(model_stub(channel).GetModelStatus, get_model_status_pb2.GetModelStatusRequest(
+        model_spec={"name": "no-such-model"}))
+    assert e.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("name", "missing: waveform; unexpected: audio"),
+    ("dtype", "must be float32 (DT_FLOAT), got float64 (DT_DOUBLE)"),
+    ("shape", "must have shape [-1, 48000] (-1: any size), got [2, 16000]"),
+    ("rank", "got [48000]"),
+    ("signature", "serving signature key 'classify' not found"),
+    ("output_filter", "output_filter names ['logits']"),
+    ("content", "'waveform' is not a valid TensorProto"),
+    ("metadata_field", "metadata_field 'graph' is not supported"),
+])
+def test_bad_input_is_invalid_argument(server, song_windows, case, needle) -> None:
+    """Wrong input name / dtype / shape / signature / filter / bytes -> INVALID_ARGUMENT naming the problem."""
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    _, channel, _, _ = server
+    stub = prediction_stub(channel)
+    x = song_windows[:2]
+    call = stub.Predict
+    if case == "name":
+        req = predict_request(x, key="audio")
+    elif case == "dtype":
+        req = predict_request(x.astype(np.float64))
+    elif case == "shape":
+        req = predict_request(x[:, :16000])
+    elif case == "rank":
+        req = predict_request(x[0])
+    elif case == "signature":
+        req = predict_request(x, signature="classify")
+    elif case == "output_filter":
+        req = predict_request(x)
+        req.output_filter.append("logits")
+    elif case == "content":
+        req = predict_request(x)
+        req.inputs["waveform"].tensor_content = req.inputs["waveform"].tensor_content[:-4]
+    else:
+        call = stub.GetModelMetadata
+        req = get_model_metadata_pb2.GetModelMetadataRequest(model_spec={"name": "musicnn-msd"},
+                                                            metadata_field=["graph"])
+    e = _error(call, req)
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (e.code(), e.details())
+    assert needle in e.details(), e.details()
+
+
+def test_unimplemented_rpcs(server) -> None:
+    """Classify, Regress, MultiInference and HandleReloadConfigRequest -> UNIMPLEMENTED."""
+    from tensorflow_serving.apis import classification_pb2, inference_pb2, model_management_pb2, regression_pb2
+
+    _, channel, _, _ = server
+    stub, mstub = prediction_stub(channel), model_stub(channel)
+    for fn, req in [(stub.Classify, classification_pb2.ClassificationRequest()),
+                    (stub.Regress, regression_pb2.RegressionRequest()),
+                    (stub.MultiInference, inference_pb2.MultiInferenceRequest()),
+                    (mstub.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest())]:
+        e = _error(fn, req)
+        assert e.code() == grpc.StatusCode.UNIMPLEMENTED and "not supported" in e.details()
+
+
+# ---------------------------------------------------------------- lifecycle, config errors
+
+
+def test_sigterm_drains_in_flight_request(models, song_windows, expected, tmp_path) -> None:
+    """TF Serving flag spellings; SIGTERM during a 20-window Predict: it completes correctly, exit 0."""
+    (tmp_path / "batching.config").write_text(BATCHING)
+    args = [f"--model_base_path={models / 'serving' / 'musicnn-msd'}", "--model_name=musicnn-msd",
+            "--enable_batching=true", f"--batching_parameters_file={tmp_path / 'batching.config'}",
+            "--rest_api_port=0", "--grace-period", "120"]
+    with serve(args, tmp_path / "tagger.log") as (proc, channel, _, mport):
+        result: dict = {}
+
+        def call() -> None:
+            try:
+                result["response"] = prediction_stub(channel).Predict(predict_request(song_windows), timeout=180)
+            except grpc.RpcError as exc:
+                result["error"] = exc
+
+        t = threading.Thread(target=call)
+        t.start()
+        deadline = time.monotonic() + 60
+        while metric_value(scrape(mport), "audiolime_grpc_in_flight_requests", method="Predict") < 1:
+            assert time.monotonic() < deadline and t.is_alive(), "the Predict never showed up in flight"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        t.join(180)
+        assert "error" not in result, result.get("error")
+        assert np.max(np.abs(probabilities(result["response"]) - expected)) <= TOL
+        assert proc.wait(60) == 0
+    assert '"message": "stopped"' in (tmp_path / "tagger.log").read_text()
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("batching", "batching parameters file"),
+    ("model_path", "is not a directory"),
+    ("no_model", "one of --model-base-path or --model-config-file is required"),
+    ("model_config", "model config file"),
+])
+def test_bad_configuration_exits_with_one_line(case, needle, tmp_path) -> None:
+    """A bad batching file / model path / model config -> one-line error, non-zero exit, no traceback."""
+    (tmp_path / "batching.config").write_text("max_batch_size { value: 8 }\nbatch_size_limit: 3\n")
+    (tmp_path / "models.config").write_text('model_config_list { config { name: "x" base_path: "/nope" '
+                                            'model_platform: "pytorch" } }')
+    base = ["--model-base-path", str(model_dir() / "serving" / "musicnn-msd"), "--model-name", "musicnn-msd"]
+    args = {
+        "batching": [*base, "--enable-batching", "--batching-parameters-file", str(tmp_path / "batching.config")],
+        "model_path": ["--model-base-path", str(tmp_path / "missing"), "--model-name", "m"],
+        "no_model": [],
+        "model_config": ["--model-config-file", str(tmp_path / "models.config")],
+    }[case]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIOLIME_")}
+    proc = subprocess.run([sys.executable, "-m", "audiolime.tagger.server", "--port", "0", "--metrics-port", "0",
+                           *args], capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("audiolime serve tagger: error:")]
+    assert len(ours) == 1 and needle in ours[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- batching core, in-process
+
+
+def test_batching_parameters_parser() -> None:
+    """A real TF Serving batching_parameters.txt parses to the same numbers; bad files say why."""
+    from audiolime.tagger.config import ConfigError, parse_batching_parameters
+
+    text = """max_batch_size { value: 128 }
+batch_timeout_micros { value: 0 }
+max_enqueued_batches { value: 1000000 }
+num_batch_threads { value: 8 }
+allowed_batch_sizes: 32
+allowed_batch_sizes: 64
+allowed_batch_sizes: 128
+"""
+    o = parse_batching_parameters(text)
+    assert (o.max_batch_size, o.batch_timeout_s, o.max_enqueued_batches, o.num_batch_threads) == (128, 0.0, 1000000, 8)
+    assert o.allowed_batch_sizes == (32, 64, 128) and o.enable_large_batch_splitting
+    o = parse_batching_parameters("max_batch_size { value: 4 } batch_timeout_micros { value: 2500 } "
+                                  "enable_large_batch_splitting { value: false }")
+    assert o.batch_timeout_s == 0.0025 and not o.enable_large_batch_splitting and o.max_enqueued_batches == 10
+    for bad, why in [("max_batch_size: 4", "BatchingParameters text proto"),
+                     ("max_batch_size { value: 0 }", "max_batch_size must be >= 1"),
+                     ("max_batch_size { value: 64 } allowed_batch_sizes: 8 allowed_batch_sizes: 32",
+                      "must equal max_batch_size (64)")]:
+        with pytest.raises(ConfigError, match=r".*") as info:
+            parse_batching_parameters(bad, "f.txt")
+        assert why in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_batcher_queue_full_padding_and_splitting() -> None:
+    """Queue beyond max_enqueued_batches x max_batch_size -> RESOURCE_EXHAUSTED 'queue full';
+    allowed_batch_sizes pads the model call and drops the padding; oversize requests are split or rejected."""
+    from audiolime import errors
+    from audiolime.tagger.batching import Batcher
+    from audiolime.tagger.config import BatchingOptions
+
+    gate, entered = threading.Event(), threading.Event()
+    shapes: list[int] = []
+
+    def fn(inputs):
+        x = inputs["x"]
+        shapes.append(len(x))
+        entered.set()
+        gate.wait(30)
+        return {"y": x * 2}
+
+    opts = BatchingOptions(max_batch_size=4, batch_timeout_s=0.0, num_batch_threads=1, max_enqueued_batches=1,
+                           allowed_batch_sizes=(2, 4))
+    b = Batcher(fn, opts, model="unit-test")
+    try:
+        out: dict[str, np.ndarray] = {}
+        first = threading.Thread(target=lambda: out.setdefault("a", b.run({"x": np.arange(3.0)[:, None]})["y"]))
+        first.start()
+        assert entered.wait(30)  # the first batch is running and blocks the only batch thread
+        second = threading.Thread(target=lambda: out.setdefault("b", b.run({"x": np.full((4, 1), 5.0)})["y"]))
+        second.start()
+        deadline = time.monotonic() + 30
+        while b._queued < 4:  # the second request fills the queue (capacity 1 x 4 rows)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(errors.ResourceExhausted, match="queue full"):
+            b.run({"x": np.ones((1, 1))})
+        gate.set()
+        first.join(30)
+        second.join(30)
+        assert np.array_equal(out["a"], np.arange(3.0)[:, None] * 2) and np.array_equal(out["b"], np.full((4, 1), 10.0))
+        assert shapes == [4, 4]  # 3 rows padded to the allowed size 4
+        assert np.array_equal(b.run({"x": np.arange(1.0)[:, None]})["y"], [[0.0]]) and shapes[-1] == 2
+    finally:
+        gate.set()
+        b.close()
+    split = Batcher(lambda i: {"y": i["x"] + 1}, BatchingOptions(max_batch_size=4, num_batch_threads=1), "unit-test")
+    try:
+        assert np.array_equal(split.run({"x": np.arange(10.0)[:, None]})["y"], np.arange(1.0, 11.0)[:, None])
+    finally:
+        split.close()
+    strict = Batcher(lambda i: i, BatchingOptions(max_batch_size=4, num_batch_threads=1,
+                                                  enable_large_batch_splitting=False), "unit-test")
+    try:
+        with pytest.raises(errors.InvalidInput, match="exceeds max_batch_size 4"):
+            strict.run({"x": np.zeros((5, 1))})
+    finally:
+        strict.close()
