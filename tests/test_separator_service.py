@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -30,22 +31,23 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(args: list[str], env: dict[str, str] | None = None, timeout: float = 120.0):
-    """Run ``python -m audiolime.separator.server`` until SERVING; always terminate it."""
+def serve(args: list[str], log_path: Path, env: dict[str, str] | None = None, timeout: float = 120.0):
+    """Run ``python -m audiolime.separator.server`` (stderr -> ``log_path``) until SERVING; always
+    terminate it. Yields (process, channel, metrics port)."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     port, mport = free_port(), free_port()
     cmd = [sys.executable, "-m", "audiolime.separator.server", "--host", "127.0.0.1", "--port", str(port),
            "--metrics-port", str(mport), "--model-dir", str(model_dir()), *args]
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + timeout
         health = health_pb2_grpc.HealthStub(channel)
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited {proc.returncode}: {proc.stderr.read()[-3000:]}")
+                raise RuntimeError(f"server exited {proc.returncode}: {log_path.read_text()[-3000:]}")
             try:
                 if health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status == 1:
                     break
@@ -88,6 +90,25 @@ def request(content: bytes = b"", uri: str = "", model: str = ""):
 
     audio = common_pb2.AudioInput(uri=uri) if uri else common_pb2.AudioInput(content=content, filename="song.ogg")
     return separator_pb2.SeparateRequest(audio=audio, model=model)
+
+
+def json_logs(path: Path) -> list[dict]:
+    """The JSON log records of a server's stderr (TensorFlow's own C++ lines are not JSON)."""
+    records = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def wait_metric(mport: int, name: str, at_least: float, **labels: str) -> None:
+    """Poll /metrics until the series reaches ``at_least`` (a synchronisation point, not a timing)."""
+    deadline = time.monotonic() + 60
+    while metric_value(scrape(mport), name, **labels) < at_least:
+        assert time.monotonic() < deadline, f"{name}{labels} never reached {at_least}"
+        time.sleep(0.05)
 
 
 def read_flac_uri(uri: str) -> tuple[np.ndarray, int]:
@@ -163,45 +184,50 @@ def test_admission_rejects_beyond_queue() -> None:
 
     adm = Admission(max_concurrency=1, max_queue=1)
     release = threading.Event()
-    entered = threading.Event()
 
     def hold():
         with adm.slot():
-            entered.set()
-            release.wait(5)
+            release.wait(60)
 
     threads = [threading.Thread(target=hold) for _ in range(2)]
     for t in threads:
         t.start()
-    entered.wait(5)
-    time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while (adm.running, adm.waiting) != (1, 1):  # one holds the slot, the other waits for it
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     with pytest.raises(ResourceExhausted, match="busy"):
         with adm.slot():
             pass
     release.set()
     for t in threads:
         t.join()
+    assert (adm.running, adm.waiting) == (0, 0)
     with adm.slot():  # free again
-        pass
+        assert adm.running == 1
 
 
 # ---------------------------------------------------------------- gRPC server, file:// store
 
 
+LIMITS = {"AUDIOLIME_MAX_DURATION": "60", "AUDIOLIME_MAX_BYTES": "1500000"}  # limits through the env fallbacks
+
+
 @pytest.fixture(scope="module")
 def file_server(models, tmp_path_factory):
     store = tmp_path_factory.mktemp("stems")
-    with serve(["--store", store.as_uri(), "--grace-period", "60"]) as (proc, channel, mport):
-        yield proc, channel, mport, store
+    log = store.parent / "separator.log"
+    with serve(["--store", store.as_uri(), "--grace-period", "60"], log, env=LIMITS) as (proc, channel, mport):
+        yield proc, channel, mport, store, log
 
 
 def test_separate_stores_stems_and_hits_cache(file_server, shared) -> None:
     """Separate writes downloadable FLAC stems summing to the mixture; the repeat is a cache hit counted in /metrics."""
     from audiolime.audio import decode
 
-    _, channel, mport, store = file_server
+    _, channel, mport, store, log = file_server
     content = (shared / "audio" / SONG).read_bytes()
-    first = stub(channel).Separate(request(content), timeout=120)
+    first = stub(channel).Separate(request(content), timeout=120, metadata=(("x-request-id", "sep-test-1"),))
     assert not first.cache_hit and first.model == "2stems"
     assert [s.name for s in first.stems] == ["vocals", "accompaniment"]
     mix = decode(content)
@@ -223,6 +249,11 @@ def test_separate_stores_stems_and_hits_cache(file_server, shared) -> None:
     after = metric_value(scrape(mport), "audiolime_separator_cache_requests_total", model="2stems", result="hit")
     assert after == before + 1
     assert metric_value(scrape(mport), "audiolime_separation_duration_seconds_count", model="2stems") >= 1
+    assert metric_value(scrape(mport), "audiolime_grpc_requests_total", service="audiolime.v1.Separator",
+                        method="Separate", code="OK") >= 2
+    separated = [r for r in json_logs(log) if r.get("message") == "separated"]
+    assert any(r["request_id"] == "sep-test-1" and r["audio_sha256"] == first.audio_sha256 and
+               r["service"] == "separator" for r in separated), separated
 
 
 def test_undecodable_bytes_are_invalid_argument(file_server) -> None:
@@ -231,6 +262,29 @@ def test_undecodable_bytes_are_invalid_argument(file_server) -> None:
         stub(file_server[1]).Separate(request(b"definitely not audio" * 100), timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a readable audio file" in info.value.details()
+
+
+def test_limits_are_invalid_argument(file_server, shared) -> None:
+    """Songs over --max-duration or --max-bytes (set through the env fallbacks) fail with INVALID_ARGUMENT naming the limit."""
+    for song, expect in [("Kevin_MacLeod_-_Vibe_Ace.ogg", "61.5 s exceeds the limit of 60 s"),
+                         ("Karissa_Hobbs_-_Lets_Go_Fishin.ogg", "exceeds the limit of 1500000 bytes")]:
+        with pytest.raises(grpc.RpcError) as info:
+            stub(file_server[1]).Separate(request((shared / "audio" / song).read_bytes()), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert expect in info.value.details()
+
+
+def test_uri_outside_the_store_is_refused(file_server, shared) -> None:
+    """A file:// URI outside the store is INVALID_ARGUMENT (no arbitrary file reads); a missing store object is NOT_FOUND."""
+    store = file_server[3]
+    with pytest.raises(grpc.RpcError) as info:
+        stub(file_server[1]).Separate(request(uri=(shared / "audio" / SONG).as_uri()), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unsupported audio URI" in info.value.details()
+    with pytest.raises(grpc.RpcError) as info:
+        stub(file_server[1]).Separate(request(uri=(store / "in" / "missing.ogg").as_uri()), timeout=30)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "missing.ogg" in info.value.details()
 
 
 def test_unknown_model_is_not_found(file_server, shared) -> None:
@@ -255,10 +309,11 @@ def test_health_and_reflection(file_server) -> None:
     assert "audiolime.v1.Separator" in services and "grpc.health.v1.Health" in services
 
 
-def test_sigterm_drains_in_flight_separation(models, shared, tmp_path) -> None:
-    """SIGTERM during a Separate lets it complete OK, then the process exits 0."""
+def test_busy_is_resource_exhausted_and_sigterm_drains(models, shared, tmp_path) -> None:
+    """With 1 running and no queue a second song gets RESOURCE_EXHAUSTED; SIGTERM lets the running one finish OK, exit 0."""
     content = (shared / "audio" / "Karissa_Hobbs_-_Lets_Go_Fishin.ogg").read_bytes()
-    with serve(["--store", (tmp_path / "s").as_uri(), "--grace-period", "60"]) as (proc, channel, mport):
+    args = ["--store", (tmp_path / "s").as_uri(), "--grace-period", "60", "--max-concurrency", "1", "--max-queue", "0"]
+    with serve(args, tmp_path / "separator.log") as (proc, channel, mport):
         result: dict = {}
 
         def call():
@@ -269,11 +324,11 @@ def test_sigterm_drains_in_flight_separation(models, shared, tmp_path) -> None:
 
         t = threading.Thread(target=call)
         t.start()
-        deadline = time.monotonic() + 30
-        while metric_value(scrape(mport), "audiolime_grpc_in_flight_requests",
-                           service="audiolime.v1.Separator", method="Separate") < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_metric(mport, "audiolime_separator_separations", 1, state="running")
+        with pytest.raises(grpc.RpcError) as info:
+            stub(channel).Separate(request((shared / "audio" / SONG).read_bytes()), timeout=30)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "busy" in info.value.details()
         proc.send_signal(signal.SIGTERM)
         t.join(120)
         assert "error" not in result, result.get("error")
@@ -310,8 +365,8 @@ def moto_s3(monkeypatch):
         proc.wait(10)
 
 
-def test_s3_input_and_cache(models, shared, moto_s3) -> None:
-    """With an s3:// store the song is read from an s3:// URI and the stems and manifest land in the bucket."""
+def test_s3_input_and_cache(models, shared, moto_s3, tmp_path) -> None:
+    """With an s3:// store the song is read from an s3:// URI, stems and manifest land in the bucket, the repeat hits; missing objects are NOT_FOUND."""
     import boto3
 
     endpoint, env = moto_s3
@@ -319,9 +374,15 @@ def test_s3_input_and_cache(models, shared, moto_s3) -> None:
     s3.create_bucket(Bucket="audio")
     content = (shared / "audio" / SONG).read_bytes()
     s3.put_object(Bucket="audio", Key="in/song.ogg", Body=content)
-    with serve(["--store", "s3://audio/cache", "--s3-endpoint", endpoint], env=env) as (_, channel, _m):
+    log = tmp_path / "separator.log"
+    with serve(["--store", "s3://audio/cache", "--s3-endpoint", endpoint], log, env=env) as (_, channel, _m):
         response = stub(channel).Separate(request(uri="s3://audio/in/song.ogg"), timeout=120)
         again = stub(channel).Separate(request(uri="s3://audio/in/song.ogg"), timeout=60)
+        for uri in ("s3://audio/in/missing.ogg", "s3://no-such-bucket/song.ogg"):
+            with pytest.raises(grpc.RpcError) as info:
+                stub(channel).Separate(request(uri=uri), timeout=60)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND, uri
+            assert uri in info.value.details()
     assert not response.cache_hit and again.cache_hit
     prefix = f"cache/stems/2stems/{response.audio_sha256}/"
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="audio", Prefix=prefix)["Contents"]}

@@ -79,7 +79,9 @@ class SeparateResult:
 
 
 class Admission:
-    """At most ``max_concurrency`` holders and ``max_queue`` waiters; more -> ResourceExhausted."""
+    """At most ``max_concurrency`` holders and ``max_queue`` waiters; more -> ResourceExhausted.
+
+    The counts are exported as ``audiolime_separator_separations{state="running"|"waiting"}``."""
 
     def __init__(self, max_concurrency: int, max_queue: int) -> None:
         if max_concurrency < 1 or max_queue < 0:
@@ -88,24 +90,35 @@ class Admission:
         self.max_queue = max_queue
         self._slots = threading.Semaphore(max_concurrency)
         self._lock = threading.Lock()
-        self._admitted = 0  # running + waiting
+        self.running = 0
+        self.waiting = 0
+
+    def _set(self, running: int = 0, waiting: int = 0) -> None:
+        with self._lock:
+            self.running += running
+            self.waiting += waiting
+            metrics.SEPARATIONS.labels("running").set(self.running)
+            metrics.SEPARATIONS.labels("waiting").set(self.waiting)
 
     @contextmanager
     def slot(self) -> Iterator[None]:
         with self._lock:
-            if self._admitted >= self.max_concurrency + self.max_queue:
+            if self.running + self.waiting >= self.max_concurrency + self.max_queue:
                 raise ResourceExhausted(
                     f"separator busy: {self.max_concurrency} running and {self.max_queue} queued; retry later")
-            self._admitted += 1
+            self.waiting += 1
+        self._set()
         try:
             self._slots.acquire()
-            try:
-                yield
-            finally:
-                self._slots.release()
+        except BaseException:
+            self._set(waiting=-1)
+            raise
+        self._set(running=1, waiting=-1)
+        try:
+            yield
         finally:
-            with self._lock:
-                self._admitted -= 1
+            self._slots.release()
+            self._set(running=-1)
 
 
 def separate_chunked(separator: Separator, waveform: np.ndarray, sample_rate: int, chunk: int, overlap: int,

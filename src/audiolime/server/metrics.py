@@ -17,6 +17,8 @@ TAGGER_QUEUE_DELAY = Histogram("audiolime_tagger_queue_delay_seconds", "time a r
                                ["model"], buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5))
 
 SEPARATOR_CACHE = Counter("audiolime_separator_cache_requests", "separation cache lookups", ["model", "result"])
+SEPARATIONS = Gauge("audiolime_separator_separations", "separations admitted, by state (running/waiting)",
+                    ["state"])
 SEPARATION_DURATION = Histogram("audiolime_separation_duration_seconds", "Spleeter run time per song", ["model"],
                                 buckets=LATENCY_BUCKETS)
 
