@@ -311,7 +311,7 @@ def test_health_and_reflection(file_server) -> None:
 
 def test_busy_is_resource_exhausted_and_sigterm_drains(models, shared, tmp_path) -> None:
     """With 1 running and no queue a second song gets RESOURCE_EXHAUSTED; SIGTERM lets the running one finish OK, exit 0."""
-    content = (shared / "audio" / "Karissa_Hobbs_-_Lets_Go_Fishin.ogg").read_bytes()
+    content = (shared / "audio" / "Kevin_MacLeod_-_Vibe_Ace.ogg").read_bytes()  # 61 s: long enough to be in flight
     args = ["--store", (tmp_path / "s").as_uri(), "--grace-period", "60", "--max-concurrency", "1", "--max-queue", "0"]
     with serve(args, tmp_path / "separator.log") as (proc, channel, mport):
         result: dict = {}
@@ -392,3 +392,17 @@ def test_s3_input_and_cache(models, shared, moto_s3, tmp_path) -> None:
     data, sr = sf.read(io.BytesIO(s3.get_object(Bucket="audio", Key=prefix + "vocals.flac")["Body"].read()))
     assert sr == 44100 and data.shape == (response.stems[0].num_samples, 2)
 
+
+
+def test_bad_configuration_is_one_line_error(tmp_path) -> None:
+    """A missing or unsupported --store and an impossible --max-concurrency exit 2 with one line, no traceback."""
+    cases = [([], "--store (or $AUDIOLIME_STORE) is required"),
+             (["--store", "ftp://host/x"], "unsupported store URL"),
+             (["--store", tmp_path.as_uri(), "--max-concurrency", "0"], "--max-concurrency must be >= 1")]
+    for args, expect in cases:
+        proc = subprocess.run([sys.executable, "-m", "audiolime.separator.server", "--port", "0", "--metrics-port", "0",
+                               *args], env={**os.environ, "AUDIOLIME_STORE": ""}, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert f"audiolime serve separator: error: {expect}" in proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from audiolime.errors import AudiolimeError, InvalidInput
 from audiolime.server import logs, runtime
 from audiolime.separator.service import SeparateResult, SeparationService, SeparatorConfig, UriReader
 from audiolime.v1 import separator_pb2, separator_pb2_grpc
@@ -86,10 +87,14 @@ def build_service(args: argparse.Namespace) -> SeparationService:
     from audiolime.store import open_store
 
     if not args.store:
-        raise SystemExit("audiolime serve separator: error: --store (or $AUDIOLIME_STORE) is required")
+        raise InvalidInput("--store (or $AUDIOLIME_STORE) is required")
+    if args.max_concurrency < 1 or args.max_queue < 0 or args.max_duration <= 0 or args.max_bytes <= 0:
+        raise InvalidInput("--max-concurrency must be >= 1, --max-queue >= 0, --max-duration and --max-bytes > 0")
     store = open_store(args.store, endpoint_url=args.s3_endpoint, region=args.s3_region)
     model_dir = args.model_dir or default_model_dir()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if not names:
+        raise InvalidInput("--models names no model")
     separators = {n: SpleeterSeparator(model_dir / "spleeter", n, warmup=True) for n in names}
     config = SeparatorConfig(max_duration_s=args.max_duration, max_bytes=args.max_bytes,
                              max_concurrency=args.max_concurrency, max_queue=args.max_queue,
@@ -101,11 +106,15 @@ def build_service(args: argparse.Namespace) -> SeparationService:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_logging("separator", args.log_level)
-    service = build_service(args)  # before SERVING
-    running = runtime.start(
-        [runtime.Service(SERVICE_NAME,
-                         lambda s: separator_pb2_grpc.add_SeparatorServicer_to_server(SeparatorServicer(service), s))],
-        args.host, args.port, args.metrics_port, args.max_workers)
+    try:
+        service = build_service(args)  # models loaded and warmed before SERVING
+        running = runtime.start(
+            [runtime.Service(SERVICE_NAME,
+                             lambda s: separator_pb2_grpc.add_SeparatorServicer_to_server(SeparatorServicer(service), s))],
+            args.host, args.port, args.metrics_port, args.max_workers)
+    except (AudiolimeError, OSError) as exc:
+        print(f"audiolime serve separator: error: {exc}", file=sys.stderr)
+        return 2
     for sep in service.separators.values():
         running.on_stop.append(sep.close)
     runtime.run_until_signalled(running, args.grace_period)
