@@ -203,8 +203,11 @@ def test_admission_rejects_beyond_queue() -> None:
     for t in threads:
         t.join()
     assert (adm.running, adm.waiting) == (0, 0)
+    with adm.place() as place:  # a cache hit: waits (decode, lookup), never runs, gives its place back
+        assert (adm.running, adm.waiting) == (0, 1)
+    assert not place.ran and (adm.running, adm.waiting) == (0, 0)
     with adm.slot():  # free again
-        assert adm.running == 1
+        assert (adm.running, adm.waiting) == (1, 0)
 
 
 # ---------------------------------------------------------------- gRPC server, file:// store

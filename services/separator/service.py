@@ -6,8 +6,10 @@
 * Cache key: sha256 of the decoded PCM + model name; entries live in the object store
   (see :mod:`audiolime.separator.cache`). A hit skips Spleeter.
 * Bounded concurrency: at most ``max_concurrency`` separations run at once and at most
-  ``max_queue`` wait for a slot; a request beyond that fails at once with ``ResourceExhausted``
-  (gRPC RESOURCE_EXHAUSTED) instead of queueing unboundedly. Cache hits need no slot.
+  ``max_queue`` requests wait (decoding, looking up the cache, or waiting for a slot); a request
+  beyond that fails at once with ``ResourceExhausted`` (gRPC RESOURCE_EXHAUSTED) instead of
+  queueing unboundedly, so memory stays bounded on full songs. Cache hits never take a
+  separation slot.
 * Full songs: Spleeter runs on chunks of about ``chunk_s`` seconds with a linear cross-fade over
   their overlap, and stems are streamed into FLAC encoders chunk by chunk, so model memory does
   not grow with the song length. Spleeter itself cuts the spectrogram into independent segments
@@ -79,9 +81,12 @@ class SeparateResult:
 
 
 class Admission:
-    """At most ``max_concurrency`` holders and ``max_queue`` waiters; more -> ResourceExhausted.
+    """At most ``max_concurrency`` running and ``max_queue`` waiting requests; more -> ResourceExhausted.
 
-    The counts are exported as ``audiolime_separator_separations{state="running"|"waiting"}``."""
+    A request takes a *place* on arrival (it then counts as waiting: decoding the audio and looking
+    up the cache hold a song in memory too, so they are bounded as well) and *runs* only on a
+    cache miss. A cache hit gives its place back after the lookup. The counts are exported as
+    ``audiolime_separator_separations{state="running"|"waiting"}``."""
 
     def __init__(self, max_concurrency: int, max_queue: int) -> None:
         if max_concurrency < 1 or max_queue < 0:
@@ -93,7 +98,7 @@ class Admission:
         self.running = 0
         self.waiting = 0
 
-    def _set(self, running: int = 0, waiting: int = 0) -> None:
+    def _move(self, running: int = 0, waiting: int = 0) -> None:
         with self._lock:
             self.running += running
             self.waiting += waiting
@@ -101,24 +106,47 @@ class Admission:
             metrics.SEPARATIONS.labels("waiting").set(self.waiting)
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
+    def place(self) -> Iterator[Place]:
+        """Reserve a place (waiting) or fail at once with ResourceExhausted."""
         with self._lock:
             if self.running + self.waiting >= self.max_concurrency + self.max_queue:
                 raise ResourceExhausted(
                     f"separator busy: {self.max_concurrency} running and {self.max_queue} queued; retry later")
             self.waiting += 1
-        self._set()
+        self._move()
+        ticket = Place(self)
         try:
-            self._slots.acquire()
-        except BaseException:
-            self._set(waiting=-1)
-            raise
-        self._set(running=1, waiting=-1)
+            yield ticket
+        finally:
+            self._move(waiting=-1 if not ticket.ran else 0)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """A place and a run: for callers that always separate."""
+        with self.place() as p, p.run():
+            yield
+
+
+class Place:
+    """A reserved place in :class:`Admission`; ``run()`` waits for a separation slot (once)."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self.ran = False
+
+    @contextmanager
+    def run(self) -> Iterator[None]:
+        if self.ran:
+            raise RuntimeError("a place runs once")
+        adm = self._admission
+        adm._slots.acquire()
+        self.ran = True
+        adm._move(running=1, waiting=-1)
         try:
             yield
         finally:
-            self._slots.release()
-            self._set(running=-1)
+            adm._move(running=-1)
+            adm._slots.release()
 
 
 def separate_chunked(separator: Separator, waveform: np.ndarray, sample_rate: int, chunk: int, overlap: int,
@@ -239,20 +267,21 @@ class SeparationService:
     def separate(self, content: bytes | None = None, uri: str | None = None, model: str = "",
                  filename: str = "") -> SeparateResult:
         separator = self.model(model)
-        t0 = time.perf_counter()
-        audio = self.load_audio(content, uri, filename)
-        sha = audio.pcm_sha256()
-        decode_s = time.perf_counter() - t0
-        manifest = self.cache.lookup(separator.name, sha)
-        if manifest is not None:
-            metrics.SEPARATOR_CACHE.labels(separator.name, "hit").inc()
-            return self._result(manifest, True, {"decode": decode_s})
-        metrics.SEPARATOR_CACHE.labels(separator.name, "miss").inc()
-        with self.admission.slot():
-            manifest = self.cache.lookup(separator.name, sha)  # a concurrent identical request may have won
+        with self.admission.place() as place:
+            t0 = time.perf_counter()
+            audio = self.load_audio(content, uri, filename)
+            sha = audio.pcm_sha256()
+            decode_s = time.perf_counter() - t0
+            manifest = self.cache.lookup(separator.name, sha)
             if manifest is not None:
+                metrics.SEPARATOR_CACHE.labels(separator.name, "hit").inc()
                 return self._result(manifest, True, {"decode": decode_s})
-            manifest = self._separate_and_store(separator, audio, sha)
+            metrics.SEPARATOR_CACHE.labels(separator.name, "miss").inc()
+            with place.run():
+                manifest = self.cache.lookup(separator.name, sha)  # a concurrent identical request may have won
+                if manifest is not None:
+                    return self._result(manifest, True, {"decode": decode_s})
+                manifest = self._separate_and_store(separator, audio, sha)
         return self._result(manifest, False, {"decode": decode_s, **manifest.timings_s})
 
     def _separate_and_store(self, separator: Separator, audio: audiolib.Audio, sha: str) -> Manifest:
