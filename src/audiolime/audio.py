@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def decode(source: str | Path | bytes, name: str | None = None) -> Audio:
 
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
+    # libsndfile names an in-memory input by its Python repr ("Error opening <_io.BytesIO ...>: ")
+    return re.sub(r"^Error opening <[^>]*>: ", "", text[-1]) if text else type(exc).__name__
 
 
 def resample(waveform: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
