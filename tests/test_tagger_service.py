@@ -377,9 +377,10 @@ def test_unknown_model_or_version_is_not_found(server, song_windows) -> None:
     ("output_filter", "output_filter names ['logits']"),
     ("content", "'waveform' is not a valid TensorProto"),
     ("metadata_field", "metadata_field 'graph' is not supported"),
+    ("empty", "empty batch (0 rows)"),
 ])
 def test_bad_input_is_invalid_argument(server, song_windows, case, needle) -> None:
-    """Wrong input name / dtype / shape / signature / filter / bytes -> INVALID_ARGUMENT naming the problem."""
+    """Wrong input name / dtype / shape / signature / filter / bytes / empty batch -> INVALID_ARGUMENT, naming it."""
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     _, channel, _, _ = server
@@ -399,6 +400,8 @@ def test_bad_input_is_invalid_argument(server, song_windows, case, needle) -> No
     elif case == "output_filter":
         req = predict_request(x)
         req.output_filter.append("logits")
+    elif case == "empty":
+        req = predict_request(x[:0])
     elif case == "content":
         req = predict_request(x)
         req.inputs["waveform"].tensor_content = req.inputs["waveform"].tensor_content[:-4]

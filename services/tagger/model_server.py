@@ -90,6 +90,8 @@ class SignatureSpec:
                 batch.add(x.shape[0])
         if self.batchable and len(batch) > 1:
             raise errors.InvalidInput(f"inputs of signature {self.name!r} have different batch sizes {sorted(batch)}")
+        if self.batchable and batch == {0}:
+            raise errors.InvalidInput(f"the request to signature {self.name!r} has an empty batch (0 rows)")
 
     def check_outputs(self, output_filter: Sequence[str]) -> None:
         unknown = sorted(set(output_filter) - set(self.outputs))

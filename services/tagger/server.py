@@ -20,7 +20,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -249,11 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SystemExit(f"audiolime serve tagger: error: cannot load the models: {first}") from None
     register_service_descriptors()
+    add_prediction = prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server
+    add_model = model_service_pb2_grpc.add_ModelServiceServicer_to_server
     running = runtime.start(
-        [runtime.Service(PREDICTION_SERVICE, lambda s: prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(core), s)),
-         runtime.Service(MODEL_SERVICE, lambda s: model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-             ModelServicer(core), s))],
+        [runtime.Service(PREDICTION_SERVICE, lambda s: add_prediction(PredictionServicer(core), s)),
+         runtime.Service(MODEL_SERVICE, lambda s: add_model(ModelServicer(core), s))],
         args.host, args.port, args.metrics_port, args.max_workers)
     running.on_stop.append(core.close)
     runtime.run_until_signalled(running, args.grace_period)
