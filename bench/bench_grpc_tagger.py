@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-requests", type=int, default=6, help="batch-1 requests per client per round (default 6)")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--batch-timeout-micros", type=int, default=2000)
-    p.add_argument("--num-batch-threads", type=int, default=1)
+    p.add_argument("--num-batch-threads", type=int, default=os.cpu_count() or 1,
+                   help="batch threads (default: CPU count, as TF Serving)")
     args = p.parse_args(argv)
     base = args.model_dir / "serving"
     batching = (f"max_batch_size {{ value: {args.max_batch_size} }}\n"

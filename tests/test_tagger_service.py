@@ -571,3 +571,28 @@ def test_batcher_queue_full_padding_and_splitting() -> None:
             strict.run({"x": np.zeros((5, 1))})
     finally:
         strict.close()
+
+
+def test_model_flags_resolve_like_tf_serving(models, tmp_path, monkeypatch) -> None:
+    """Model flags: one model's dir or a base of models, a config file with relative paths,
+    version policy and labels; environment fallbacks as the chart sets them."""
+    from audiolime.tagger.server import build_parser, model_configs
+
+    def parse(*argv: str):
+        return model_configs(build_parser().parse_args(list(argv)))
+
+    serving = models / "serving"
+    [c] = parse("--model_base_path", str(serving / "musicnn-msd"), "--model_name", "musicnn-msd")
+    assert (c.name, c.base_path, c.policy) == ("musicnn-msd", serving / "musicnn-msd", ("latest", 1))
+    [c] = parse("--model-base-path", str(serving), "--model-name", "fcn-msd")
+    assert c.base_path == serving / "fcn-msd"
+    (tmp_path / "m.config").write_text(
+        'model_config_list { config { name: "a" base_path: "serving/musicnn-msd" model_platform: "tensorflow" '
+        'model_version_policy { specific { versions: 1 } } version_labels { key: "stable" value: 1 } } }')
+    monkeypatch.setenv("AUDIOLIME_MODEL_CONFIG_FILE", str(tmp_path / "m.config"))
+    monkeypatch.setenv("AUDIOLIME_MODEL_BASE_PATH", str(models))
+    monkeypatch.setenv("AUDIOLIME_ENABLE_BATCHING", "true")
+    assert build_parser().parse_args([]).enable_batching is True
+    [c] = parse()
+    assert (c.name, c.base_path, c.policy, c.version_labels) == ("a", serving / "musicnn-msd", ("specific", 1),
+                                                                  {"stable": 1})

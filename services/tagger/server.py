@@ -39,6 +39,7 @@ from audiolime import errors
 from audiolime.server import logs, runtime
 from audiolime.tagger.config import ConfigError, ModelConfig, load_batching_parameters, load_model_config
 from audiolime.tagger.model_server import ModelServer
+from audiolime.tagger.savedmodel import list_versions
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_common_flags(p, port=8500)
     p.add_argument("--model-base-path", "--model_base_path", type=Path,
                    default=env("AUDIOLIME_MODEL_BASE_PATH", None, Path),
-                   help="directory of one model's numeric version dirs; with --model-config-file only "
-                        "the base for relative base_path entries ($AUDIOLIME_MODEL_BASE_PATH)")
+                   help="directory of one model's numeric version dirs (or a directory holding "
+                        "<--model-name>/<version>); with --model-config-file only the base for relative "
+                        "base_path entries ($AUDIOLIME_MODEL_BASE_PATH)")
     p.add_argument("--model-name", "--model_name", default=env("AUDIOLIME_MODEL_NAME", "default"),
                    help="name of the --model-base-path model (TF Serving's default: 'default') "
                         "($AUDIOLIME_MODEL_NAME)")
@@ -209,7 +211,10 @@ def model_configs(args: argparse.Namespace) -> list[ModelConfig]:
     if args.model_config_file:
         return load_model_config(args.model_config_file, base=args.model_base_path)
     if args.model_base_path:
-        return [ModelConfig(args.model_name, Path(args.model_base_path))]
+        path = Path(args.model_base_path)
+        if not list_versions(path.parent, path.name) and list_versions(path, args.model_name):
+            path = path / args.model_name  # a base of several models (the image's default): <base>/<name>
+        return [ModelConfig(args.model_name, path)]
     raise ConfigError("one of --model-base-path or --model-config-file is required "
                       "($AUDIOLIME_MODEL_BASE_PATH / $AUDIOLIME_MODEL_CONFIG_FILE)")
 
