@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.minutes:g}-min song: {t_long:.1f} s ({n / sr / t_long:.1f}x real time), "
                   f"residual {long_resp.residual_rel_rms:.1e}, server peak RSS {peak_rss_mb(proc.pid):.0f} MB "
                   f"(idle after warm-up {idle_mb:.0f} MB)")
+            print("  stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(long_resp.timings_s.items())))
         if args.skip_unchunked:
             return 0
         with server(args.model_dir, Path(tmp) / "onepass", "--chunk-seconds", "0") as (proc, stub):
