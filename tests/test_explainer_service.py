@@ -1,0 +1,657 @@
+"""The three services as real processes on loopback: ``audiolime up`` (local store), a second
+explainer on an S3 endpoint (moto server), and a dedicated tagger + explainers for fault tests.
+
+One explanation request is small (N = 128..256 masks, musicnn, 2stems) so the module runs in a
+few minutes; the Spleeter run of the song happens once and is then served from the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import REPO, model_dir, shared_dir
+
+KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"  # 133 s, female vocals
+DRUMS = "admiralbob77_-_Choice_-_Drum-bass.ogg"  # 25 s, 1.3 MB
+VIBE = "Kevin_MacLeod_-_Vibe_Ace.ogg"  # 61 s, 1.45 MB
+TAG = "female vocalists"
+N = 128
+HOST = "127.0.0.1"
+PY = sys.executable
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+pytestmark = pytest.mark.slow
+
+
+# -- process helpers -------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_base() -> int:
+    """A base port B with B..B+3 and B+10..B+12 free (the ports ``audiolime up`` uses)."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000)
+        if all(port_free(base + d) for d in (0, 1, 2, 3, 10, 11, 12)):
+            return base
+    raise RuntimeError("no free port range")
+
+
+def wait_serving(port: int, proc: subprocess.Popen, timeout: float = 300.0) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"{HOST}:{port}") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"process exited with {proc.returncode}: {proc.args}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not SERVING on {port}: {proc.args}")
+            time.sleep(0.3)
+
+
+def start(argv: list[str], port: int, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
+    try:
+        wait_serving(port, proc)
+    except BaseException:
+        terminate(proc)
+        raise
+    return proc
+
+
+def terminate(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def tagger_argv(port: int, mport: int, batching: Path) -> list[str]:
+    return [PY, "-m", "audiolime.tagger.server", "--host", HOST, "--port", str(port), "--metrics-port", str(mport),
+            "--model-base-path", str(model_dir() / "serving" / "musicnn-msd"), "--model-name", "musicnn-msd",
+            "--enable-batching", "--batching-parameters-file", str(batching)]
+
+
+def explainer_argv(port: int, mport: int, store: str, separator: int, tagger: int, *extra: str) -> list[str]:
+    return [PY, "-m", "audiolime.explainer.server", "--host", HOST, "--port", str(port), "--metrics-port", str(mport),
+            "--store", store, "--separator", f"{HOST}:{separator}", "--tagger", f"{HOST}:{tagger}", *extra]
+
+
+def scrape(mport: int) -> str:
+    return urllib.request.urlopen(f"http://{HOST}:{mport}/metrics", timeout=10).read().decode()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def song(name: str) -> bytes:
+    return (shared_dir() / "audio" / name).read_bytes()
+
+
+def request(name: str = KARISSA, **kw):
+    from audiolime.v1 import common_pb2, explainer_pb2
+
+    fields = dict(model="musicnn-msd", tags=[TAG], num_samples=N, seed=0, top_k=3)
+    fields.update(kw)
+    return explainer_pb2.ExplainRequest(audio=common_pb2.AudioInput(content=song(name), filename=name), **fields)
+
+
+def stub(port: int):
+    from audiolime.v1 import explainer_pb2_grpc
+
+    ch = grpc.insecure_channel(f"{HOST}:{port}", options=[("grpc.max_send_message_length", 256 << 20)])
+    return explainer_pb2_grpc.ExplainerStub(ch)
+
+
+# -- fixtures ----------------------------------------------------------------------------------------
+class Stack:
+    """``audiolime up`` and the addresses it printed."""
+
+    def __init__(self, proc: subprocess.Popen, base: int, store: Path, lines: list[str]) -> None:
+        self.proc, self.base, self.store, self.lines = proc, base, store, lines
+        self.separator, self.explainer, self.tagger, self.http = base, base + 1, base + 2, base + 3
+        self.metrics = {"separator": base + 10, "explainer": base + 11, "tagger": base + 12}
+        self.stub = stub(self.explainer)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, shared, models) -> Stack:
+    """``audiolime up`` on a free port range with a local store; stopped with SIGTERM at the end."""
+    tmp = tmp_path_factory.mktemp("up")
+    base = free_base()
+    store = tmp / "store"
+    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "audiolime"), "up", "--base-port", str(base), "--store",
+                             store.as_uri(), "--model-dir", str(model_dir())], env=ENV, stdout=subprocess.PIPE,
+                            stderr=open(tmp / "up.log", "wb"), text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("try:"):
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(420) or proc.poll() is not None:
+        terminate(proc)
+        pytest.fail(f"audiolime up did not start: {lines}\n{(tmp / 'up.log').read_text()[-3000:]}")
+    s = Stack(proc, base, store, lines)
+    yield s
+    terminate(proc)
+
+
+@pytest.fixture(scope="module")
+def first(stack):
+    """One Explain through the stack (the first for this song: the separator runs Spleeter)."""
+    return stack.stub.Explain(request(), timeout=600)
+
+
+@pytest.fixture(scope="module")
+def second(stack, first):
+    """The same audio again (served from the separator's cache)."""
+    return stack.stub.Explain(request(seed=1), timeout=600)
+
+
+@pytest.fixture(scope="module")
+def moto():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=HOST, port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_explainer(stack, moto, tmp_path_factory):
+    """An explainer storing results in s3://audiolime-test/results (moto), small input limits."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=moto, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket="audiolime-test")
+    port, mport = free_port(), free_port()
+    proc = start(explainer_argv(port, mport, "s3://audiolime-test/results", stack.separator, stack.tagger,
+                                "--s3-endpoint", moto, "--max-duration", "60", "--max-bytes", "1500000"),
+                 port, tmp_path_factory.mktemp("s3") / "explainer.log")
+    yield port, stub(port), proc
+    terminate(proc)
+
+
+# -- the explanation ---------------------------------------------------------------------------------
+def test_explain_ranks_vocals_for_female_vocalists(first):
+    """Unary Explain on a real song: 'female vocalists' is explained mostly by the vocals stem."""
+    assert first.explanation_id and first.model.name == "musicnn-msd" and first.model.version >= 1
+    (target,) = first.targets
+    assert target.tag == TAG
+    assert target.components[0].source == "vocals"
+    vocals = sum(c.weight for c in target.components if c.source == "vocals")
+    accomp = sum(c.weight for c in target.components if c.source == "accompaniment")
+    assert vocals > accomp and vocals > 0
+    assert len(target.components) == 12 and [c.rank for c in target.components] == list(range(1, 13))
+    assert [c.weight for c in target.components] == sorted((c.weight for c in target.components), reverse=True)
+    assert first.num_samples == N and 12 < first.unique_samples <= N
+    probs = {p.tag: p.probability for p in first.prediction}
+    assert len(probs) == 50 and max(probs, key=probs.get) == TAG
+    assert first.separator.model == "2stems" and list(first.separator.stems) == ["vocals", "accompaniment"]
+    assert first.separator.residual_rel_rms < 1e-3
+    assert set(first.timings_s) >= {"decode", "scan", "separate", "predict", "fit", "fidelity", "store"}
+
+
+def test_every_url_serves_the_listenable_decomposition(stack, first, karissa):
+    """Every presigned URL answers over HTTP; the WAVs decode; the window is the original excerpt and
+    each component is its stem in its time range (silence elsewhere); the manifest names them all."""
+    (target,) = first.targets
+    urls = [c.url for c in target.components if c.url]
+    assert len(urls) == 3 and all(c.url == "" for c in target.components[3:])
+    sr = karissa.sample_rate
+    status, data = http_get(first.audio.window_url)
+    assert status == 200
+    window, wsr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    a = int(round(first.audio.window_start_s * sr))
+    assert wsr == sr and window.shape == (3 * sr, 2)
+    np.testing.assert_allclose(window.T, karissa.waveform[:, a:a + 3 * sr], atol=1 / 32767 + 1e-6)
+    for comp, url in zip(target.components, urls):
+        status, data = http_get(url)
+        assert status == 200
+        wave, csr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        assert csr == sr and wave.shape == (3 * sr, 2)
+        s0 = int(round((comp.start_s - first.audio.window_start_s) * sr))
+        s1 = int(round((comp.end_s - first.audio.window_start_s) * sr))
+        outside = np.concatenate([wave[:max(s0 - 64, 0)], wave[s1 + 64:]])
+        assert np.abs(outside).max() == 0.0 and np.abs(wave[s0:s1]).max() > 1e-3
+    status, data = http_get(target.fidelity.url)
+    assert status == 200 and sf.read(io.BytesIO(data))[0].shape == (3 * sr, 2)
+    status, data = http_get(first.manifest_url)
+    doc = json.loads(data)
+    assert status == 200 and doc["targets"][0]["tag"] == TAG
+    assert [c["name"] for c in doc["targets"][0]["components"]] == [c.name for c in target.components]
+    assert doc["targets"][0]["components"][0]["file"] == f"rank1_vocals-{target.components[0].segment}.wav"
+    root = stack.store / "explanations" / first.explanation_id
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert files == sorted([*(u.split("/o/explanations/")[1].split("/", 1)[1].split("?")[0] for u in urls),
+                            "explanation.json", "topk_mix.wav", "window.wav"])
+
+
+def test_expired_and_tampered_urls_are_refused(stack):
+    """Local signed URLs: a tampered signature, another key under the same signature, and an expired
+    URL all get 403; the untouched URL works until it expires."""
+    resp = stack.stub.Explain(request(url_ttl_s=2), timeout=600)
+    url = resp.audio.window_url
+    assert http_get(url)[0] == 200
+    q = parse_qs(urlparse(url).query)
+    sig = q["sig"][0]
+    bad_sig = url.replace(f"sig={sig}", "sig=" + ("0" if sig[0] != "0" else "1") + sig[1:])
+    assert http_get(bad_sig)[0] == 403
+    other = url.replace("/window.wav?", "/topk_mix.wav?")
+    assert http_get(other)[0] == 403
+    later = url.replace(f"expires={q['expires'][0]}", f"expires={int(q['expires'][0]) + 3600}")
+    assert http_get(later)[0] == 403
+    time.sleep(max(0.0, int(q["expires"][0]) - time.time()) + 1.5)
+    assert http_get(url)[0] == 403
+    assert resp.urls_expire_at.seconds <= int(q["expires"][0]) + 1
+
+
+def test_second_explain_hits_the_separator_cache(stack, first, second):
+    """The same audio twice: the second is served from the separator's cache (response + /metrics)."""
+    assert not first.separator.cache_hit and second.separator.cache_hit
+    text = scrape(stack.metrics["separator"])
+    assert metric(text, "audiolime_separator_cache_requests_total", model="2stems", result="hit") >= 1
+    assert metric(text, "audiolime_separator_cache_requests_total", model="2stems", result="miss") >= 1
+    assert second.audio.sha256 == first.audio.sha256 and second.seed == 1
+
+
+def test_explain_stream_progress_is_monotonic_and_ends_with_result(stack, first):
+    """ExplainStream: progress events in stage order with non-decreasing evaluated/total, then one result."""
+    stages = ["decode", "scan", "separate", "predict", "fit", "fidelity", "store"]
+    events = list(stack.stub.ExplainStream(request(seed=2), timeout=600))
+    assert events[-1].HasField("result") and all(e.HasField("progress") for e in events[:-1])
+    prog = [e.progress for e in events[:-1]]
+    keys = [(stages.index(p.stage), p.evaluated) for p in prog]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    predict = [p for p in prog if p.stage == "predict"]
+    assert predict and predict[-1].evaluated == predict[-1].total == events[-1].result.unique_samples
+    assert {"decode", "scan", "separate", "predict", "fit", "store"} <= {p.stage for p in prog}
+    assert events[-1].result.targets[0].components[0].source == "vocals"
+
+
+def test_async_job_round_trip(stack, first):
+    """SubmitExplanation returns a job id at once; GetExplanation reports it running, then the result."""
+    from audiolime.v1 import explainer_pb2
+
+    job_id = stack.stub.SubmitExplanation(request(seed=3), timeout=30).job_id
+    assert re.fullmatch(r"[0-9a-f]{32}", job_id)
+    states = []
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        job = stack.stub.GetExplanation(explainer_pb2.GetExplanationRequest(job_id=job_id), timeout=30)
+        states.append(job.state)
+        if job.state in (explainer_pb2.ExplanationJob.SUCCEEDED, explainer_pb2.ExplanationJob.FAILED):
+            break
+        time.sleep(0.5)
+    assert job.state == explainer_pb2.ExplanationJob.SUCCEEDED, job.error_message
+    assert job.result.explanation_id == job_id and job.result.targets[0].tag == TAG
+    assert http_get(job.result.manifest_url)[0] == 200
+    with pytest.raises(grpc.RpcError) as exc:
+        stack.stub.GetExplanation(explainer_pb2.GetExplanationRequest(job_id="0" * 32), timeout=30)
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND and "no explanation job" in exc.value.details()
+
+
+# -- service plumbing -------------------------------------------------------------------------------
+def test_up_prints_addresses(stack):
+    """``audiolime up`` prints every service's address and the explain command to try."""
+    text = "\n".join(stack.lines)
+    for name, port in (("separator", stack.separator), ("tagger", stack.tagger), ("explainer", stack.explainer)):
+        assert re.search(rf"^{name}\s+grpc {HOST}:{port}\s+metrics http://{HOST}:{stack.metrics[name]}/metrics",
+                         text, re.M), text
+    assert f"audiolime explain --server {HOST}:{stack.explainer}" in text
+
+
+@pytest.mark.parametrize("component,service", [("separator", "audiolime.v1.Separator"),
+                                                ("tagger", "tensorflow.serving.PredictionService"),
+                                                ("explainer", "audiolime.v1.Explainer")])
+def test_health_and_reflection(stack, component, service):
+    """Each service answers grpc.health.v1 (overall and by name) and lists itself via reflection."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    port = getattr(stack, component)
+    with grpc.insecure_channel(f"{HOST}:{port}") as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        for name in ("", service):
+            assert health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status == \
+                health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+        (resp,) = list(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                 timeout=10))
+        names = {s.name for s in resp.list_services_response.service}
+        assert {service, "grpc.health.v1.Health"} <= names
+
+
+CONTRACT = {
+    "separator": ["audiolime_separator_cache_requests_total", "audiolime_separation_duration_seconds"],
+    "tagger": ["audiolime_tagger_batch_size", "audiolime_tagger_queue_delay_seconds"],
+    "explainer": ["audiolime_explanation_stage_duration_seconds", "audiolime_masks_evaluated_total"],
+}
+
+
+@pytest.mark.parametrize("component", sorted(CONTRACT))
+def test_metrics_expose_the_contract(stack, first, component):
+    """/metrics of each service has the contract's names (docs/service-contract.md) with samples."""
+    text = scrape(stack.metrics[component])
+    for name in ["audiolime_grpc_requests_total", "audiolime_grpc_request_duration_seconds",
+                 "audiolime_grpc_in_flight_requests", *CONTRACT[component]]:
+        assert re.search(rf"^{name}(_bucket|_count|_sum)?\{{", text, re.M), f"{component}: no samples of {name}"
+    doc = (REPO / "docs" / "service-contract.md").read_text()
+    assert all(f"`{n}`" in doc for names in CONTRACT.values() for n in names)
+    if component == "explainer":
+        assert metric(text, "audiolime_grpc_requests_total", service="audiolime.v1.Explainer", method="Explain",
+                      code="OK") >= 1
+        assert metric(text, "audiolime_masks_evaluated_total", model="musicnn-msd") >= first.unique_samples
+        for stage in ("decode", "separate", "predict", "fit", "fidelity", "store"):
+            assert metric(text, "audiolime_explanation_stage_duration_seconds_count", stage=stage) >= 1
+
+
+def test_concurrent_tagger_requests_are_batched(stack):
+    """16 concurrent one-window Predicts to the tagger are merged: fewer model calls than requests."""
+    from audiolime.explainer.remote import RemoteTagger, make_channel
+
+    before = scrape(stack.metrics["tagger"])
+    ch = make_channel(f"{HOST}:{stack.tagger}")
+    tagger = RemoteTagger(ch, "musicnn-msd")
+    x = np.random.default_rng(0).standard_normal((16, tagger.window_samples)).astype(np.float32) * 0.1
+    with ThreadPoolExecutor(16) as pool:
+        outs = list(pool.map(lambda i: tagger.predict(x[i:i + 1]), range(16)))
+    batched = np.concatenate(outs)
+    np.testing.assert_allclose(batched, tagger.predict(x), atol=1e-5)
+    after = scrape(stack.metrics["tagger"])
+    ch.close()
+    d_sum = metric(after, "audiolime_tagger_batch_size_sum") - metric(before, "audiolime_tagger_batch_size_sum")
+    d_count = metric(after, "audiolime_tagger_batch_size_count") - metric(before, "audiolime_tagger_batch_size_count")
+    assert d_sum == 32  # 16 single windows + one batch of 16
+    assert d_count < 16  # some model calls carried several requests' windows
+    assert metric(after, "audiolime_tagger_batch_size_bucket", le="1.0") < \
+        metric(after, "audiolime_tagger_batch_size_count")
+
+
+def test_explainer_imports_no_tensorflow(stack):
+    """The explainer's modules import without TensorFlow, and the running explainer has none mapped."""
+    code = ("import sys, audiolime.explainer.server, audiolime.explainer.service, audiolime.explainer.remote, "
+            "audiolime.client, audiolime.commands.up; "
+            "sys.exit(1 if any(m.split('.')[0] == 'tensorflow' for m in sys.modules) else 0)")
+    assert subprocess.run([PY, "-c", code], env=ENV).returncode == 0
+    pids = subprocess.run(["pgrep", "-f", f"audiolime.explainer.server .*--port {stack.explainer} "],
+                          capture_output=True, text=True).stdout.split()
+    assert len(pids) == 1
+    maps = Path(f"/proc/{pids[0]}/maps").read_text()
+    assert "tensorflow" not in maps and "grpc" in maps
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+BAD = [
+    (dict(audio=b"not audio at all"), grpc.StatusCode.INVALID_ARGUMENT, "bad.ogg: not a readable audio file"),
+    (dict(model="no-such-model"), grpc.StatusCode.NOT_FOUND, "no-such-model"),
+    (dict(tags=["femal vocals"]), grpc.StatusCode.INVALID_ARGUMENT, "closest valid tags: female vocalist"),
+    (dict(num_samples=5), grpc.StatusCode.INVALID_ARGUMENT, "num_samples must be between d'+1 = 13"),
+    (dict(num_samples=70000), grpc.StatusCode.INVALID_ARGUMENT, "65536"),
+    (dict(top_k=-1), grpc.StatusCode.INVALID_ARGUMENT, "top_k must be >= 0"),
+    (dict(url_ttl_s=8 * 24 * 3600), grpc.StatusCode.INVALID_ARGUMENT, "url_ttl_s must be at most"),
+    (dict(window_start_s=500.0), grpc.StatusCode.INVALID_ARGUMENT, "outside the audio"),
+    (dict(window_duration_s=10.0), grpc.StatusCode.INVALID_ARGUMENT, "model's input length 3"),
+    (dict(segments=100000), grpc.StatusCode.INVALID_ARGUMENT, "segments"),
+    (dict(separator_model="9stems"), grpc.StatusCode.NOT_FOUND, "9stems"),
+    (dict(separator_model="drums"), grpc.StatusCode.INVALID_ARGUMENT, "unknown separator model"),
+    (dict(audio=None), grpc.StatusCode.INVALID_ARGUMENT, "exactly one of content"),
+    (dict(uri="s3://nowhere"), grpc.StatusCode.INVALID_ARGUMENT, "unsupported audio URI"),
+]
+
+
+@pytest.mark.parametrize("change,code,message", BAD, ids=[m for _, _, m in BAD])
+def test_bad_input_gets_a_clear_status(stack, first, change, code, message):
+    """Bad requests fail with the right status and a message naming the problem; nothing is stored."""
+    from audiolime.v1 import common_pb2
+
+    req = request(num_samples=N)
+    change = dict(change)
+    if "audio" in change:
+        audio = change.pop("audio")
+        if audio is None:
+            req.ClearField("audio")
+        else:
+            req.audio.CopyFrom(common_pb2.AudioInput(content=audio, filename="bad.ogg"))
+    if "uri" in change:
+        req.audio.CopyFrom(common_pb2.AudioInput(uri=change.pop("uri")))
+    for k, v in change.items():
+        if isinstance(v, list):
+            del getattr(req, k)[:]
+            getattr(req, k).extend(v)
+        else:
+            setattr(req, k, v)
+    before = set((stack.store / "explanations").iterdir())
+    with pytest.raises(grpc.RpcError) as exc:
+        stack.stub.Explain(req, timeout=120)
+    assert exc.value.code() == code, exc.value.details()
+    assert message in exc.value.details()
+    assert set((stack.store / "explanations").iterdir()) == before
+
+
+# -- S3 -------------------------------------------------------------------------------------------
+def test_s3_store_presigned_urls(s3_explainer, moto):
+    """With an S3 store (moto server): results under the prefix, one namespace per explanation,
+    presigned URLs with the requested TTL that serve decodable WAVs and the manifest."""
+    import boto3
+
+    port, s3stub, _ = s3_explainer
+    resp = s3stub.Explain(request(DRUMS, tags=[], top_n=1, url_ttl_s=900), timeout=600)
+    urls = [resp.manifest_url, resp.audio.window_url, resp.targets[0].fidelity.url,
+            *(c.url for c in resp.targets[0].components if c.url)]
+    assert len(urls) == 6
+    for url in urls:
+        u = urlparse(url)
+        assert url.startswith(moto) and u.path.startswith(f"/audiolime-test/results/explanations/{resp.explanation_id}/")
+        assert parse_qs(u.query)["X-Amz-Expires"] == ["900"]
+        status, data = http_get(url)
+        assert status == 200
+        if u.path.endswith(".wav"):
+            wave, sr = sf.read(io.BytesIO(data), always_2d=True)
+            assert sr == 44100 and wave.shape == (3 * 44100, 2) and np.abs(wave).max() > 1e-3
+        else:
+            assert json.loads(data)["audio"]["sha256"] == resp.audio.sha256
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="audiolime-test", Prefix="results/")["Contents"]]
+    assert all(k.startswith(f"results/explanations/{resp.explanation_id}/") for k in keys) and len(keys) == 6
+
+
+@pytest.mark.parametrize("name,message", [(KARISSA, "more than the limit 1500000"),
+                                          (VIBE, "longer than the limit 60 s")])
+def test_size_and_duration_limits(s3_explainer, name, message):
+    """Audio over the configured size or duration -> INVALID_ARGUMENT naming the limit."""
+    _, s3stub, _ = s3_explainer
+    with pytest.raises(grpc.RpcError) as exc:
+        s3stub.Explain(request(name), timeout=120)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in exc.value.details()
+
+
+# -- faults -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def faulty(stack, first, tmp_path_factory):
+    """A dedicated tagger (to kill) and two explainers on it: a patient one and an impatient one."""
+    tmp = tmp_path_factory.mktemp("faults")
+    batching = tmp / "batching.txt"
+    batching.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1000 }\n"
+                        "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 100 }\n")
+    tport, tmport = free_port(), free_port()
+    argv = tagger_argv(tport, tmport, batching)
+    state = {"tagger": start(argv, tport, tmp / "tagger.log")}
+    explainers = {}
+    for name, retries in (("patient", "12"), ("impatient", "2")):
+        port, mport = free_port(), free_port()
+        store = tmp / f"store-{name}"
+        proc = start(explainer_argv(port, mport, store.as_uri(), stack.separator, tport, "--batch-size", "16",
+                                    "--max-in-flight", "2", "--tagger-retries", retries, "--tagger-backoff", "0.5",
+                                    "--http-port", str(free_port()), "--url-secret", "s3cret"),
+                     port, tmp / f"explainer-{name}.log")
+        explainers[name] = (stub(port), store, proc)
+    yield state, argv, tport, tmport, explainers, tmp
+    for _, _, proc in explainers.values():
+        terminate(proc)
+    terminate(state["tagger"])
+
+
+def stream_until_predicting(stub_, req):
+    """Start ExplainStream; return (iterator, events so far) once masks are being evaluated."""
+    it = stub_.ExplainStream(req, timeout=600)
+    seen = []
+    for ev in it:
+        seen.append(ev)
+        if ev.HasField("progress") and ev.progress.stage == "predict" and ev.progress.evaluated > 0:
+            return it, seen
+    raise AssertionError(f"stream ended before the predict stage: {seen}")
+
+
+def test_tagger_killed_and_restarted_mid_explanation_completes(faulty):
+    """SIGKILL the tagger while masks are evaluated, start it again: the explanation completes."""
+    state, argv, tport, tmport, explainers, tmp = faulty
+    stub_, store, _ = explainers["patient"]
+    it, seen = stream_until_predicting(stub_, request(num_samples=256))
+    state["tagger"].kill()
+    state["tagger"].wait()
+    state["tagger"] = start(argv, tport, tmp / "tagger.log")
+    rest = list(it)
+    assert rest[-1].HasField("result")
+    result = rest[-1].result
+    assert result.num_samples == 256 and result.targets[0].components[0].source == "vocals"
+    assert (store / "explanations" / result.explanation_id / "explanation.json").is_file()
+    # the restarted tagger served part of it
+    assert metric(scrape(tmport), "audiolime_grpc_requests_total", method="Predict", code="OK") >= 1
+
+
+def test_tagger_down_for_good_is_unavailable_and_leaves_nothing(faulty):
+    """Tagger killed mid-explanation and not restarted: UNAVAILABLE after the retry budget, and
+    nothing is left in the store."""
+    state, argv, tport, tmport, explainers, tmp = faulty
+    stub_, store, _ = explainers["impatient"]
+    if state["tagger"].poll() is not None:
+        state["tagger"] = start(argv, tport, tmp / "tagger.log")
+    it, _ = stream_until_predicting(stub_, request(num_samples=256))
+    state["tagger"].kill()
+    state["tagger"].wait()
+    with pytest.raises(grpc.RpcError) as exc:
+        list(it)
+    assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "tagger" in exc.value.details() and "attempts" in exc.value.details()
+    leftovers = [p for p in (store / "explanations").rglob("*")] if (store / "explanations").exists() else []
+    assert leftovers == []
+
+
+# -- CLI ----------------------------------------------------------------------------------------------
+def test_cli_explain_server_writes_what_in_process_writes(stack, first, tmp_path):
+    """``audiolime explain --server`` writes the same files and document as the in-process command;
+    the window audio and the tagger's prediction on it are identical."""
+    exe = str(REPO / ".venv" / "bin" / "audiolime")
+    path = str(shared_dir() / "audio" / KARISSA)
+    common = ["--tag", TAG, "--num-samples", str(N), "--start", "117", "--json", "--model-dir", str(model_dir())]
+    out_r, out_l = tmp_path / "remote", tmp_path / "local"
+    r = subprocess.run([exe, "explain", "--server", f"{HOST}:{stack.explainer}", path, "--out", str(out_r), *common],
+                       env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    l_ = subprocess.run([exe, "explain", path, "--out", str(out_l), *common], env=ENV, capture_output=True,
+                        text=True, timeout=900)
+    assert l_.returncode == 0, l_.stderr[-2000:]
+    remote, local = json.loads(r.stdout), json.loads(l_.stdout)
+    assert json.loads((out_r / "explanation.json").read_text()) == remote
+    # Stems differ slightly (the service separates the whole song, the CLI the window with some
+    # context), so close weights may swap ranks: compare the file layout by rank.
+    files = lambda d: sorted(re.sub(r"^rank(\d+)_.*", r"rank\1", p.relative_to(d).as_posix())  # noqa: E731
+                             for p in d.rglob("*") if p.is_file())
+    assert files(out_r) == files(out_l) == ["explanation.json", "rank1", "rank2", "rank3", "topk_mix.wav",
+                                            "window.wav"]
+    for doc, out in ((remote, out_r), (local, out_l)):
+        named = [c["file"] for c in doc["targets"][0]["components"] if c["file"]]
+        assert sorted(named) == sorted(p.name for p in out.glob("rank*.wav"))
+    assert set(remote) == set(local) and set(remote["audio"]) == set(local["audio"])
+    assert remote["audio"]["window"] == local["audio"]["window"] == {"start_s": 117.0, "duration_s": 3.0}
+    for key in ("sha256", "sample_rate", "channels", "duration_s", "path"):
+        assert remote["audio"][key] == local["audio"][key]
+    assert remote["prediction"].keys() == local["prediction"].keys()
+    assert max(abs(remote["prediction"][k] - local["prediction"][k]) for k in local["prediction"]) < 1e-4
+    assert sf.read(out_r / "window.wav")[0].tolist() == sf.read(out_l / "window.wav")[0].tolist()
+    rt, lt = remote["targets"][0], local["targets"][0]
+    assert {c["name"] for c in rt["components"]} == {c["name"] for c in lt["components"]}
+    assert rt["components"][0]["source"] == lt["components"][0]["source"] == "vocals"
+    assert [c["file"] is None for c in rt["components"]] == [c["file"] is None for c in lt["components"]]
+    bad = subprocess.run([exe, "explain", "--server", f"{HOST}:{stack.explainer}", path, "--tag", "no such tag"],
+                         env=ENV, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("audiolime: error: INVALID_ARGUMENT: unknown tag")
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+# -- shutdown (last: stops the stack) ----------------------------------------------------------------------
+def test_up_forwards_sigterm_and_stops_every_service(stack):
+    """SIGTERM to ``audiolime up`` stops all three services and it exits 0."""
+    stack.proc.send_signal(signal.SIGTERM)
+    assert stack.proc.wait(90) == 0
+    for port in (stack.separator, stack.tagger, stack.explainer, stack.http):
+        with contextlib.closing(socket.socket()) as s:
+            assert s.connect_ex((HOST, port)) != 0, f"port {port} still accepting"
