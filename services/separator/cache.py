@@ -11,12 +11,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import soundfile as sf
+from botocore.exceptions import BotoCoreError
 
-from audiolime.errors import NotFound
+from audiolime.errors import NotFound, Unavailable
 from audiolime.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,15 @@ class StemWriter:
         return self._buf.getvalue()
 
 
+@contextmanager
+def reachable_store() -> Iterator[None]:
+    """An object store that cannot be reached is UNAVAILABLE (retryable), not an internal error."""
+    try:
+        yield
+    except BotoCoreError as exc:  # connection refused/timed out, not an S3 error response
+        raise Unavailable(f"object store unreachable: {exc}") from None
+
+
 class StemCache:
     """Looks up and stores separations in an :class:`ObjectStore`."""
 
@@ -94,7 +106,8 @@ class StemCache:
         (e.g. expired by a bucket lifecycle rule), counts as a miss and is simply rewritten."""
         key = f"{entry_prefix(model, audio_sha256)}/{MANIFEST}"
         try:
-            data = self.store.get(key)
+            with reachable_store():
+                data = self.store.get(key)
         except NotFound:
             return None
         try:
@@ -102,7 +115,9 @@ class StemCache:
         except (ValueError, KeyError, TypeError):
             log.warning("corrupt cache manifest, treating as a miss", extra={"key": key})
             return None
-        if not all(self.store.exists(s.key) for s in manifest.stems):
+        with reachable_store():
+            complete = all(self.store.exists(s.key) for s in manifest.stems)
+        if not complete:
             log.warning("cache entry lost a stem, treating as a miss", extra={"key": key})
             return None
         return manifest
@@ -114,12 +129,13 @@ class StemCache:
                duration_s: float, timings_s: dict[str, float]) -> Manifest:
         """Upload every stem, then the manifest (which makes the entry visible)."""
         entries = []
-        for name, writer in stems.items():
-            key = self.stem_key(model, audio_sha256, name)
-            self.store.put(key, writer.finish(), "audio/flac")
-            entries.append(StemEntry(name, key, writer.sample_rate, writer.channels, writer.num_samples))
-        manifest = Manifest(model, audio_sha256, entries, residual_rel_rms, duration_s, timings_s)
-        self.store.put(f"{entry_prefix(model, audio_sha256)}/{MANIFEST}", manifest.to_json(), "application/json")
+        with reachable_store():
+            for name, writer in stems.items():
+                key = self.stem_key(model, audio_sha256, name)
+                self.store.put(key, writer.finish(), "audio/flac")
+                entries.append(StemEntry(name, key, writer.sample_rate, writer.channels, writer.num_samples))
+            manifest = Manifest(model, audio_sha256, entries, residual_rel_rms, duration_s, timings_s)
+            self.store.put(f"{entry_prefix(model, audio_sha256)}/{MANIFEST}", manifest.to_json(), "application/json")
         return manifest
 
     def uri(self, key: str) -> str:
