@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -158,25 +159,6 @@ def test_chunked_equals_unchunked(spleeter, karissa) -> None:
     assert np.sqrt(np.mean(np.square(np.concatenate(naive["vocals"], 1) - whole["vocals"]))) / ref > 0.02
 
 
-def test_ten_minute_song_completes(spleeter, karissa, tmp_path) -> None:
-    """A 10-minute stereo song (a shared song tiled) separates in bounded chunks into full-length stems."""
-    from audiolime.separator.cache import StemCache
-    from audiolime.separator.service import SeparationService, SeparatorConfig
-    from audiolime.store import LocalStore
-
-    n = 600 * 44100
-    reps = -(-n // karissa.num_samples)
-    song = np.tile(karissa.waveform, (1, reps))[:, :n]
-    path = tmp_path / "long.flac"
-    sf.write(str(path), song.T, 44100, subtype="PCM_16")
-    service = SeparationService({"2stems": spleeter}, StemCache(LocalStore(tmp_path / "store")), SeparatorConfig())
-    result = service.separate(content=path.read_bytes())
-    assert not result.cache_hit
-    assert [s.num_samples for s in result.stems] == [n, n]
-    assert result.residual_rel_rms < 1e-3
-    assert abs(result.duration_s - 600) < 1e-6
-
-
 def test_admission_rejects_beyond_queue() -> None:
     """With 1 running and 1 queued, a third concurrent separation is refused with ResourceExhausted."""
     from audiolime.errors import ResourceExhausted
@@ -213,14 +195,12 @@ def test_admission_rejects_beyond_queue() -> None:
 # ---------------------------------------------------------------- gRPC server, file:// store
 
 
-LIMITS = {"AUDIOLIME_MAX_DURATION": "60", "AUDIOLIME_MAX_BYTES": "1500000"}  # limits through the env fallbacks
-
-
 @pytest.fixture(scope="module")
 def file_server(models, tmp_path_factory):
+    """A separator with a file:// store and the default limits (600 s, 200 MiB)."""
     store = tmp_path_factory.mktemp("stems")
     log = store.parent / "separator.log"
-    with serve(["--store", store.as_uri(), "--grace-period", "60"], log, env=LIMITS) as (proc, channel, mport):
+    with serve(["--store", store.as_uri(), "--grace-period", "60"], log) as (proc, channel, mport):
         yield proc, channel, mport, store, log
 
 
@@ -259,22 +239,32 @@ def test_separate_stores_stems_and_hits_cache(file_server, shared) -> None:
                r["service"] == "separator" for r in separated), separated
 
 
+def test_ten_minute_song_over_grpc(file_server, karissa, tmp_path) -> None:
+    """A 10-minute 44.1 kHz stereo song (a shared song tiled, ~60 MiB FLAC inline) separates into full-length stems by reference."""
+    _, channel, mport, store, _ = file_server
+    n = 600 * 44100
+    song = np.tile(karissa.waveform, (1, -(-n // karissa.num_samples)))[:, :n]
+    path = tmp_path / "long.flac"
+    sf.write(str(path), song.T, 44100, subtype="PCM_16")
+    content = path.read_bytes()
+    assert len(content) > 4 * 1024 * 1024  # beyond gRPC's default 4 MiB receive limit
+    response = stub(channel).Separate(request(content), timeout=600)
+    assert not response.cache_hit and abs(response.duration_s - 600) < 1e-6
+    assert response.residual_rel_rms < 1e-3
+    assert response.ByteSize() < 4096  # stems travel by reference, never inline
+    for s in response.stems:
+        info = sf.info(s.uri[len("file://"):])
+        assert (s.num_samples, s.channels, s.sample_rate) == (n, 2, 44100)
+        assert (info.frames, info.channels, info.samplerate, info.subtype) == (n, 2, 44100, "PCM_24")
+    assert metric_value(scrape(mport), "audiolime_separator_separations", state="running") == 0
+
+
 def test_undecodable_bytes_are_invalid_argument(file_server) -> None:
     """Bytes that are not audio fail with INVALID_ARGUMENT saying they are not readable audio."""
     with pytest.raises(grpc.RpcError) as info:
         stub(file_server[1]).Separate(request(b"definitely not audio" * 100), timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a readable audio file (Format not recognised.)" in info.value.details()  # no Python repr leaks
-
-
-def test_limits_are_invalid_argument(file_server, shared) -> None:
-    """Songs over --max-duration or --max-bytes (set through the env fallbacks) fail with INVALID_ARGUMENT naming the limit."""
-    for song, expect in [("Kevin_MacLeod_-_Vibe_Ace.ogg", "61.5 s exceeds the limit of 60 s"),
-                         ("Karissa_Hobbs_-_Lets_Go_Fishin.ogg", "exceeds the limit of 1500000 bytes")]:
-        with pytest.raises(grpc.RpcError) as info:
-            stub(file_server[1]).Separate(request((shared / "audio" / song).read_bytes()), timeout=30)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert expect in info.value.details()
 
 
 def test_uri_outside_the_store_is_refused(file_server, shared) -> None:
@@ -342,14 +332,15 @@ def test_busy_is_resource_exhausted_and_sigterm_drains(models, shared, tmp_path)
 # ---------------------------------------------------------------- gRPC server, S3 (moto server mode)
 
 
-@pytest.fixture()
-def moto_s3(monkeypatch):
-    """A moto S3 server on a free port with dummy credentials."""
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+          "AWS_DEFAULT_REGION": "us-east-1"}
+LIMITS = {"AUDIOLIME_MAX_DURATION": "60", "AUDIOLIME_MAX_BYTES": "1500000"}  # limits through the env fallbacks
+
+
+@pytest.fixture(scope="module")
+def moto_s3():
+    """A moto S3 server (server mode, a real process) on a free port; yields its endpoint URL."""
     port = free_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
@@ -362,39 +353,55 @@ def moto_s3(monkeypatch):
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, "moto server did not start"
                 time.sleep(0.2)
-        yield endpoint, env
+        yield endpoint
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def test_s3_input_and_cache(models, shared, moto_s3, tmp_path) -> None:
-    """With an s3:// store the song is read from an s3:// URI, stems and manifest land in the bucket, the repeat hits; missing objects are NOT_FOUND."""
+@pytest.fixture(scope="module")
+def s3_server(models, moto_s3, tmp_path_factory):
+    """A separator whose store is s3://audio/cache on moto, with 60 s / 1.5 MB limits from the environment."""
     import boto3
 
-    endpoint, env = moto_s3
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
     s3.create_bucket(Bucket="audio")
-    content = (shared / "audio" / SONG).read_bytes()
-    s3.put_object(Bucket="audio", Key="in/song.ogg", Body=content)
-    log = tmp_path / "separator.log"
-    with serve(["--store", "s3://audio/cache", "--s3-endpoint", endpoint], log, env=env) as (_, channel, _m):
-        response = stub(channel).Separate(request(uri="s3://audio/in/song.ogg"), timeout=120)
-        again = stub(channel).Separate(request(uri="s3://audio/in/song.ogg"), timeout=60)
-        for uri in ("s3://audio/in/missing.ogg", "s3://no-such-bucket/song.ogg"):
-            with pytest.raises(grpc.RpcError) as info:
-                stub(channel).Separate(request(uri=uri), timeout=60)
-            assert info.value.code() == grpc.StatusCode.NOT_FOUND, uri
-            assert uri in info.value.details()
+    log = tmp_path_factory.mktemp("s3sep") / "separator.log"
+    with serve(["--store", "s3://audio/cache", "--s3-endpoint", moto_s3], log, env={**S3_ENV, **LIMITS}) as (
+            _, channel, _m):
+        yield channel, s3
+
+
+def test_s3_input_and_cache(s3_server, shared) -> None:
+    """With an s3:// store the song is read from an s3:// URI, stems and manifest land in the bucket, the repeat hits; missing objects are NOT_FOUND."""
+    channel, s3 = s3_server
+    s3.put_object(Bucket="audio", Key="in/song.ogg", Body=(shared / "audio" / SONG).read_bytes())
+    response = stub(channel).Separate(request(uri="s3://audio/in/song.ogg"), timeout=120)
+    again = stub(channel).Separate(request(uri="s3://audio/in/song.ogg"), timeout=60)
+    for uri in ("s3://audio/in/missing.ogg", "s3://no-such-bucket/song.ogg"):
+        with pytest.raises(grpc.RpcError) as info:
+            stub(channel).Separate(request(uri=uri), timeout=60)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND, uri
+        assert uri in info.value.details()
     assert not response.cache_hit and again.cache_hit
     prefix = f"cache/stems/2stems/{response.audio_sha256}/"
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="audio", Prefix=prefix)["Contents"]}
     assert keys == {prefix + "vocals.flac", prefix + "accompaniment.flac", prefix + "manifest.json"}
     assert response.stems[0].uri == f"s3://audio/{prefix}vocals.flac"
-    import io
     data, sr = sf.read(io.BytesIO(s3.get_object(Bucket="audio", Key=prefix + "vocals.flac")["Body"].read()))
     assert sr == 44100 and data.shape == (response.stems[0].num_samples, 2)
 
+
+
+def test_limits_are_invalid_argument(s3_server, shared) -> None:
+    """Songs over --max-duration or --max-bytes (set through the env fallbacks) fail with INVALID_ARGUMENT naming the limit."""
+    for song, expect in [("Kevin_MacLeod_-_Vibe_Ace.ogg", "61.5 s exceeds the limit of 60 s"),
+                         ("Karissa_Hobbs_-_Lets_Go_Fishin.ogg", "exceeds the limit of 1500000 bytes")]:
+        with pytest.raises(grpc.RpcError) as info:
+            stub(s3_server[0]).Separate(request((shared / "audio" / song).read_bytes()), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert expect in info.value.details()
 
 
 def test_bad_configuration_is_one_line_error(tmp_path) -> None:
