@@ -405,7 +405,7 @@ def test_limits_are_invalid_argument(s3_server, shared) -> None:
 
 
 def test_bad_configuration_is_one_line_error(tmp_path) -> None:
-    """A missing or unsupported --store and an impossible --max-concurrency exit 2 with one line, no traceback."""
+    """A missing or unsupported --store, an impossible --max-concurrency or a malformed env value exit with one line, no traceback."""
     cases = [([], "--store (or $AUDIOLIME_STORE) is required"),
              (["--store", "ftp://host/x"], "unsupported store URL"),
              (["--store", tmp_path.as_uri(), "--max-concurrency", "0"], "--max-concurrency must be >= 1")]
@@ -416,3 +416,8 @@ def test_bad_configuration_is_one_line_error(tmp_path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert f"audiolime serve separator: error: {expect}" in proc.stderr
         assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "audiolime.separator.server", "--store", tmp_path.as_uri()],
+                          env={**os.environ, "AUDIOLIME_SEPARATOR_MAX_QUEUE": "eight"}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "$AUDIOLIME_SEPARATOR_MAX_QUEUE='eight' is not a valid int" in proc.stderr

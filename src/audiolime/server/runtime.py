@@ -31,7 +31,10 @@ def env_default(name: str, default, cast=str):
         return default
     if cast is bool:
         return value.strip().lower() in ("1", "true", "yes", "on")
-    return cast(value)
+    try:
+        return cast(value)
+    except ValueError:  # one line, like argparse's own errors, never a traceback
+        raise SystemExit(f"error: ${name}={value!r} is not a valid {getattr(cast, '__name__', 'value')}") from None
 
 
 def add_common_flags(p: argparse.ArgumentParser, port: int) -> None:
