@@ -154,9 +154,10 @@ def explain_remote(args: argparse.Namespace) -> int:
 
     request = request_from_args(args)
     result = None
+    err = Console(stderr=True)
     with ExplainerClient(args.server) as client, Progress(TextColumn("{task.description}"), BarColumn(),
-                                                           MofNCompleteColumn(), console=Console(stderr=True),
-                                                           transient=True) as bar:
+                                                           MofNCompleteColumn(), console=err, transient=True,
+                                                           disable=not err.is_terminal) as bar:
         task = bar.add_task("connecting", total=None)
         for event in client.explain_stream(request):
             if event.HasField("result"):
