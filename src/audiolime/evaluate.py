@@ -47,6 +47,8 @@ PAPER = {
                   "random": (.18, .17, .16, .14, .10)},
 }
 PAPER_MODEL = {"fcn-msd": "FCN"}  # which paper model a tagger corresponds to (musicnn: none)
+# the nearest paper model to draw as a dashed reference (musicnn: a short-window model, like SampleCNN)
+NEAREST_PAPER_MODEL = {"fcn-msd": "FCN", "musicnn-msd": "SampleCNN"}
 
 
 @dataclass(frozen=True)
@@ -565,7 +567,7 @@ def figure(path: Path, cfg: EvalConfig, table: dict) -> None:
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), sharey=True, squeeze=False)
     ks = list(cfg.ks)
     for ax, t in zip(axes[0], cfg.taggers):
-        ref_model = PAPER_MODEL.get(t, "FCN")
+        ref_model = NEAREST_PAPER_MODEL.get(t, "FCN")
         for m in METHODS:
             rates = [table[t][m][str(k)]["rate"] for k in ks]
             lo = [table[t][m][str(k)]["ci_low"] for k in ks]
