@@ -163,14 +163,16 @@ def test_top_k_positive_never_keeps_non_positive_components():
     np.testing.assert_array_equal(masks, [[0, 1, 0, 0, 1], [1, 0, 0, 1, 0]])
 
 
-def test_windows_are_capped_by_song_length():
-    """No more windows than ceil(song / window): a song shorter than the window gets one."""
-    from audiolime.evaluate import window_starts, windows_for
+def test_windows_and_batches_are_capped():
+    """No more windows than ceil(song / window) (a song shorter than the window gets one), and
+    no more than 16 FCN windows per tagger call."""
+    from audiolime.evaluate import tagger_batch, window_starts, windows_for
 
     assert windows_for(3, 25.0, 29.0) == 1
     assert windows_for(3, 45.8, 29.0) == 2
     assert windows_for(3, 133.0, 29.0) == 3
     assert windows_for(8, 25.0, 3.0) == 8
+    assert tagger_batch(64, 464_000) == 16 and tagger_batch(8, 464_000) == 8 and tagger_batch(64, 48_000) == 64
     starts = window_starts(100, 30, 3)
     assert starts == sorted(starts) and starts[0] >= 0 and starts[-1] + 30 <= 100 and len(set(starts)) == 3
 

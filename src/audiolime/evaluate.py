@@ -35,6 +35,10 @@ from audiolime.errors import InvalidInput, ModelNotFound
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 METHODS = ("audiolime", "slime", "random")
 CHECKPOINT = "items.jsonl"
+# Windows per tagger call are capped at this many samples in total: 64 FCN windows (29 s) need
+# ~7 GB in the FCN graph (OOM-killed on an evaluation machine); 16 need ~2 GB. musicnn (3 s)
+# keeps the full --batch-size.
+MAX_BATCH_SAMPLES = 16 * 464_000
 FCN_CONVERT_HINT = ("python -m audiolime.tagger.fcn_convert --pth /work/shared/models/fcn-msd/best_model.pth "
                     "--model-base {serving}")
 
@@ -176,6 +180,11 @@ def merge_intervals(intervals: Sequence[tuple[int, int]]) -> list[tuple[int, int
         else:
             merged.append([a, b])
     return [(a, b) for a, b in merged]
+
+
+def tagger_batch(batch_size: int, window_samples: int) -> int:
+    """Windows per tagger call: ``batch_size``, capped by :data:`MAX_BATCH_SAMPLES`."""
+    return max(1, min(batch_size, MAX_BATCH_SAMPLES // max(window_samples, 1)))
 
 
 def item_seed(seed: int, song: str, tagger: str, window: int) -> int:
@@ -421,7 +430,8 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
                     label = f"{song.stem[:28]} {t} w{wi}"
                     rows, meta = evaluate_window(
                         tg, window, model_stems, start / tg.sample_rate, cfg, item_seed(cfg.seed, song.name, t, wi),
-                        batch_size, lambda stage, label=label: bar.update(task, description=f"{label}: {stage}"))
+                        tagger_batch(batch_size, tg.window_samples),
+                        lambda stage, label=label: bar.update(task, description=f"{label}: {stage}"))
                     rec = {"song": song.name, "tagger": t, "window": wi,
                            "window_start_s": round(start / tg.sample_rate, 4),
                            "window_s": round(w / tg.sample_rate, 4), "rows": rows, "meta": meta}

@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="value of a switched-off SLIME rectangle (default min of the window's spectrogram)")
     p.add_argument("--draws", type=_positive_int(1, 10000), default=32, help="random baseline draws R (default 32)")
     p.add_argument("--separator", default="2stems", help="Spleeter model (default 2stems)")
-    p.add_argument("--batch-size", type=_positive_int(1, 4096), default=64, help="windows per tagger call")
+    p.add_argument("--batch-size", type=_positive_int(1, 4096), default=64, help="windows per tagger call (default 64; capped at 16 for FCN's 29 s windows, "
+                        "which need ~2 GB at 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="output directory (resumable checkpoint inside)")
     add_model_dir(p)
