@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first retry backoff in seconds, doubling up to 4 s, jittered ($AUDIOLIME_TAGGER_BACKOFF)")
     p.add_argument("--separator-timeout", type=float, default=env("AUDIOLIME_SEPARATOR_TIMEOUT", 900.0, float),
                    help="seconds per Separate call ($AUDIOLIME_SEPARATOR_TIMEOUT)")
+    p.add_argument("--separator-retries", type=int, default=env("AUDIOLIME_SEPARATOR_RETRIES", 10, int),
+                   help="retries of a Separate call on UNAVAILABLE/RESOURCE_EXHAUSTED, backoff doubling up to "
+                        "30 s (default 10: about 3 minutes, several separations' worth of a busy separator) "
+                        "($AUDIOLIME_SEPARATOR_RETRIES)")
     p.add_argument("--http-port", type=int, default=env("AUDIOLIME_HTTP_PORT", 8080, int),
                    help="signed-URL HTTP server for a file:// store ($AUDIOLIME_HTTP_PORT)")
     p.add_argument("--public-url", default=env("AUDIOLIME_PUBLIC_URL", None),
@@ -218,8 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = open_store(args.store, endpoint_url=args.s3_endpoint, region=args.s3_region)
     tagger_policy = RetryPolicy(timeout_s=args.tagger_timeout, retries=args.tagger_retries,
                                 backoff_s=args.tagger_backoff)
-    separator_policy = RetryPolicy(timeout_s=args.separator_timeout, retries=args.tagger_retries,
-                                   backoff_s=args.tagger_backoff)
+    # A busy separator answers RESOURCE_EXHAUSTED while one separation takes 5-70 s: wait longer.
+    separator_policy = RetryPolicy(timeout_s=args.separator_timeout, retries=args.separator_retries,
+                                   backoff_s=max(args.tagger_backoff, 1.0), backoff_cap_s=30.0)
     tagger_channel = make_channel(args.tagger)
     separator_channel = make_channel(args.separator)
 
