@@ -499,6 +499,10 @@ def test_env_vars_are_contract_flags(helm_template):
                 seen |= {n for n in _env(c) if n.startswith(("AUDIOLIME_", "AWS_"))}
     undocumented = {n for n in seen if f"`{n}`" not in contract}
     assert not undocumented, undocumented
+    # ... and one the services actually read (a renamed flag would otherwise be silently ignored).
+    source = "\n".join(f.read_text() for d in ("src", "services") for f in (REPO / d).rglob("*.py"))
+    unread = {n for n in seen if n.startswith("AUDIOLIME_") and f'"{n}"' not in source}
+    assert not unread, f"the chart sets variables no service reads: {sorted(unread)}"
     assert {"AUDIOLIME_SEPARATOR_TARGET", "AUDIOLIME_TAGGER_TARGET", "AUDIOLIME_MODEL_CONFIG_FILE",
             "AUDIOLIME_BATCHING_PARAMETERS_FILE", "AUDIOLIME_STORE"} <= seen
 
