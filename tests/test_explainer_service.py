@@ -412,6 +412,28 @@ def test_metrics_expose_the_contract(stack, first, component):
             assert metric(text, "audiolime_explanation_stage_duration_seconds_count", stage=stage) >= 1
 
 
+def _deploy_metric_names() -> set[str]:
+    """The metric names the Grafana dashboard and alert rules query (parsed by tests/test_deploy.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_deploy_checks", Path(__file__).with_name("test_deploy.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.metric_names_used_in_deploy()
+
+
+def test_dashboard_and_alert_metrics_are_exported_by_the_running_services(stack, first):
+    """Every audiolime_* series the dashboard and alerts query is on some running service's /metrics
+    (TF Serving's own names are checked against its documentation in tests/test_deploy.py)."""
+    exported = set()
+    for component in ("separator", "tagger", "explainer"):
+        exported |= set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{| )", scrape(stack.metrics[component]), re.M))
+    used = {n for n in _deploy_metric_names() if n.startswith("audiolime_")}
+    assert used, "the dashboard queries no audiolime metric?"
+    missing = sorted(used - exported)
+    assert not missing, f"dashboard/alerts query metrics no service exports: {missing}"
+
+
 def test_concurrent_tagger_requests_are_batched(stack):
     """16 concurrent one-window Predicts to the tagger are merged: fewer model calls than requests."""
     from audiolime.explainer.remote import RemoteTagger, make_channel
@@ -656,24 +678,3 @@ def test_up_forwards_sigterm_and_stops_every_service(stack):
         with contextlib.closing(socket.socket()) as s:
             assert s.connect_ex((HOST, port)) != 0, f"port {port} still accepting"
 
-
-def _deploy_metric_names() -> set[str]:
-    """The metric names the Grafana dashboard and alert rules query (parsed by tests/test_deploy.py)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_deploy_checks", Path(__file__).with_name("test_deploy.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.metric_names_used_in_deploy()
-
-
-def test_dashboard_and_alert_metrics_are_exported_by_the_running_services(stack, first):
-    """Every audiolime_* series the dashboard and alerts query is on some running service's /metrics
-    (TF Serving's own names are checked against its documentation in tests/test_deploy.py)."""
-    exported = set()
-    for component in ("separator", "tagger", "explainer"):
-        exported |= set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{| )", scrape(stack.metrics[component]), re.M))
-    used = {n for n in _deploy_metric_names() if n.startswith("audiolime_")}
-    assert used, "the dashboard queries no audiolime metric?"
-    missing = sorted(used - exported)
-    assert not missing, f"dashboard/alerts query metrics no service exports: {missing}"
