@@ -14,7 +14,7 @@ import pytest
 
 from audiolime.errors import InvalidInput
 from audiolime.explainer.baselines import random_draws, to_masks, top_k_positive
-from audiolime.explainer.slime import NotApplicable, SpectrogramRectangles, for_tagger
+from audiolime.explainer.slime import NotApplicable, SpectrogramRectangles, StftRectangles, for_tagger
 
 SONGS = ("admiralbob77_-_Choice_-_Drum-bass.ogg", "Brahms_-_Hungarian_Dance_No5_string_orchestra.ogg")
 EXE = str(Path(sys.executable).with_name("audiolime"))
@@ -121,7 +121,8 @@ def test_slime_on_real_spectrogram_and_not_applicable_for_waveform_only(musicnn,
     low[cut:], high[:cut] = 0, 0
     stems = {"low": np.fft.irfft(low, len(brahms_window)).astype(np.float32),
              "high": np.fft.irfft(high, len(brahms_window)).astype(np.float32)}
-    cfg = EvalConfig(taggers=("samplecnn-like",), audio_dir=".", ks=(1, 3), num_samples=64, segments=6, draws=4)
+    cfg = EvalConfig(taggers=("samplecnn-like",), audio_dir=".", ks=(1, 3), num_samples=64, segments=6, draws=4,
+                     slime_domain="spectrogram")
     rows, meta = evaluate_window(only, brahms_window, stems, 10.0, cfg, seed=3)
     assert "SLIME is not applicable" in meta["slime"]["not_applicable"]
     slime = [r for r in rows if r["method"] == "slime"]
@@ -129,6 +130,93 @@ def test_slime_on_real_spectrogram_and_not_applicable_for_waveform_only(musicnn,
     lime = [r for r in rows if r["method"] == "audiolime"]
     assert len(lime) == 2 and all(r["same_top_tag"] in (True, False) for r in lime)
     assert meta["top_tag"] == musicnn.labels[int(np.argmax(p_wave))]
+
+    # the audio domain (the paper's SLIME, the default) needs only predict(waveform): it applies
+    rows_a, meta_a = evaluate_window(only, brahms_window, stems, 10.0, EvalConfig(**{**cfg.__dict__,
+                                                                                   "slime_domain": "audio"}), seed=3)
+    assert meta_a["slime"]["domain"] == "audio" and meta_a["slime"]["d"] == 24
+    assert meta_a["slime"]["top_tag_from_audio"] == meta_a["top_tag"]  # the analysed window is the waveform itself
+    slime_a = [r for r in rows_a if r["method"] == "slime"]
+    assert [r["k"] for r in slime_a] == [1, 3] and all(r["same_top_tag"] in (True, False) for r in slime_a)
+    assert [r for r in rows_a if r["method"] == "audiolime"] == lime  # same seed: audioLIME unchanged
+
+
+# ---------------------------------------------------------------------------------------------
+# SLIME in the audio domain (the paper's: STFT rectangles resynthesised with istft)
+
+
+@pytest.mark.parametrize("samples,segments,bands", [
+    (48_000, 9, 5),    # musicnn-length window at 16 kHz: 1025 bins x 94 frames (94 / 9 non-divisible)
+    (30_000, 10, 7),   # 1025 / 7 and 59 frames / 10: non-divisible both ways
+    (2_048, 5, 3),     # the shortest window: 5 frames, one per segment
+])
+def test_audio_slime_rectangles_partition_the_stft(samples, segments, bands):
+    """Every STFT bin (all 1025 frequencies, every frame -- none dropped) belongs to exactly one
+    component, each component is its declared non-empty rectangle, sizes differ by at most one."""
+    y = np.random.default_rng(4).normal(size=samples).astype(np.float32)
+    rect = StftRectangles(y, 16000, segments, bands)
+    bins, frames = rect.shape
+    assert bins == 1025 and frames == 1 + samples // 512
+    d = segments * bands
+    per_comp = rect.component_mask(np.eye(d))  # [d, bins, frames]
+    np.testing.assert_array_equal(per_comp.sum(axis=0), np.ones((bins, frames)))
+    for c in rect.info:
+        expect = np.zeros((bins, frames), bool)
+        expect[c.bin_lo:c.bin_hi, c.frame_lo:c.frame_hi] = True
+        np.testing.assert_array_equal(per_comp[c.index], expect)
+        assert c.index == c.band * segments + c.segment
+    for bounds, n, parts in ((rect.bin_bounds, bins, bands), (rect.frame_bounds, frames, segments)):
+        sizes = np.diff(bounds)
+        assert bounds[0] == 0 and bounds[-1] == n and sizes.min() >= 1 and sizes.max() - sizes.min() <= 1
+    assert rect.info[-1].hz_hi == 8000.0 and rect.info[0].hz_lo == 0.0
+    with pytest.raises(InvalidInput, match="do not fit into"):
+        StftRectangles(y, 16000, frames + 1, 2)
+
+
+def test_audio_slime_resynthesis_on_a_real_window(musicnn, brahms_window):
+    """All rectangles on reproduce the window (istft round trip) and its tags; all off is
+    near-silence; any mask equals the paper's formula istft(where(keep, |S|, min|S|) * phase)."""
+    import librosa
+
+    y = brahms_window
+    rms = lambda x: float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))  # noqa: E731
+    rect = StftRectangles(y, musicnn.sample_rate, 9, 5)
+    masks = np.vstack([np.ones(45), np.zeros(45), np.random.default_rng(5).integers(0, 2, size=(3, 45))])
+    out = rect.compose(masks)
+    assert out.shape == (5, len(y)) and out.dtype == np.float32
+    assert rms(out[0] - y) < 1e-4 * rms(y)
+    assert rms(out[1]) < 1e-2 * rms(y)  # the magnitude's min everywhere: near-silence
+    stft = librosa.stft(y, n_fft=2048)
+    mag, phase = np.abs(stft), stft / np.maximum(np.abs(stft), 1e-30)
+    for m, got in zip(masks[2:], out[2:]):
+        keep = rect.component_mask(m[None])[0]
+        want = librosa.istft(np.where(keep, mag, mag.min()) * phase, n_fft=2048, length=len(y))
+        assert rms(got - want) < 1e-4 * rms(y)
+        assert 0.05 * rms(y) < rms(got) < rms(y)  # some rectangles kept, some not
+    p = musicnn.predict(out[:2])
+    np.testing.assert_allclose(p[0], musicnn.predict(y[None, :])[0], atol=1e-3)
+    assert not np.allclose(p[1], p[0], atol=1e-2)
+
+
+def test_slime_domain_is_part_of_the_checkpoint_key(tmp_path: Path):
+    """Results of the other SLIME domain (or of a checkpoint from before the option existed, which
+    was spectrogram-domain) are never mixed in: a clear error naming the field."""
+    from audiolime.evaluate import EvalConfig, check_config
+
+    cfg = EvalConfig(taggers=("musicnn-msd",), audio_dir=".")
+    assert cfg.result_key()["slime_domain"] == "audio"
+    check_config(tmp_path / "a", cfg)
+    check_config(tmp_path / "a", cfg)  # same key: fine
+    with pytest.raises(InvalidInput, match="slime_domain 'audio' != 'spectrogram'"):
+        check_config(tmp_path / "a", EvalConfig(**{**cfg.__dict__, "slime_domain": "spectrogram"}))
+    old = tmp_path / "old"
+    old.mkdir()
+    key = cfg.result_key()
+    del key["slime_domain"]
+    (old / "config.json").write_text(json.dumps(key))
+    check_config(old, EvalConfig(**{**cfg.__dict__, "slime_domain": "spectrogram"}))  # the old behaviour resumes
+    with pytest.raises(InvalidInput, match="slime_domain 'spectrogram' != 'audio'"):
+        check_config(old, cfg)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +393,7 @@ def test_bad_input_in_a_separate_process(tmp_path: Path):
     (["--windows-per-song", "0"], "W must be between 1 and 100"),
     (["--tagger", "samplecnn"], "invalid choice"),
     (["--k", "0"], "--k"),
+    (["--slime-domain", "mel"], "invalid choice"),
 ])
 def test_bad_arguments_are_one_line_errors(extra, needle, shared: Path, models: Path, tmp_path: Path, capsys):
     """Impossible settings are rejected before any model is loaded, as one line, non-zero exit."""

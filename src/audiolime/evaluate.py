@@ -3,6 +3,11 @@ keep only the top-k components of an explanation and check whether the tagger's 
 unchanged ("same top tag" rate), for audioLIME, SLIME (spectrogram rectangles) and a random
 baseline (k random positive-weight components outside the top-k, R draws).
 
+SLIME runs in one of two domains (``slime_domain``): ``audio`` (default, the paper's own
+variant): rectangles of the window's STFT, resynthesised to a waveform for the tagger's normal
+``predict`` -- applicable to every tagger; ``spectrogram``: rectangles of the tagger's model-input
+spectrogram through its ``from_spectrogram`` signature (n/a for waveform-only taggers).
+
 Transport-free: in-process SavedModels and Spleeter. Per song, ``windows_per_song`` analysis
 windows are placed with *evenly spaced centres* (centre i at (i + 1/2) / W of the song, the
 window clamped inside the song): independent of the tagger's confidence (top-probability
@@ -66,6 +71,7 @@ class EvalConfig:
     slime_segments: int = 6  # SLIME tau
     slime_bands: int = 4  # SLIME F
     slime_baseline: str = "min"
+    slime_domain: str = "audio"  # "audio": STFT rectangles -> istft -> predict (the paper's); "spectrogram"
     draws: int = 32  # R
     seed: int = 0
     separator: str = "2stems"
@@ -119,6 +125,12 @@ def validate(cfg: EvalConfig, serving_dir: Path) -> None:
                                f"(increase --segments / --slime-segments)")
         if cfg.num_samples < d + 1:
             raise InvalidInput(f"--num-samples must be at least d'+1 = {d + 1} for {name}, got {cfg.num_samples}")
+    from audiolime.explainer.slime import BASELINES, DOMAINS
+
+    if cfg.slime_domain not in DOMAINS:
+        raise InvalidInput(f"--slime-domain must be one of {', '.join(DOMAINS)}, got {cfg.slime_domain!r}")
+    if cfg.slime_baseline not in BASELINES:
+        raise InvalidInput(f"--slime-baseline must be one of {', '.join(BASELINES)}, got {cfg.slime_baseline!r}")
     unknown = sorted(set(dict(cfg.windows_override)) - set(cfg.taggers))
     if unknown:
         raise InvalidInput(f"--windows-per-song names a tagger that is not evaluated: {', '.join(unknown)}")
@@ -227,7 +239,8 @@ def check_config(out: Path, cfg: EvalConfig) -> None:
     path = out / "config.json"
     key = cfg.result_key()
     if path.is_file():
-        old = json.loads(path.read_text())
+        # checkpoints from before --slime-domain existed hold spectrogram-domain SLIME results
+        old = {"slime_domain": "spectrogram", **json.loads(path.read_text())}
         diff = [f"{k} {old.get(k)!r} != {v!r}" for k, v in key.items() if old.get(k) != v]
         if diff:
             raise InvalidInput(f"{out} holds results of a different configuration ({'; '.join(diff)}); "
@@ -262,7 +275,7 @@ def evaluate_window(tagger, window: np.ndarray, model_stems: dict[str, np.ndarra
     from audiolime.explainer.baselines import random_draws, to_masks, top_k_positive
     from audiolime.explainer.engine import Engine, ExplainParams
     from audiolime.explainer.factorization import StemSegmentFactorization
-    from audiolime.explainer.slime import NotApplicable, for_tagger
+    from audiolime.explainer.slime import NotApplicable, audio_for_tagger, for_tagger
 
     say = progress or (lambda _: None)
     labels = tagger.labels
@@ -297,23 +310,30 @@ def evaluate_window(tagger, window: np.ndarray, model_stems: dict[str, np.ndarra
                          "surrogate_r2": round(target.surrogate_r2, 4), "unique_samples": exp.unique_samples}
     meta["timings_s"]["audiolime"] = round(time.perf_counter() - t0, 2)
 
-    # SLIME: rectangles over the tagger's input spectrogram
+    # SLIME: rectangles over the window's STFT (audio domain, resynthesised; the paper's) or over
+    # the tagger's input spectrogram (spectrogram domain)
     t1 = time.perf_counter()
     say("SLIME")
-    try:
-        rect = for_tagger(tagger, window, cfg.slime_segments, cfg.slime_bands, cfg.slime_baseline, start_s)
-    except NotApplicable as exc:  # waveform-only tagger: SLIME rows stay empty ("n/a")
-        rect = None
-        meta["slime"] = {"not_applicable": str(exc)}
+    rect = None
+    if cfg.slime_domain == "audio":
+        rect = audio_for_tagger(tagger, window, cfg.slime_segments, cfg.slime_bands, cfg.slime_baseline, start_s)
+        slime_engine, analysed = wave, window
+    else:
+        try:
+            rect = for_tagger(tagger, window, cfg.slime_segments, cfg.slime_bands, cfg.slime_baseline, start_s)
+        except NotApplicable as exc:  # waveform-only tagger: SLIME rows stay empty ("n/a")
+            meta["slime"] = {"domain": cfg.slime_domain, "not_applicable": str(exc)}
+        else:
+            slime_engine, analysed = Engine(tagger.predict_spectrogram, labels, batch_size), rect.spectrogram
     if rect is not None:
-        spec_engine = Engine(tagger.predict_spectrogram, labels, batch_size)
-        exp_s = spec_engine.explain(rect, rect.spectrogram, [top], params)
+        exp_s = slime_engine.explain(rect, analysed, [top], params)
         w_s = _weights(exp_s.targets[0], rect.num_components)
         s_sets = [top_k_positive(w_s, k) for k in cfg.ks]
-        s_preds = spec_engine.evaluate(rect.compose, to_masks(s_sets, rect.num_components))
-        meta["slime"] = {"d": rect.num_components, "positive": int((w_s > 0).sum()),
+        s_preds = slime_engine.evaluate(rect.compose, to_masks(s_sets, rect.num_components))
+        meta["slime"] = {"domain": cfg.slime_domain, "d": rect.num_components, "positive": int((w_s > 0).sum()),
                          "surrogate_r2": round(exp_s.targets[0].surrogate_r2, 4), "baseline": rect.baseline,
-                         "top_tag_from_spectrogram": labels[int(np.argmax(exp_s.prediction))]}
+                         ("top_tag_from_audio" if cfg.slime_domain == "audio" else "top_tag_from_spectrogram"):
+                             labels[int(np.argmax(exp_s.prediction))]}
     meta["timings_s"]["slime"] = round(time.perf_counter() - t1, 2)
 
     def row(method: str, k: int, n_comp: int | None, same: float | None, kept: str | None, draws: int,
@@ -539,7 +559,7 @@ def markdown(cfg: EvalConfig, table: dict, items: Sequence[dict]) -> str:
              + ", ".join(f"{t} {cfg.windows(t)}" for t in cfg.taggers)
              + f", at most ceil(song / window), evenly spaced centres); N = {cfg.num_samples} perturbations; audioLIME {cfg.separator} x tau = {cfg.segments} "
              f"(d' = {d_a}); SLIME tau = {cfg.slime_segments} x F = {cfg.slime_bands} "
-             f"(d' = {cfg.slime_segments * cfg.slime_bands}, baseline {cfg.slime_baseline}); random R = {cfg.draws}; "
+             f"(d' = {cfg.slime_segments * cfg.slime_bands}, {cfg.slime_domain} domain, baseline {cfg.slime_baseline}); random R = {cfg.draws}; "
              f"seed {cfg.seed}. Cells: rate [95% Wilson CI] (n explanations).", ""]
     ks = list(cfg.ks)
     for t in cfg.taggers:

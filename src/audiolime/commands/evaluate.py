@@ -26,8 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="audioLIME temporal segments tau (x 2 stems; default 12 -> d' = 24)")
     p.add_argument("--slime-segments", type=_positive_int(1), default=6, help="SLIME temporal segments (default 6)")
     p.add_argument("--slime-bands", type=_positive_int(1), default=4, help="SLIME frequency bands F (default 4)")
+    p.add_argument("--slime-domain", choices=("audio", "spectrogram"), default="audio",
+                   help="SLIME rectangles of the window's STFT resynthesised to audio for the tagger's predict "
+                        "(audio, the paper's; default) or of the tagger's model-input spectrogram (spectrogram; "
+                        "needs a from_spectrogram signature)")
     p.add_argument("--slime-baseline", choices=("zero", "min", "mean"), default="min",
-                   help="value of a switched-off SLIME rectangle (default min of the window's spectrogram)")
+                   help="value of a switched-off SLIME rectangle (default min of the window's STFT magnitude / "
+                        "model-input spectrogram)")
     p.add_argument("--draws", type=_positive_int(1, 10000), default=32, help="random baseline draws R (default 32)")
     p.add_argument("--separator", default="2stems", help="Spleeter model (default 2stems)")
     p.add_argument("--batch-size", type=_positive_int(1, 4096), default=64, help="windows per tagger call (default 64; capped at 16 for FCN's 29 s windows, "
@@ -67,7 +72,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                      ks=tuple(sorted(set(args.k))), num_samples=args.num_samples,
                      windows_per_song=windows, windows_override=override, segments=args.segments,
                      slime_segments=args.slime_segments, slime_bands=args.slime_bands,
-                     slime_baseline=args.slime_baseline, draws=args.draws, seed=args.seed, separator=args.separator)
+                     slime_baseline=args.slime_baseline, slime_domain=args.slime_domain, draws=args.draws, seed=args.seed, separator=args.separator)
     summary = run(cfg, args.model_dir, args.out, batch_size=args.batch_size, console=Console(stderr=True))
     out = Console()
     out.print(f"{summary.items_total} items: {summary.items_done_before} resumed from the checkpoint, "
