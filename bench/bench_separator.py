@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,16 +25,11 @@ import numpy as np
 import soundfile as sf
 
 from audiolime.audio import decode
+from audiolime.procs import free_port
 from audiolime.v1 import common_pb2, separator_pb2, separator_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
 SONG = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -46,19 +46,8 @@ pytestmark = pytest.mark.slow
 
 
 # -- process helpers -------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((HOST, port))
-            return True
-        except OSError:
-            return False
+from audiolime.procs import free_port, port_free, scrape, terminate, wait_serving  # noqa: E402
+from audiolime.procs import metric_value as metric  # noqa: E402
 
 
 def free_base() -> int:
@@ -70,44 +59,14 @@ def free_base() -> int:
     raise RuntimeError("no free port range")
 
 
-def wait_serving(port: int, proc: subprocess.Popen, timeout: float = 300.0) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(f"{HOST}:{port}") as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"process exited with {proc.returncode}: {proc.args}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not SERVING on {port}: {proc.args}")
-            time.sleep(0.3)
-
-
 def start(argv: list[str], port: int, log: Path) -> subprocess.Popen:
     proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
     try:
-        wait_serving(port, proc)
+        wait_serving(f"{HOST}:{port}", proc, 300.0, proc.args[2] if len(proc.args) > 2 else "server")
     except BaseException:
         terminate(proc)
         raise
     return proc
-
-
-def terminate(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def tagger_argv(port: int, mport: int, batching: Path) -> list[str]:
@@ -119,19 +78,6 @@ def tagger_argv(port: int, mport: int, batching: Path) -> list[str]:
 def explainer_argv(port: int, mport: int, store: str, separator: int, tagger: int, *extra: str) -> list[str]:
     return [PY, "-m", "audiolime.explainer.server", "--host", HOST, "--port", str(port), "--metrics-port", str(mport),
             "--store", store, "--separator", f"{HOST}:{separator}", "--tagger", f"{HOST}:{tagger}", *extra]
-
-
-def scrape(mport: int) -> str:
-    return urllib.request.urlopen(f"http://{HOST}:{mport}/metrics", timeout=10).read().decode()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def http_get(url: str) -> tuple[int, bytes]:

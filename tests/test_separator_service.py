@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,23 +19,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audiolime.procs import free_port, metric_value, scrape, terminate, wait_serving
 from conftest import model_dir
 
 SONG = "admiralbob77_-_Choice_-_Drum-bass.ogg"  # 25 s, the shortest shared song
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
 def serve(args: list[str], log_path: Path, env: dict[str, str] | None = None, timeout: float = 120.0):
     """Run ``python -m audiolime.separator.server`` (stderr -> ``log_path``) until SERVING; always
     terminate it. Yields (process, channel, metrics port)."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     port, mport = free_port(), free_port()
     cmd = [sys.executable, "-m", "audiolime.separator.server", "--host", "127.0.0.1", "--port", str(port),
            "--metrics-port", str(mport), "--model-dir", str(model_dir()), *args]
@@ -44,40 +36,14 @@ def serve(args: list[str], log_path: Path, env: dict[str, str] | None = None, ti
         proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + timeout
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited {proc.returncode}: {log_path.read_text()[-3000:]}")
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status == 1:
-                    break
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("separator did not become SERVING")
-            time.sleep(0.3)
+        try:
+            wait_serving(f"127.0.0.1:{port}", proc, timeout, "separator")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}: {log_path.read_text()[-3000:]}") from None
         yield proc, channel, mport
     finally:
         channel.close()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def scrape(mport: int) -> str:
-    return urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        terminate(proc)
 
 
 def stub(channel):

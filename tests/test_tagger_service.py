@@ -7,18 +7,17 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
+from audiolime.procs import free_port, metric_value, scrape, terminate, wait_serving
 from conftest import model_dir, shared_dir
 
 pytestmark = pytest.mark.slow
@@ -33,17 +32,9 @@ max_enqueued_batches { value: 100 }
 TOL = 1e-5
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve(args: list[str], log_path: Path, timeout: float = 240.0):
     """Run ``python -m audiolime.tagger.server`` until SERVING; always terminate it."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     port, mport = free_port(), free_port()
     cmd = [sys.executable, "-m", "audiolime.tagger.server", "--host", "127.0.0.1", "--port", str(port),
            "--metrics-port", str(mport), *args]
@@ -52,39 +43,14 @@ def serve(args: list[str], log_path: Path, timeout: float = 240.0):
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 1 << 28),
                                                                   ("grpc.max_receive_message_length", 1 << 28)])
     try:
-        deadline = time.monotonic() + timeout
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited {proc.returncode}: {log_path.read_text()[-3000:]}")
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status == 1:
-                    break
-            except grpc.RpcError:
-                pass
-            assert time.monotonic() < deadline, "tagger did not become SERVING"
-            time.sleep(0.3)
+        try:
+            wait_serving(f"127.0.0.1:{port}", proc, timeout, "tagger")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}: {log_path.read_text()[-3000:]}") from None
         yield proc, channel, port, mport
     finally:
         channel.close()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def scrape(mport: int) -> str:
-    return urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        terminate(proc)
 
 
 def windows(n: int, offset: int = 0) -> np.ndarray:

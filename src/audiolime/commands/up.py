@@ -65,23 +65,9 @@ def children(model_dir: Path, store: str, base: int, batching_file: Path, secret
 
 
 def wait_serving(child: Child, deadline: float) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from audiolime.procs import wait_serving as wait
 
-    with grpc.insecure_channel(f"{HOST}:{child.port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if child.proc.poll() is not None:
-                raise RuntimeError(f"{child.name} exited with status {child.proc.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{child.name} not SERVING on {HOST}:{child.port} in time")
-            time.sleep(0.5)
+    wait(f"{HOST}:{child.port}", child.proc, max(0.0, deadline - time.monotonic()), child.name, poll_s=0.5)
 
 
 def stop(procs: list[Child], sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
@@ -128,7 +114,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                     try:
                         wait_serving(c, min(deadline, time.monotonic() + 1))
                         break
-                    except RuntimeError:
+                    except (RuntimeError, TimeoutError):
                         if c.proc.poll() is not None or time.monotonic() > deadline:
                             raise
             if stopping["sig"] is None:
@@ -145,7 +131,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                     return 1
                 time.sleep(0.3)
             return 0
-        except RuntimeError as exc:
+        except (RuntimeError, TimeoutError) as exc:
             print(f"audiolime: error: {exc}", file=sys.stderr)
             return 1
         finally:

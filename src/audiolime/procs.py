@@ -1,0 +1,82 @@
+"""Running the services as local processes: free ports, waiting for SERVING, stopping, scraping
+metrics. Used by ``audiolime up``, the integration tests and the benchmarks (no TensorFlow)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+HOST = "127.0.0.1"
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_free(port: int, host: str = HOST) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def wait_serving(target: str, proc: subprocess.Popen | None, timeout_s: float, name: str = "server",
+                 poll_s: float = 0.3) -> None:
+    """Poll ``grpc.health.v1`` at ``target`` until the overall status is SERVING.
+
+    Raises RuntimeError when ``proc`` exits first, TimeoutError after ``timeout_s``."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {proc.returncode}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} not SERVING on {target} within {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+
+def terminate(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int | None:
+    """Send ``sig`` and wait; SIGKILL after ``timeout_s``. Returns the exit status."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def scrape(port: int, host: str = HOST, timeout_s: float = 10.0) -> str:
+    """The Prometheus text exposition at ``http://host:port/metrics``."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as resp:
+        return resp.read().decode()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` (e.g. ``x_total``, ``x_bucket``) whose labels include
+    ``labels``; 0 when there are none."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
