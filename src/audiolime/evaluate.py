@@ -567,7 +567,8 @@ def markdown(cfg: EvalConfig, table: dict, items: Sequence[dict]) -> str:
         lines += [f"## {t}", "", "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
                   "|---|" + "---|" * len(ks)]
         for m in METHODS:
-            lines.append(f"| {m} (measured) | " + " | ".join(_cell(table[t][m][str(k)]) for k in ks) + " |")
+            label = f"slime, {cfg.slime_domain} domain" if m == "slime" else m
+            lines.append(f"| {label} (measured) | " + " | ".join(_cell(table[t][m][str(k)]) for k in ks) + " |")
             if paper:
                 vals = dict(zip(PAPER_KS, paper[m]))
                 lines.append(f"| {m} (paper {PAPER_MODEL[t]}) | "
@@ -587,7 +588,10 @@ def markdown(cfg: EvalConfig, table: dict, items: Sequence[dict]) -> str:
 COLORS = {"audiolime": "tab:blue", "slime": "tab:orange", "random": "tab:gray"}
 
 
-def figure(path: Path, cfg: EvalConfig, table: dict) -> None:
+def figure(path: Path, cfg: EvalConfig, table: dict, extra: dict | None = None) -> None:
+    """Same-top-tag rate against k per tagger (solid, shaded 95 % CI) with the paper's (dashed).
+    ``extra``: ``{tagger: {label: (method colour, {k: cell})}}`` drawn dotted, e.g. another
+    run's SLIME domain."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -603,11 +607,14 @@ def figure(path: Path, cfg: EvalConfig, table: dict) -> None:
             lo = [table[t][m][str(k)]["ci_low"] for k in ks]
             hi = [table[t][m][str(k)]["ci_high"] for k in ks]
             y = np.array([np.nan if r is None else 100 * r for r in rates])
-            ax.plot(ks, y, "o-", color=COLORS[m], label=m)
+            ax.plot(ks, y, "o-", color=COLORS[m], label=f"slime ({cfg.slime_domain})" if m == "slime" else m)
             ax.fill_between(ks, [np.nan if v is None else 100 * v for v in lo],
                             [np.nan if v is None else 100 * v for v in hi], color=COLORS[m], alpha=0.12)
             ax.plot(PAPER_KS, [100 * v for v in PAPER[ref_model][m]], "--", color=COLORS[m], alpha=0.7,
                     label=f"{m} (paper {ref_model})")
+        for label, (m, cells) in (extra or {}).get(t, {}).items():
+            ax.plot(ks, [np.nan if cells.get(str(k), {}).get("rate") is None else 100 * cells[str(k)]["rate"]
+                         for k in ks], "s:", color=COLORS[m], alpha=0.8, label=label)
         ax.set_title(t + ("" if t in PAPER_MODEL else f"  (dashed: paper {ref_model})"), fontsize=9)
         ax.set_xlabel("k (components kept)")
         ax.set_xticks(sorted(set(ks) | set(PAPER_KS)))
