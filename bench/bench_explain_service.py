@@ -13,33 +13,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from audiolime.commands.up import PORT_OFFSETS
+from audiolime.procs import free_base
+
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
-
-
-def free_base() -> int:
-    def free(port: int) -> bool:
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-                return True
-            except OSError:
-                return False
-
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        if all(free(base + d) for d in (0, 1, 2, 3, 10, 11, 12)):
-            return base
-    raise RuntimeError("no free port range")
 
 
 def start_up(model_dir: Path, store: Path, base: int, extra: list[str]) -> subprocess.Popen:
@@ -98,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - t
         return wall - result.timings_s["separate"], result.timings_s["separate"], result.explanation.unique_samples
 
-    base = free_base()
+    base = free_base(PORT_OFFSETS)
     up = start_up(args.model_dir, args.store, base, [])
     channel = grpc.insecure_channel(f"{HOST}:{base + 1}", options=[("grpc.max_send_message_length", 256 << 20)])
     stub = explainer_pb2_grpc.ExplainerStub(channel)

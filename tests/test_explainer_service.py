@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import os
-import random
 import re
 import signal
 import socket
@@ -46,17 +45,9 @@ pytestmark = pytest.mark.slow
 
 
 # -- process helpers -------------------------------------------------------------------------------
-from audiolime.procs import free_port, port_free, scrape, terminate, wait_serving  # noqa: E402
+from audiolime.commands.up import PORT_OFFSETS  # noqa: E402
+from audiolime.procs import free_base, free_port, scrape, terminate, wait_serving  # noqa: E402
 from audiolime.procs import metric_value as metric  # noqa: E402
-
-
-def free_base() -> int:
-    """A base port B with B..B+3 and B+10..B+12 free (the ports ``audiolime up`` uses)."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        if all(port_free(base + d) for d in (0, 1, 2, 3, 10, 11, 12)):
-            return base
-    raise RuntimeError("no free port range")
 
 
 def start(argv: list[str], port: int, log: Path) -> subprocess.Popen:
@@ -122,7 +113,7 @@ class Stack:
 def stack(tmp_path_factory, shared, models) -> Stack:
     """``audiolime up`` on a free port range with a local store; stopped with SIGTERM at the end."""
     tmp = tmp_path_factory.mktemp("up")
-    base = free_base()
+    base = free_base(PORT_OFFSETS)
     store = tmp / "store"
     proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "audiolime"), "up", "--base-port", str(base), "--store",
                              store.as_uri(), "--model-dir", str(model_dir())], env=ENV, stdout=subprocess.PIPE,

@@ -22,6 +22,7 @@ torch = pytest.importorskip(
     "torch", reason="PyTorch not installed (pip install 'audiolime[convert]'); "
                     "it is needed only to convert/verify the FCN")
 
+from audiolime.modelstore import sha256_file  # noqa: E402
 from audiolime.tagger import fcn_convert as fc  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -189,7 +190,7 @@ def test_fetch_verifies_checksum(tmp_path):
     """fetch_fcn_weights keeps a download only if its sha256 matches (file:// URL offline)."""
     dest = tmp_path / "cache" / "best_model.pth"
     got = fc.fetch_fcn_weights(dest, url=PTH.as_uri())
-    assert got == dest and fc.sha256_of(dest) == fc.FCN_PTH_SHA256
+    assert got == dest and sha256_file(dest) == fc.FCN_PTH_SHA256
     other = tmp_path / "other"
     other.mkdir()
     with pytest.raises(fc.ChecksumError):

@@ -26,7 +26,6 @@ PyTorch is needed only to read the checkpoint and to build the reference model
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from audiolime.modelstore import sha256_file
 
 MODEL_NAME = "fcn-msd"
 FCN_PTH_URL = (
@@ -84,17 +85,9 @@ class ChecksumError(ValueError):
 # Weights
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_sha256(path: Path, expected: str = FCN_PTH_SHA256) -> None:
     """Raise ChecksumError (one-line message) unless ``path`` has sha256 ``expected``."""
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise ChecksumError(
             f"checksum mismatch for {path}: sha256 {actual}, expected {expected} "

@@ -28,6 +28,17 @@ def port_free(port: int, host: str = HOST) -> bool:
             return False
 
 
+def free_base(offsets: tuple[int, ...], host: str = HOST, tries: int = 200) -> int:
+    """A base port B such that every B + offset is free (e.g. ``audiolime up``'s port layout)."""
+    import random
+
+    for _ in range(tries):
+        base = random.randrange(20000, 60000)
+        if all(port_free(base + d, host) for d in offsets):
+            return base
+    raise RuntimeError("no free port range")
+
+
 def wait_serving(target: str, proc: subprocess.Popen | None, timeout_s: float, name: str = "server",
                  poll_s: float = 0.3) -> None:
     """Poll ``grpc.health.v1`` at ``target`` until the overall status is SERVING.

@@ -24,6 +24,7 @@ num_batch_threads { value: 2 }
 max_enqueued_batches { value: 1000 }
 """
 HOST = "127.0.0.1"
+PORT_OFFSETS = (0, 1, 2, 3, 10, 11, 12)  # from --base-port: gRPC x3, signed-URL HTTP, metrics x3
 
 
 @dataclass
