@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_tensorflow()
     from audiolime.audio import decode
-    from audiolime.explainer.engine import Engine, ExplainParams
-    from audiolime.explainer.pipeline import ExplainRequest, explain_song, separate_with_context
+    from audiolime.explain.engine import Engine, ExplainParams
+    from audiolime.explain.pipeline import ExplainRequest, explain_song, separate_with_context
     from audiolime.local import load_separator, load_tagger
 
     tagger = load_tagger(args.model_dir, "musicnn-msd")

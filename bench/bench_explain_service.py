@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_tensorflow()
     from audiolime.audio import decode
-    from audiolime.explainer.engine import Engine, ExplainParams
-    from audiolime.explainer.pipeline import ExplainRequest, explain_song, separate_with_context
+    from audiolime.explain.engine import Engine, ExplainParams
+    from audiolime.explain.pipeline import ExplainRequest, explain_song, separate_with_context
     from audiolime.local import load_separator, load_tagger
     from audiolime.v1 import common_pb2, explainer_pb2, explainer_pb2_grpc
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from audiolime.errors import InvalidInput
-from audiolime.explainer.engine import Engine, ExplainParams, resolve_tags
-from audiolime.explainer.factorization import StemSegmentFactorization, segment_bounds
-from audiolime.explainer.sampling import sample_masks
-from audiolime.explainer.surrogate import kernel_weights
+from audiolime.explain.engine import Engine, resolve_tags
+from audiolime.explain.factorization import StemSegmentFactorization, segment_bounds
+from audiolime.explain.request import ExplainRequest
+from audiolime.explain.sampling import sample_masks
+from audiolime.explain.surrogate import kernel_weights
 
 SR = 16000
 
@@ -104,7 +105,7 @@ def test_ridge_recovers_known_linear_weights():
         return np.stack([p, 1 - p], 1).astype(np.float32)
 
     eng = Engine(predict, ["a", "b"], batch_size=16, max_in_flight=3)
-    exp = eng.explain(f, f.compose(np.ones((1, 6)))[0], [0, 1], ExplainParams(num_samples=64, top_k=2, ridge_alpha=1e-6))
+    exp = eng.explain(f, f.compose(np.ones((1, 6)))[0], [0, 1], ExplainRequest(num_samples=64, top_k=2, ridge_alpha=1e-6))
     t = exp.targets[0]
     got = np.array([next(rc.weight for rc in t.ranking if rc.component.index == i) for i in range(6)])
     np.testing.assert_allclose(got, true_w, atol=1e-4)
@@ -126,7 +127,7 @@ def test_predict_called_once_per_unique_mask():
         return np.tile(np.array([[0.5, 0.5]], np.float32), (len(x), 1))
 
     exp = Engine(predict, ["a", "b"], batch_size=7).explain(f, np.zeros(16000, np.float32), None,
-                                                            ExplainParams(num_samples=200))
+                                                            ExplainRequest(num_samples=200))
     assert exp.unique_samples == 16 and sum(seen) == 16 + 1 + 1  # masks + original window + fidelity mix
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from audiolime.errors import InvalidInput
-from audiolime.explainer.baselines import random_draws, to_masks, top_k_positive
-from audiolime.explainer.slime import NotApplicable, SpectrogramRectangles, StftRectangles, for_tagger
+from audiolime.evaluation.baselines import random_draws, to_masks, top_k_positive
+from audiolime.evaluation.slime import NotApplicable, SpectrogramRectangles, StftRectangles, for_tagger
 
 SONGS = ("admiralbob77_-_Choice_-_Drum-bass.ogg", "Brahms_-_Hungarian_Dance_No5_string_orchestra.ogg")
 EXE = str(Path(sys.executable).with_name("audiolime"))
@@ -91,7 +91,8 @@ def musicnn(models: Path):
 
 @pytest.fixture(scope="module")
 def brahms_window(shared: Path, musicnn) -> np.ndarray:
-    from audiolime.audio import decode, resample, to_mono
+    from audiolime.audio import decode
+    from audiolime.explain.signal import resample, to_mono
 
     audio = decode(shared / "audio" / SONGS[1])
     mono = resample(to_mono(audio.waveform)[None, :], audio.sample_rate, musicnn.sample_rate)[0]
@@ -112,7 +113,7 @@ def test_slime_on_real_spectrogram_and_not_applicable_for_waveform_only(musicnn,
     with pytest.raises(NotApplicable, match="SLIME is not applicable"):
         for_tagger(only, brahms_window)
 
-    from audiolime.evaluate import EvalConfig, evaluate_window
+    from audiolime.evaluation.experiment import EvalConfig, evaluate_window
 
     # a real two-source decomposition (below/above 1 kHz) stands in for Spleeter here
     spec = np.fft.rfft(brahms_window)
@@ -201,7 +202,7 @@ def test_audio_slime_resynthesis_on_a_real_window(musicnn, brahms_window):
 def test_slime_domain_is_part_of_the_checkpoint_key(tmp_path: Path):
     """Results of the other SLIME domain (or of a checkpoint from before the option existed, which
     was spectrogram-domain) are never mixed in: a clear error naming the field."""
-    from audiolime.evaluate import EvalConfig, check_config
+    from audiolime.evaluation.experiment import EvalConfig, check_config
 
     cfg = EvalConfig(taggers=("musicnn-msd",), audio_dir=".")
     assert cfg.result_key()["slime_domain"] == "audio"
@@ -254,7 +255,7 @@ def test_top_k_positive_never_keeps_non_positive_components():
 def test_windows_and_batches_are_capped():
     """No more windows than ceil(song / window) (a song shorter than the window gets one), and
     no more than 16 FCN windows per tagger call."""
-    from audiolime.evaluate import tagger_batch, window_starts, windows_for
+    from audiolime.evaluation.experiment import tagger_batch, window_starts, windows_for
 
     assert windows_for(3, 25.0, 29.0) == 1
     assert windows_for(3, 45.8, 29.0) == 2

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiolime.audio import decode, resample, to_mono
+from audiolime.audio import decode
+from audiolime.explain.signal import resample, to_mono
 from audiolime.errors import InvalidInput, ModelNotFound
 
 SONGS = ["Karissa_Hobbs_-_Lets_Go_Fishin.ogg", "Brahms_-_Hungarian_Dance_No5_string_orchestra.ogg",

@@ -98,20 +98,22 @@ def spleeter(models: Path):
 
 def test_chunked_equals_unchunked(spleeter, karissa) -> None:
     """Chunked separation (segment-aligned, one-segment cross-fade) matches one Spleeter pass within 0.1% of the mixture RMS."""
-    from audiolime.separator.service import chunk_plan, separate_chunked
+    from audiolime.explain.stems import ChunkPlan, separate_chunked
 
     x = karissa.waveform[:, 20 * 44100:80 * 44100]
     whole = spleeter.separate(x, 44100).stems
     parts: dict[str, list[np.ndarray]] = {k: [] for k in whole}
     mix_parts: list[np.ndarray] = []
 
-    def sink(mix, stems):
+    def sink(_, mix, stems):
         mix_parts.append(mix)
         for k, v in stems.items():
             parts[k].append(v)
 
-    chunk, overlap = chunk_plan(24.0)  # hop 2 segments (23.8 s) + 1 overlap -> 3 chunks over 60 s
-    separate_chunked(spleeter, x, 44100, chunk, overlap, sink)
+    def run(a, b):
+        return spleeter.separate(x[:, a:b], 44100).stems
+
+    separate_chunked(run, x, ChunkPlan.for_seconds(24.0), sink)  # hop 2 segments (23.8 s) + 1 overlap: 3 chunks
     assert len(mix_parts) == 3
     np.testing.assert_array_equal(np.concatenate(mix_parts, 1), x)
     ref = np.sqrt(np.mean(np.square(x)))
@@ -121,7 +123,7 @@ def test_chunked_equals_unchunked(spleeter, karissa) -> None:
         assert np.sqrt(np.mean(np.square(got - whole[k]))) / ref < 1e-3, k  # measured 6e-5
     # a real bug (e.g. no cross-fade, misaligned chunks) is well above that bound (measured 8%)
     naive: dict[str, list[np.ndarray]] = {k: [] for k in whole}
-    separate_chunked(spleeter, x, 44100, 15 * 44100, 44100, lambda m, s: [naive[k].append(v) for k, v in s.items()])
+    separate_chunked(run, x, ChunkPlan(15 * 44100, 44100), lambda _, m, s: [naive[k].append(v) for k, v in s.items()])
     assert np.sqrt(np.mean(np.square(np.concatenate(naive["vocals"], 1) - whole["vocals"]))) / ref > 0.02
 
 

@@ -3,10 +3,12 @@
 * :class:`RemoteTagger` implements ``pipeline.Tagger`` over ``tensorflow.serving.PredictionService``
   (our tagger or the official TF Serving) with our wire-compatible messages, so the explainer
   never imports TensorFlow.
-* :class:`RemoteSeparator` calls ``audiolime.v1.Separator/Separate`` and turns the stem references
-  into a pipeline ``StemSource`` (stems fetched from the object store once per request).
+* :class:`RemoteSeparator` calls ``audiolime.v1.Separator/Separate``; :class:`RemoteStems` is the
+  pipeline's ``StemSource`` over it: the whole song is separated (and cached) by the separator,
+  and only the analysis window's region of the stems is read back from the object store.
 
-Retry policy (both clients, :class:`RetryPolicy`): every call has its own deadline; a call that
+Retry policy (both clients, :class:`RetryPolicy`): every call has its own deadline (never later
+than the caller's, from the request context); a call that
 fails with UNAVAILABLE, DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED is retried up to ``retries``
 more times, sleeping ``min(cap, base * 2**attempt)`` with "equal jitter" (half fixed, half
 uniform random) in between; then :class:`audiolime.errors.Unavailable` is raised. Predict is
@@ -21,7 +23,6 @@ import io
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,14 +33,14 @@ import grpc
 import numpy as np
 import soundfile as sf
 
-from audiolime import errors
-from audiolime.audio import Audio, resample, to_channels
-from audiolime.explainer.pipeline import Stems, StemSource, _fit_length
-from audiolime.server.logs import REQUEST_ID_HEADER, current_request_id
+from audiolime import errors, wire
+from audiolime.explain.signal import Audio
+from audiolime.explain.stems import STEM_RATE, Stems, stem_rate_region, window_stems
+from audiolime.server import context as callctx
 from audiolime.store import ObjectStore, S3Store
 from audiolime.tfs import tfs_pb2
 from audiolime.tfs.tensors import make_tensor_proto, to_ndarray
-from audiolime.v1 import common_pb2, separator_pb2, separator_pb2_grpc
+from audiolime.v1 import separator_pb2, separator_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +84,23 @@ class RetryPolicy:
         d = min(self.backoff_cap_s, self.backoff_s * 2 ** attempt)
         return d / 2 + random.uniform(0, d / 2)
 
-    def call(self, fn: Callable, request, what: str, request_id: str | None = None,
-             timeout_s: float | None = None):
-        """``fn(request)`` with a deadline, retried on transient codes; other codes propagate."""
-        rid = request_id if request_id is not None else current_request_id()
-        metadata = ((REQUEST_ID_HEADER, rid),) if rid else None
+    def call(self, fn: Callable, request, what: str, timeout_s: float | None = None):
+        """``fn(request)`` with a deadline, retried on transient codes; other codes propagate.
+
+        The request id and the caller's deadline come from the request context; once the caller's
+        deadline has passed, no further attempt is made."""
+        rid = callctx.current_request_id()
+        metadata = ((callctx.REQUEST_ID_HEADER, rid),) if rid else None
         attempt = 0
         while True:
+            timeout = timeout_s or self.timeout_s
+            left = callctx.remaining()
+            if left is not None:
+                if left <= 0:
+                    raise errors.DeadlineExceeded(f"{what}: the caller's deadline passed")
+                timeout = min(timeout, left)
             try:
-                return fn(request, timeout=timeout_s or self.timeout_s, metadata=metadata)
+                return fn(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code not in RETRYABLE:
@@ -104,6 +113,15 @@ class RetryPolicy:
                                                         "delay_s": round(delay, 3)})
                 time.sleep(delay)
                 attempt += 1
+
+
+def backend_error(what: str, exc: grpc.RpcError) -> errors.AudiolimeError:
+    """A backend's failure as the explainer's caller should see it: the caller's own mistakes
+    (INVALID_ARGUMENT, NOT_FOUND) pass through, everything else is the backend being UNAVAILABLE."""
+    err = errors.from_status(exc.code().name, f"{what}: {exc.details()}", prefix=False)
+    if isinstance(err, (errors.InvalidInput, errors.NotFound)):
+        return err
+    return errors.Unavailable(f"{what}: {exc.code().name} ({exc.details()})")
 
 
 def _spec(name: str, version: int | None = None, signature: str = "") -> tfs_pb2.ModelSpec:
@@ -119,10 +137,8 @@ class RemoteTagger:
     The version is resolved once (the newest AVAILABLE one unless pinned) and every Predict pins
     it, so one explanation never mixes two model versions."""
 
-    accepts_request_id = True  # predict(batch, request_id=...) for calls from worker threads
-
     def __init__(self, channel: grpc.Channel, name: str, version: int | None = None,
-                 policy: RetryPolicy = RetryPolicy(), request_id: str | None = None) -> None:
+                 policy: RetryPolicy = RetryPolicy()) -> None:
         self.name = name
         self.policy = policy
         self._predict = channel.unary_unary(PREDICT, request_serializer=tfs_pb2.PredictRequest.SerializeToString,
@@ -133,8 +149,8 @@ class RemoteTagger:
         status = channel.unary_unary(GET_MODEL_STATUS,
                                      request_serializer=tfs_pb2.GetModelStatusRequest.SerializeToString,
                                      response_deserializer=tfs_pb2.GetModelStatusResponse.FromString)
-        self.version = self._resolve_version(status, version, request_id)
-        sig = self._signatures(metadata, request_id)
+        self.version = self._resolve_version(status, version)
+        sig = self._signatures(metadata)
         serving = sig.signature_def[SERVING_DEFAULT]
         if len(serving.inputs) != 1:
             raise errors.InvalidInput(f"model {name!r}: serving_default must have one input, has "
@@ -147,28 +163,24 @@ class RemoteTagger:
         outs = sorted(serving.outputs)
         self._output_key = "probabilities" if "probabilities" in outs else outs[0]
         resp = self._call(self._predict, tfs_pb2.PredictRequest(model_spec=_spec(name, self.version, "labels")),
-                          "tagger labels", request_id)
+                          "tagger labels")
         self.labels = [str(x) for x in to_ndarray(resp.outputs["labels"]).reshape(-1)]
         self.sample_rate = int(to_ndarray(resp.outputs["sample_rate"]).reshape(-1)[0])
         log.info("remote tagger ready", extra={"model": name, "version": self.version, "tags": len(self.labels),
                                                "window_samples": self.window_samples,
                                                "sample_rate": self.sample_rate})
 
-    def _call(self, fn, request, what: str, request_id: str | None = None):
+    def _call(self, fn, request, what: str):
         try:
-            return self.policy.call(fn, request, what, request_id)
+            return self.policy.call(fn, request, what)
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise errors.ModelNotFound(f"tagger model {self.name!r}: {exc.details()}") from None
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise errors.InvalidInput(f"tagger rejected the request: {exc.details()}") from None
-            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # TF Serving: version not loaded yet
                 raise errors.ModelNotReady(f"tagger model {self.name!r}: {exc.details()}") from None
-            raise errors.Unavailable(f"{what}: {exc.code().name} ({exc.details()})") from None
+            raise backend_error(f"tagger model {self.name!r}", exc) from None
 
-    def _resolve_version(self, status, version: int | None, request_id: str | None) -> int:
+    def _resolve_version(self, status, version: int | None) -> int:
         resp = self._call(status, tfs_pb2.GetModelStatusRequest(model_spec=_spec(self.name, version)),
-                          "tagger model status", request_id)
+                          "tagger model status")
         available = [s.version for s in resp.model_version_status
                      if s.state == tfs_pb2.ModelVersionStatus.AVAILABLE]
         if not available:
@@ -177,10 +189,10 @@ class RemoteTagger:
             raise errors.ModelNotReady(f"tagger model {self.name!r} has no AVAILABLE version yet")
         return int(version) if version else int(max(available))
 
-    def _signatures(self, metadata, request_id: str | None) -> tfs_pb2.SignatureDefMap:
+    def _signatures(self, metadata) -> tfs_pb2.SignatureDefMap:
         req = tfs_pb2.GetModelMetadataRequest(model_spec=_spec(self.name, self.version),
                                               metadata_field=["signature_def"])
-        resp = self._call(metadata, req, "tagger model metadata", request_id)
+        resp = self._call(metadata, req, "tagger model metadata")
         if "signature_def" not in resp.metadata:
             raise errors.Unavailable(f"tagger model {self.name!r}: metadata without signature_def")
         # The Any carries tensorflow.serving.SignatureDefMap; ours is wire-compatible, so parse
@@ -190,33 +202,33 @@ class RemoteTagger:
             raise errors.InvalidInput(f"model {self.name!r} has no {SERVING_DEFAULT} signature")
         return sig
 
-    def predict(self, waveforms: np.ndarray, request_id: str | None = None) -> np.ndarray:
+    def predict(self, waveforms: np.ndarray) -> np.ndarray:
         """``float32 [batch, window]`` -> ``float32 [batch, tags]`` (retried per the policy)."""
         batch = np.ascontiguousarray(waveforms, dtype=np.float32)
         req = tfs_pb2.PredictRequest(model_spec=_spec(self.name, self.version, SERVING_DEFAULT),
                                      output_filter=[self._output_key])
         req.inputs[self._input_key].CopyFrom(make_tensor_proto(batch))
-        resp = self._call(self._predict, req, "tagger Predict", request_id)
+        resp = self._call(self._predict, req, "tagger Predict")
         return to_ndarray(resp.outputs[self._output_key]).astype(np.float32, copy=False)
 
 
-def read_object(uri: str, store: ObjectStore, s3_endpoint: str | None = None, s3_region: str | None = None,
-                allow_file: bool = False) -> bytes:
-    """The bytes behind ``uri``: an object of ``store``, any ``s3://bucket/key`` (our credentials and
-    endpoint), or, with ``allow_file`` (trusted URIs only), a ``file://`` path on this host."""
+def read_stem(uri: str, store: ObjectStore, s3_endpoint: str | None = None, s3_region: str | None = None) -> bytes:
+    """A stem the separator stored: an object of ``store``, an ``s3://`` object, or a ``file://``
+    path of a separator on this host with its own local store. Stem URIs come from the separator,
+    never from callers, so a local path is trusted here (and only here)."""
     try:
         return store.get(store.parse_uri(uri))
     except errors.InvalidInput:
         pass
     u = urlparse(uri)
-    if allow_file and u.scheme == "file":
+    if u.scheme == "file":
         try:
             return Path(unquote(u.path)).read_bytes()
         except OSError as exc:
-            raise errors.NotFound(f"{uri} is not readable here: {exc.strerror}") from None
+            raise errors.Unavailable(f"stem {uri} is not readable here: {exc.strerror}") from None
     if u.scheme == "s3" and u.netloc and u.path.strip("/"):
         return S3Store(u.netloc, "", endpoint_url=s3_endpoint, region=s3_region).get(u.path.lstrip("/"))
-    raise errors.InvalidInput(f"unsupported audio URI {uri!r}: expected s3://bucket/key or a URI of the object store")
+    raise errors.Unavailable(f"the separator returned an unreadable stem URI {uri!r}")
 
 
 class RemoteSeparator:
@@ -230,60 +242,42 @@ class RemoteSeparator:
         self.s3_endpoint = s3_endpoint
         self.s3_region = s3_region
 
-    def separate(self, content: bytes | None, uri: str | None, filename: str, model: str,
-                 request_id: str | None = None) -> separator_pb2.SeparateResponse:
-        audio = common_pb2.AudioInput(filename=filename)
-        if content is not None:
-            audio.content = content
-        else:
-            audio.uri = uri or ""
-        req = separator_pb2.SeparateRequest(audio=audio, model=model)
+    def separate(self, audio: wire.AudioSource, model: str) -> separator_pb2.SeparateResponse:
+        req = separator_pb2.SeparateRequest(audio=wire.audio_to_proto(audio), model=model)
         try:
-            return self.policy.call(self._stub.Separate, req, "separator Separate", request_id)
+            return self.policy.call(self._stub.Separate, req, "separator Separate")
         except grpc.RpcError as exc:
-            code = exc.code()
-            if code == grpc.StatusCode.NOT_FOUND:
-                raise errors.ModelNotFound(f"separator: {exc.details()}") from None
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise errors.InvalidInput(f"separator: {exc.details()}") from None
-            raise errors.Unavailable(f"separator Separate: {code.name} ({exc.details()})") from None
+            raise backend_error("separator", exc) from None
 
     def read(self, uri: str) -> bytes:
-        """A stem the separator stored (URIs come from the separator, never from callers, so a
-        ``file://`` path of a separator on this host with its own local store is accepted)."""
-        return read_object(uri, self.store, self.s3_endpoint, self.s3_region, allow_file=True)
+        return read_stem(uri, self.store, self.s3_endpoint, self.s3_region)
 
-    def fetch(self, resp: separator_pb2.SeparateResponse, sample_rate: int, channels: int) -> dict[str, np.ndarray]:
-        """Every stem as float32 ``[channels, samples]`` at ``sample_rate``."""
-        stems = {}
+    def stems(self, audio: wire.AudioSource, model: str) -> RemoteStems:
+        return RemoteStems(self, audio, model)
+
+
+class RemoteStems:
+    """The pipeline's ``StemSource`` over the separator service: the separator separates (and
+    caches) the whole recording on the shared chunk grid; the window's region is read back from the
+    store and made into window stems exactly as a local separation does
+    (:func:`~audiolime.explain.stems.window_stems`)."""
+
+    def __init__(self, separator: RemoteSeparator, audio: wire.AudioSource, model: str) -> None:
+        self._separator = separator
+        self._audio = audio
+        self._model = model
+        self.cache_hit = False
+
+    def window(self, audio: Audio, start: int, end: int) -> Stems:
+        resp = self._separator.separate(self._audio, self._model)
+        self.cache_hit = bool(resp.cache_hit)
+        region, a = {}, 0
         for ref in resp.stems:
-            data, sr = sf.read(io.BytesIO(self.read(ref.uri)), dtype="float32", always_2d=True)
-            wave = resample(np.ascontiguousarray(data.T), int(sr), sample_rate)
-            stems[ref.name] = to_channels(wave, channels)
-        return stems
-
-    def stem_source(self, content: bytes | None, uri: str | None, filename: str, model: str,
-                    request_id: str | None = None) -> tuple[StemSource, Callable[[], bool]]:
-        """A pipeline StemSource that separates the whole recording once (the separator caches
-        it), fetches the stems once and crops them to ``[start, end)``; plus a callable telling
-        whether the separator served it from its cache."""
-        lock = threading.Lock()
-        state: dict[str, object] = {}
-
-        def source(audio: Audio, start: int, end: int) -> Stems:
-            with lock:
-                if "stems" not in state:
-                    resp = self.separate(content, uri, filename, model, request_id)
-                    whole = self.fetch(resp, audio.sample_rate, audio.channels)
-                    state["response"] = resp
-                    state["stems"] = Stems(whole, audio.sample_rate, resp.model or model,
-                                           float(resp.residual_rel_rms))
-            s: Stems = state["stems"]  # type: ignore[assignment]
-            return Stems({k: _fit_length(v[:, start:end], end - start) for k, v in s.stems.items()},
-                         s.sample_rate, s.model, s.residual_rel_rms)
-
-        def cache_hit() -> bool:
-            resp = state.get("response")
-            return bool(resp.cache_hit) if resp is not None else False
-
-        return source, cache_hit
+            if ref.sample_rate != STEM_RATE:
+                raise errors.Unavailable(f"separator stem {ref.name!r} is at {ref.sample_rate} Hz, not {STEM_RATE}")
+            a, b = stem_rate_region(audio.sample_rate, start, end, int(ref.num_samples))
+            with sf.SoundFile(io.BytesIO(self._separator.read(ref.uri))) as f:
+                f.seek(a)
+                region[ref.name] = np.ascontiguousarray(f.read(b - a, dtype="float32", always_2d=True).T)
+        return Stems(window_stems(region, a, audio, start, end), audio.sample_rate, resp.model or self._model,
+                     float(resp.residual_rel_rms))

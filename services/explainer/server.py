@@ -1,5 +1,6 @@
-"""``audiolime.v1.Explainer`` gRPC server: a thin servicer over ``service.ExplainerService``, plus
-(for a ``file://`` store) the HTTP server that serves the local store's signed URLs.
+"""``audiolime.v1.Explainer`` gRPC server: flags, wiring and lifecycle (the servicer is in
+:mod:`audiolime.explainer.servicer`, the core in :mod:`audiolime.explainer.service`), plus, for a
+``file://`` store, the HTTP server of its signed URLs.
 
 Run: ``python -m audiolime.explainer.server --store file:///data --separator HOST:50051
 --tagger HOST:8500`` (every flag has an environment fallback; see docs/service-contract.md).
@@ -9,156 +10,25 @@ Imports no TensorFlow.
 from __future__ import annotations
 
 import argparse
-import contextvars
 import logging
-import mimetypes
-import queue
 import secrets
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlparse
+from collections.abc import Sequence
 
-import grpc
-
-from audiolime import errors
-from audiolime.explainer import convert
-from audiolime.explainer.remote import RemoteSeparator, RemoteTagger, RetryPolicy, make_channel, read_object
-from audiolime.explainer.service import ExplainerService, JobTable, ServiceConfig
+from audiolime.explainer.http import make_http_server
+from audiolime.explainer.jobs import JobTable
+from audiolime.explainer.remote import RemoteSeparator, RemoteTagger, RetryPolicy, make_channel
+from audiolime.explainer.service import ExplainerService, ServiceConfig
+from audiolime.explainer.servicer import SERVICE_NAME, ExplainerServicer
+from audiolime.inputs import InputReader
 from audiolime.server import logs, runtime
-from audiolime.server.interceptors import status_of
-from audiolime.store import LocalStore, ObjectStore, open_store
-from audiolime.v1 import explainer_pb2, explainer_pb2_grpc
+from audiolime.store import ObjectStore, open_store
+from audiolime.v1 import explainer_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "audiolime.v1.Explainer"
-_DONE = object()
 
-
-class _Cancelled(Exception):
-    """The ExplainStream caller cancelled; the worker stops at its next progress report."""
-
-
-def error_status(exc: BaseException) -> tuple[str, str]:
-    """Status code name and public message of a failed job (internal details hidden)."""
-    code = status_of(exc)
-    if code is None:
-        return "INTERNAL", "internal error"
-    return code.name, str(exc)
-
-
-class ExplainerServicer(explainer_pb2_grpc.ExplainerServicer):
-    """Translates protos to the service core and back; raises domain errors only."""
-
-    def __init__(self, service: ExplainerService, jobs: JobTable) -> None:
-        self.service = service
-        self.jobs = jobs
-
-    def Explain(self, request, context):
-        return convert.explanation_to_proto(self.service.explain(convert.spec_from_proto(request)))
-
-    def ExplainStream(self, request, context) -> Iterator[explainer_pb2.ExplainEvent]:
-        spec = convert.spec_from_proto(request)
-        self.service.validate(spec)  # bad requests fail before the stream starts
-        events: queue.Queue = queue.Queue()
-        outcome: dict = {}
-
-        def on_progress(*p) -> None:
-            if not context.is_active():  # the caller went away: stop spending tagger time
-                raise _Cancelled()
-            events.put(p)
-
-        def run() -> None:
-            try:
-                outcome["result"] = self.service.explain(spec, on_progress)
-            except _Cancelled:
-                log.info("explanation cancelled by the caller")
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the RPC thread
-                outcome["error"] = exc
-            finally:
-                events.put(_DONE)
-
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), name="explain-stream",
-                                  daemon=True)
-        worker.start()
-        while (item := events.get()) is not _DONE:
-            yield explainer_pb2.ExplainEvent(progress=convert.progress_to_proto(*item))
-        if "error" in outcome:
-            raise outcome["error"]
-        if "result" not in outcome:
-            return
-        yield explainer_pb2.ExplainEvent(result=convert.explanation_to_proto(outcome["result"]))
-
-    def SubmitExplanation(self, request, context):
-        job_id = self.jobs.submit(convert.spec_from_proto(request), validate=self.service.validate)
-        return explainer_pb2.SubmitExplanationResponse(job_id=job_id)
-
-    def GetExplanation(self, request, context):
-        if not request.job_id:
-            raise errors.InvalidInput("job_id is required")
-        return convert.job_to_proto(self.jobs.get(request.job_id), error_status)
-
-
-# -- signed-URL HTTP server for the local store --------------------------------------------------
-class SignedURLServer(ThreadingHTTPServer):
-    """Serves ``self.store`` (set after binding: the store's public URL needs the bound port)."""
-
-    daemon_threads = True
-    store: LocalStore | None = None
-
-
-def make_http_server(host: str, port: int, store: LocalStore | None = None) -> SignedURLServer:
-    """``GET /o/<key>?expires=..&sig=..``: 403 on a bad or expired signature, 404 when missing."""
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "audiolime-explainer"
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server API
-            self._serve(body=True)
-
-        def do_HEAD(self) -> None:  # noqa: N802
-            self._serve(body=False)
-
-        def _serve(self, body: bool) -> None:
-            url = urlparse(self.path)
-            if not url.path.startswith("/o/"):
-                return self._reply(404, b"not found\n", "text/plain", body)
-            key = unquote(url.path[3:])
-            store = self.server.store
-            q = parse_qs(url.query)
-            try:
-                ok = store.verify(key, q.get("expires", [""])[0], q.get("sig", [""])[0])
-            except errors.InvalidInput:
-                ok = False
-            if not ok:
-                return self._reply(403, b"forbidden: bad or expired signature\n", "text/plain", body)
-            try:
-                data = store.get(key)
-            except errors.NotFound:
-                return self._reply(404, b"not found\n", "text/plain", body)
-            ctype = mimetypes.guess_type(key)[0] or "application/octet-stream"
-            self._reply(200, data, ctype, body)
-
-        def _reply(self, status: int, data: bytes, ctype: str, body: bool) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "private, max-age=60")
-            self.end_headers()
-            if body:
-                self.wfile.write(data)
-
-        def log_message(self, fmt: str, *args) -> None:
-            log.debug("http " + fmt, *args)
-
-    httpd = SignedURLServer((host, port), Handler)
-    httpd.store = store
-    return httpd
-
-
-# -- main --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     env = runtime.env_default
     p = argparse.ArgumentParser(prog="audiolime-explainer", description=__doc__.splitlines()[0])
@@ -228,15 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     tagger_channel = make_channel(args.tagger)
     separator_channel = make_channel(args.separator)
 
-    def tagger_factory(name: str, version: int | None, request_id: str | None) -> RemoteTagger:
-        return RemoteTagger(tagger_channel, name, version, tagger_policy, request_id)
+    def tagger_factory(name: str, version: int | None) -> RemoteTagger:
+        return RemoteTagger(tagger_channel, name, version, tagger_policy)
 
     separator = RemoteSeparator(separator_channel, store, separator_policy, args.s3_endpoint, args.s3_region)
     service = ExplainerService(store, tagger_factory, separator,
                                ServiceConfig(batch_size=args.batch_size, max_in_flight=args.max_in_flight,
                                              max_duration_s=args.max_duration, max_bytes=args.max_bytes),
-                               read_uri=lambda uri: read_object(uri, store, args.s3_endpoint, args.s3_region))
-    jobs = JobTable(lambda spec, progress, job_id: service.explain(spec, progress, job_id),
+                               read_uri=InputReader(store, args.s3_endpoint, args.s3_region))
+    jobs = JobTable(service.explain,
                     workers=args.job_workers, max_jobs=args.max_jobs, ttl_s=args.job_ttl)
     servicer = ExplainerServicer(service, jobs)
     try:

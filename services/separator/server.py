@@ -18,7 +18,8 @@ import grpc
 
 from audiolime.errors import AudiolimeError, InvalidInput
 from audiolime.server import logs, runtime
-from audiolime.separator.service import SeparateResult, SeparationService, SeparatorConfig, UriReader
+from audiolime.inputs import InputReader
+from audiolime.separator.service import SeparateResult, SeparationService, SeparatorConfig
 from audiolime.v1 import separator_pb2, separator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def build_service(args: argparse.Namespace) -> SeparationService:
                              max_concurrency=args.max_concurrency, max_queue=args.max_queue,
                              chunk_s=args.chunk_seconds, default_model=names[0])
     return SeparationService(separators, StemCache(store), config,
-                             UriReader(store, args.s3_endpoint, args.s3_region))
+                             InputReader(store, args.s3_endpoint, args.s3_region))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,20 +27,19 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlparse
 
 import numpy as np
 
 from audiolime import audio as audiolib
-from audiolime.errors import InvalidInput, ModelNotFound, NotFound, ResourceExhausted, Unavailable
+from audiolime.errors import InvalidInput, ModelNotFound, ResourceExhausted
+from audiolime.explain.signal import Audio, resample
+from audiolime.explain.stems import STEM_RATE, ChunkPlan, separate_chunked
+from audiolime.inputs import InputReader
 from audiolime.separator.cache import Manifest, StemCache, StemWriter
 from audiolime.server import metrics
-from audiolime.store import ObjectStore, S3Store
 
 log = logging.getLogger(__name__)
 
-STEM_RATE = 44100
-SPLEETER_SEGMENT = 512 * 1024  # T frames x frame_step samples at 44.1 kHz (every published config)
 
 
 class Separator(Protocol):
@@ -149,83 +148,6 @@ class Place:
             adm._slots.release()
 
 
-def separate_chunked(separator: Separator, waveform: np.ndarray, sample_rate: int, chunk: int, overlap: int,
-                     sink: Callable[[np.ndarray, dict[str, np.ndarray]], None]) -> None:
-    """Run ``separator`` over ``waveform`` [ch, n] in chunks of ``chunk`` samples overlapping by
-    ``overlap`` (linear cross-fade), calling ``sink(mixture_part, {stem: part})`` in order with
-    consecutive, non-overlapping parts that together cover the whole input."""
-    n = waveform.shape[1]
-    if chunk <= 0 or n <= chunk:
-        out = separator.separate(waveform, sample_rate).stems
-        sink(waveform, out)
-        return
-    overlap = max(0, min(overlap, chunk // 2))
-    hop = chunk - overlap
-    ramp = np.linspace(0.0, 1.0, overlap, dtype=np.float32)[None, :] if overlap else None
-    tail: dict[str, np.ndarray] | None = None
-    start = 0
-    while True:
-        end = min(start + chunk, n)
-        stems = separator.separate(waveform[:, start:end], sample_rate).stems
-        if tail is not None and overlap:
-            stems = {k: v.copy() for k, v in stems.items()}
-            for k, v in stems.items():
-                v[:, :overlap] = tail[k] * (1.0 - ramp) + v[:, :overlap] * ramp
-        last = end >= n
-        emit_to = end if last else end - overlap
-        sink(waveform[:, start:emit_to], {k: v[:, :emit_to - start] for k, v in stems.items()})
-        if last:
-            return
-        tail = {k: v[:, emit_to - start:] for k, v in stems.items()}
-        start += hop
-
-
-def chunk_plan(chunk_s: float) -> tuple[int, int]:
-    """(chunk, overlap) in samples at 44.1 kHz: chunks of whole Spleeter segments overlapping by one."""
-    if chunk_s <= 0:
-        return 0, 0
-    hop_segments = max(1, round(chunk_s * STEM_RATE / SPLEETER_SEGMENT))
-    return (hop_segments + 1) * SPLEETER_SEGMENT, SPLEETER_SEGMENT
-
-
-class UriReader:
-    """Reads ``AudioInput.uri``: URIs of the configured store, or any ``s3://bucket/key`` through
-    the service's own S3 credentials and endpoint."""
-
-    def __init__(self, store: ObjectStore, s3_endpoint: str | None = None, s3_region: str | None = None) -> None:
-        self.store = store
-        self.s3_endpoint = s3_endpoint
-        self.s3_region = s3_region
-
-    def __call__(self, uri: str) -> bytes:
-        try:
-            key = self.store.parse_uri(uri)
-        except InvalidInput:
-            key = None
-        if key is not None:
-            return self._read(self.store, key, uri)
-        u = urlparse(uri)
-        if u.scheme != "s3" or not u.netloc or not u.path.strip("/"):
-            raise InvalidInput(f"unsupported audio URI {uri!r}: expected s3://bucket/key or a URI of the object store")
-        store = S3Store(u.netloc, "", endpoint_url=self.s3_endpoint, region=self.s3_region)
-        return self._read(store, u.path.lstrip("/"), uri)
-
-    @staticmethod
-    def _read(store: ObjectStore, key: str, uri: str) -> bytes:
-        """The object's bytes; S3 failures become domain errors (never an INTERNAL traceback)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return store.get(key)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "error")
-            if code in ("NoSuchBucket", "NoSuchKey", "404", "NotFound"):
-                raise NotFound(f"audio {uri} does not exist") from None
-            raise InvalidInput(f"cannot read audio {uri}: {code}") from None
-        except BotoCoreError as exc:
-            raise Unavailable(f"cannot reach the object store for {uri}: {exc}") from None
-
-
 class SeparationService:
     """Separate recordings with cached results; thread-safe."""
 
@@ -234,7 +156,7 @@ class SeparationService:
         self.separators = dict(separators)
         self.cache = cache
         self.config = config
-        self.read_uri = read_uri or UriReader(cache.store)
+        self.read_uri = read_uri or InputReader(cache.store)
         self.admission = Admission(config.max_concurrency, config.max_queue)
 
     def model(self, name: str) -> Separator:
@@ -245,7 +167,7 @@ class SeparationService:
             raise ModelNotFound(f"separator model {name!r} is not loaded "
                                 f"(loaded: {', '.join(sorted(self.separators)) or 'none'})") from None
 
-    def load_audio(self, content: bytes | None, uri: str | None, filename: str = "") -> audiolib.Audio:
+    def load_audio(self, content: bytes | None, uri: str | None, filename: str = "") -> Audio:
         """Decode the input within the configured size and duration limits."""
         if uri:
             content = self.read_uri(uri)
@@ -284,13 +206,13 @@ class SeparationService:
                 manifest = self._separate_and_store(separator, audio, sha)
         return self._result(manifest, False, {"decode": decode_s, **manifest.timings_s})
 
-    def _separate_and_store(self, separator: Separator, audio: audiolib.Audio, sha: str) -> Manifest:
+    def _separate_and_store(self, separator: Separator, audio: Audio, sha: str) -> Manifest:
         t0 = time.perf_counter()
-        mixture = audiolib.resample(audio.waveform, audio.sample_rate, STEM_RATE)
+        mixture = resample(audio.waveform, audio.sample_rate, STEM_RATE)
         writers = {name: StemWriter(STEM_RATE, audio.channels) for name in separator.stems_names}
         sums = np.zeros(2, dtype=np.float64)  # [sum (mix - total)^2, sum mix^2]
 
-        def sink(mix: np.ndarray, stems: dict[str, np.ndarray]) -> None:
+        def sink(_: int, mix: np.ndarray, stems: Mapping[str, np.ndarray]) -> None:
             total = np.zeros_like(mix, dtype=np.float64)
             for name, part in stems.items():
                 writers[name].write(part)
@@ -298,8 +220,8 @@ class SeparationService:
             sums[0] += float(np.sum(np.square(mix - total)))
             sums[1] += float(np.sum(np.square(mix, dtype=np.float64)))
 
-        chunk, overlap = chunk_plan(self.config.chunk_s)
-        separate_chunked(separator, mixture, STEM_RATE, chunk, overlap, sink)
+        separate_chunked(lambda a, b: separator.separate(mixture[:, a:b], STEM_RATE).stems, mixture,
+                         ChunkPlan.for_seconds(self.config.chunk_s), sink)
         del mixture
         t1 = time.perf_counter()
         metrics.SEPARATION_DURATION.labels(separator.name).observe(t1 - t0)

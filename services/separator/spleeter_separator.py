@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiolime.audio import resample, to_channels
+from audiolime.explain.signal import resample, to_channels
 from audiolime.errors import InvalidInput, ModelNotFound
 
 log = logging.getLogger(__name__)

@@ -6,10 +6,7 @@ CLI prints one line ``audiolime: error: INVALID_ARGUMENT: ...`` and exits 2.
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,30 +14,14 @@ from pathlib import Path
 
 import grpc
 
-from audiolime import errors
-from audiolime.v1 import common_pb2, explainer_pb2, explainer_pb2_grpc
-
-MANIFEST = "explanation.json"
-_ERRORS = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidInput,
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
-}
-
-
-class RemoteError(errors.AudiolimeError):
-    """A gRPC failure without a more specific domain error (``code`` is the status name)."""
-
-
-def _domain_error(code_name: str, details: str) -> errors.AudiolimeError:
-    code = getattr(grpc.StatusCode, code_name, None)
-    return _ERRORS.get(code, RemoteError)(f"{code_name}: {details}")
+from audiolime import errors, wire
+from audiolime.explain.artifacts import write_files
+from audiolime.explain.document import Document
+from audiolime.v1 import explainer_pb2, explainer_pb2_grpc
 
 
 def _translate(exc: grpc.RpcError) -> errors.AudiolimeError:
-    return _domain_error(exc.code().name, exc.details() or "")
+    return errors.from_status(exc.code().name, exc.details() or "")
 
 
 class ExplainerClient:
@@ -93,9 +74,9 @@ class ExplainerClient:
             if job.state == explainer_pb2.ExplanationJob.SUCCEEDED:
                 return job.result
             if job.state == explainer_pb2.ExplanationJob.FAILED:
-                raise _domain_error(job.error_code or "UNKNOWN", job.error_message)
+                raise errors.from_status(job.error_code or "UNKNOWN", job.error_message)
             if deadline is not None and time.monotonic() > deadline:
-                raise errors.Unavailable(f"DEADLINE_EXCEEDED: job {job_id} not finished after {timeout_s:g} s")
+                raise errors.DeadlineExceeded(f"DEADLINE_EXCEEDED: job {job_id} not finished after {timeout_s:g} s")
             time.sleep(poll_s)
 
 
@@ -109,69 +90,13 @@ def fetch(url: str, timeout_s: float = 60.0) -> bytes:
 
 
 def download(explanation: explainer_pb2.Explanation, out_dir: Path) -> dict:
-    """Download every artifact and the manifest into ``out_dir`` (the manifest last, staged like
-    the in-process writer); return the manifest document."""
-    from audiolime.explainer.convert import urls_by_file
+    """Download every artifact and the manifest into ``out_dir`` with the one artifact writer
+    (artifacts first, the manifest last, nothing left on failure); return the manifest document."""
+    from audiolime.store import LocalStore
 
-    urls = urls_by_file(explanation)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        names = [n for n in urls if n != MANIFEST] + [MANIFEST]
-        for name in names:
-            path = stage / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(fetch(urls[name]))
-        out_dir.mkdir(exist_ok=True)
-        (out_dir / MANIFEST).unlink(missing_ok=True)
-        for name in names:  # manifest last
-            dest = out_dir / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            (stage / name).replace(dest)
-        return json.loads((out_dir / MANIFEST).read_text())
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def request_from_args(args: argparse.Namespace) -> explainer_pb2.ExplainRequest:
-    song = Path(args.song)
-    if not song.is_file():
-        raise errors.InvalidInput(f"{song}: no such file")
-    req = explainer_pb2.ExplainRequest(
-        audio=common_pb2.AudioInput(content=song.read_bytes(), filename=str(args.song)),
-        model=args.tagger, tags=args.tag or [], top_n=1, segments=args.segments, separator_model=args.separator,
-        num_samples=args.num_samples, seed=args.seed, top_k=args.top_k)
-    if args.start is not None:
-        req.window_start_s = args.start
-    return req
-
-
-def explain_remote(args: argparse.Namespace) -> int:
-    """``audiolime explain --server HOST:PORT SONG ...``: same output as the in-process command."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    request = request_from_args(args)
-    result = None
-    err = Console(stderr=True)
-    with ExplainerClient(args.server) as client, Progress(TextColumn("{task.description}"), BarColumn(),
-                                                           MofNCompleteColumn(), console=err, transient=True,
-                                                           disable=not err.is_terminal) as bar:
-        task = bar.add_task("connecting", total=None)
-        for event in client.explain_stream(request):
-            if event.HasField("result"):
-                result = event.result
-            else:
-                p = event.progress
-                bar.update(task, description=p.stage, completed=p.evaluated, total=p.total or None)
-    if result is None:
-        raise RemoteError("UNKNOWN: the stream ended without a result")
-    doc = download(result, args.out) if args.out else json.loads(fetch(result.manifest_url))
-    if args.json:
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
-    else:
-        from audiolime.report import print_document
-
-        print_document(doc, Console(), str(args.out) if args.out else None)
-    return 0
+    manifest_bytes = fetch(explanation.manifest_url)
+    manifest = Document.loads(manifest_bytes)
+    urls = wire.urls_by_file(manifest, explanation)
+    write_files(LocalStore(Path(out_dir)), "", ((name, fetch(url), "application/octet-stream")
+                                                for name, url in urls.items()), manifest_bytes)
+    return json.loads(manifest_bytes)

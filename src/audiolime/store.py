@@ -50,6 +50,10 @@ class ObjectStore(ABC):
         """Whether ``key`` exists."""
 
     @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete one object (no error if it does not exist)."""
+
+    @abstractmethod
     def delete_prefix(self, prefix: str) -> None:
         """Delete every object whose key starts with ``prefix`` (no error if none)."""
 
@@ -111,6 +115,9 @@ class S3Store(ObjectStore):
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return False
             raise
+
+    def delete(self, key: str) -> None:
+        self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
 
     def delete_prefix(self, prefix: str) -> None:
         full = self._full(prefix)
@@ -189,6 +196,9 @@ class LocalStore(ObjectStore):
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
 
     def delete_prefix(self, prefix: str) -> None:
         p = self.path(prefix)

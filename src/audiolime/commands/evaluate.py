@@ -9,7 +9,8 @@ TAGGERS = ("musicnn-msd", "fcn-msd")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from audiolime.cli import _positive_int, add_model_dir
+    from audiolime.commands.args import add_model_dir
+    from audiolime.commands.args import positive_int as _positive_int
 
     p = sub.add_parser("evaluate", help="same-top-tag rate of audioLIME, SLIME and random top-k components "
                                         "(the paper's Figure 2)")
@@ -65,7 +66,7 @@ def parse_windows(values: list[str]) -> tuple[int, tuple[tuple[str, int], ...]]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from audiolime.evaluate import EvalConfig, run
+    from audiolime.evaluation.experiment import EvalConfig, run
 
     windows, override = parse_windows(args.windows_per_song)
     cfg = EvalConfig(taggers=tuple(args.tagger or ["musicnn-msd"]), audio_dir=str(args.audio),

@@ -1,5 +1,6 @@
-"""Server interceptors: request ids, Prometheus metrics, and the one place where domain
-errors become gRPC status codes (internal errors are logged and hidden behind a generic message)."""
+"""Server interceptors: request context (id, deadline), Prometheus metrics, and the one place where
+domain errors become gRPC status codes, by the table in :mod:`audiolime.errors` (internal errors are
+logged and hidden behind a generic message)."""
 
 from __future__ import annotations
 
@@ -13,26 +14,15 @@ from grpc_interceptor import ServerInterceptor
 from grpc_interceptor.exception_to_status import ExceptionToStatusInterceptor
 
 from audiolime import errors
-from audiolime.server import logs, metrics
+from audiolime.server import context as callctx
+from audiolime.server import metrics
 
 log = logging.getLogger(__name__)
 
-STATUS_OF: list[tuple[type[Exception], grpc.StatusCode]] = [
-    (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.ModelNotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.ModelNotReady, grpc.StatusCode.UNAVAILABLE),
-    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
-]
-
-
 def status_of(exc: BaseException) -> grpc.StatusCode | None:
-    for cls, code in STATUS_OF:
-        if isinstance(exc, cls):
-            return code
-    return None
+    """The status code of a domain error (:func:`audiolime.errors.status_name`); None otherwise."""
+    name = errors.status_name(exc)
+    return None if name is None else grpc.StatusCode[name]
 
 
 def _split(method_name: str) -> tuple[str, str]:
@@ -40,32 +30,37 @@ def _split(method_name: str) -> tuple[str, str]:
     return service, method
 
 
-class RequestIdInterceptor(ServerInterceptor):
-    """Takes ``x-request-id`` from the caller (or makes one), exposes it to logs, echoes it back."""
+class RequestContextInterceptor(ServerInterceptor):
+    """Takes ``x-request-id`` from the caller (or makes one) and the call's deadline into the
+    request context (:mod:`audiolime.server.context`) for logs and outgoing calls; echoes the id."""
 
     def intercept(self, method: Callable, request_or_iterator: Any, context: grpc.ServicerContext, method_name: str) -> Any:
-        incoming = dict(context.invocation_metadata()).get(logs.REQUEST_ID_HEADER)
-        token = logs.set_request_id(incoming)
-        context.set_trailing_metadata(((logs.REQUEST_ID_HEADER, logs.current_request_id()),))
+        incoming = dict(context.invocation_metadata()).get(callctx.REQUEST_ID_HEADER)
+        tokens = (callctx.set_request_id(incoming), callctx.set_deadline(context.time_remaining()))
+        context.set_trailing_metadata(((callctx.REQUEST_ID_HEADER, callctx.current_request_id()),))
         try:
             result = method(request_or_iterator, context)
         except BaseException:
-            logs.reset_request_id(token)
+            self._reset(tokens)
             raise
         if isinstance(result, Iterator):
-            return self._stream(result, token)
-        logs.reset_request_id(token)
+            return self._stream(result, tokens)
+        self._reset(tokens)
         return result
 
     @staticmethod
-    def _stream(responses: Iterator, token) -> Iterator:
+    def _reset(tokens) -> None:
+        try:
+            callctx.reset_request_id(tokens[0])
+            callctx.reset_deadline(tokens[1])
+        except ValueError:  # a stream finished in another context
+            pass
+
+    def _stream(self, responses: Iterator, tokens) -> Iterator:
         try:
             yield from responses
         finally:
-            try:
-                logs.reset_request_id(token)
-            except ValueError:  # generator finished in another context
-                pass
+            self._reset(tokens)
 
 
 class DomainErrorInterceptor(ExceptionToStatusInterceptor):
@@ -79,7 +74,7 @@ class DomainErrorInterceptor(ExceptionToStatusInterceptor):
         if isinstance(ex, grpc.RpcError) or context.code() not in (None, grpc.StatusCode.OK):
             raise ex  # already aborted with a status
         log.exception("internal error in %s", method_name)
-        context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {logs.current_request_id()})")
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {callctx.current_request_id()})")
 
 
 class MetricsInterceptor(ServerInterceptor):
@@ -121,4 +116,4 @@ class MetricsInterceptor(ServerInterceptor):
 
 def server_interceptors() -> list[grpc.ServerInterceptor]:
     """Outermost first: request id, metrics (sees the final code), error mapping."""
-    return [RequestIdInterceptor(), MetricsInterceptor(), DomainErrorInterceptor()]
+    return [RequestContextInterceptor(), MetricsInterceptor(), DomainErrorInterceptor()]

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import sys
-import uuid
 
 from pythonjsonlogger import json as jsonlogger
 
-REQUEST_ID_HEADER = "x-request-id"
-_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
-
-
-def current_request_id() -> str:
-    return _request_id.get()
-
-
-def set_request_id(value: str | None) -> contextvars.Token:
-    return _request_id.set(value or uuid.uuid4().hex)
-
-
-def reset_request_id(token: contextvars.Token) -> None:
-    _request_id.reset(token)
+from audiolime.server.context import current_request_id
 
 
 class _RequestIdFilter(logging.Filter):
@@ -31,7 +16,7 @@ class _RequestIdFilter(logging.Filter):
         self.service = service
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _request_id.get()
+        record.request_id = current_request_id()
         record.service = self.service
         return True
 

@@ -12,9 +12,9 @@ Transport-free: in-process SavedModels and Spleeter. Per song, ``windows_per_son
 windows are placed with *evenly spaced centres* (centre i at (i + 1/2) / W of the song, the
 window clamped inside the song): independent of the tagger's confidence (top-probability
 windows would bias the check towards easy windows), and windows of different taggers share
-centres, so a short (musicnn, 3 s) window usually lies inside a long (FCN, 29 s) one. Spleeter
-runs once per merged union of all planned windows of a song (plus 0.5 s context either side),
-and every window's stems are cropped from it -- stems are shared across taggers.
+centres, so a short (musicnn, 3 s) window usually lies inside a long (FCN, 29 s) one. Stems come
+from the same source as every other door's (:class:`audiolime.explain.stems.LocalSeparation`),
+which keeps the separated chunks of the current song, so windows of one song share them.
 
 Every finished (song, tagger, window) item is appended to ``items.jsonl`` in the output
 directory; a rerun with the same configuration skips finished items and rebuilds the outputs
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from audiolime.errors import InvalidInput, ModelNotFound
+from audiolime.explain.request import stems_of
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 METHODS = ("audiolime", "slime", "random")
@@ -96,11 +97,6 @@ class EvalConfig:
 # validation and planning (no TensorFlow)
 
 
-def _num_stems(separator: str) -> int:
-    digits = "".join(ch for ch in separator.split("stems")[0] if ch.isdigit())
-    return int(digits) if digits else 2
-
-
 def find_songs(audio_dir: Path) -> list[Path]:
     if not audio_dir.is_dir():
         raise InvalidInput(f"--audio {audio_dir} is not a directory")
@@ -117,7 +113,7 @@ def validate(cfg: EvalConfig, serving_dir: Path) -> None:
         raise InvalidInput("--tagger given twice")
     if not cfg.ks or min(cfg.ks) < 1:
         raise InvalidInput("--k values must be >= 1")
-    d_a = _num_stems(cfg.separator) * cfg.segments
+    d_a = len(stems_of(cfg.separator)) * cfg.segments
     d_s = cfg.slime_segments * cfg.slime_bands
     for name, d in (("audioLIME", d_a), ("SLIME", d_s)):
         if max(cfg.ks) >= d:
@@ -125,7 +121,7 @@ def validate(cfg: EvalConfig, serving_dir: Path) -> None:
                                f"(increase --segments / --slime-segments)")
         if cfg.num_samples < d + 1:
             raise InvalidInput(f"--num-samples must be at least d'+1 = {d + 1} for {name}, got {cfg.num_samples}")
-    from audiolime.explainer.slime import BASELINES, DOMAINS
+    from audiolime.evaluation.slime import BASELINES, DOMAINS
 
     if cfg.slime_domain not in DOMAINS:
         raise InvalidInput(f"--slime-domain must be one of {', '.join(DOMAINS)}, got {cfg.slime_domain!r}")
@@ -182,16 +178,6 @@ def window_starts(num_samples: int, window: int, count: int) -> list[int]:
         centre = (i + 0.5) * num_samples / count
         out.append(int(min(max(round(centre - window / 2), 0), max(num_samples - window, 0))))
     return out
-
-
-def merge_intervals(intervals: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[list[int]] = []
-    for a, b in sorted(intervals):
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
-    return [(a, b) for a, b in merged]
 
 
 def tagger_batch(batch_size: int, window_samples: int) -> int:
@@ -254,12 +240,6 @@ def check_config(out: Path, cfg: EvalConfig) -> None:
 # one item
 
 
-def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
-    if x.shape[-1] >= n:
-        return np.ascontiguousarray(x[..., :n])
-    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n - x.shape[-1])])
-
-
 def _weights(target, d: int) -> np.ndarray:
     w = np.zeros(d)
     for rc in target.ranking:
@@ -272,14 +252,16 @@ def evaluate_window(tagger, window: np.ndarray, model_stems: dict[str, np.ndarra
                     progress: Callable[[str], None] | None = None) -> tuple[list[dict], dict]:
     """Explain the top tag of one window with audioLIME and SLIME, then tag the top-k mixes
     (and the random draws) for every k. Returns (rows without song/window keys, metadata)."""
-    from audiolime.explainer.baselines import random_draws, to_masks, top_k_positive
-    from audiolime.explainer.engine import Engine, ExplainParams
-    from audiolime.explainer.factorization import StemSegmentFactorization
-    from audiolime.explainer.slime import NotApplicable, audio_for_tagger, for_tagger
+    from audiolime.evaluation.baselines import random_draws, to_masks, top_k_positive
+    from audiolime.explain.engine import Engine
+    from audiolime.explain.request import ExplainRequest
+    from audiolime.explain.factorization import StemSegmentFactorization
+    from audiolime.evaluation.slime import NotApplicable, audio_for_tagger, for_tagger
 
     say = progress or (lambda _: None)
     labels = tagger.labels
-    params = ExplainParams(num_samples=cfg.num_samples, top_k=max(cfg.ks), seed=seed, kernel_width=cfg.kernel_width)
+    params = ExplainRequest(num_samples=cfg.num_samples, top_k=max(cfg.ks), seed=seed, kernel_width=cfg.kernel_width,
+                            segments=cfg.segments, separator=cfg.separator)
     rows: list[dict] = []
     meta: dict = {"timings_s": {}}
     t0 = time.perf_counter()
@@ -387,7 +369,8 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
     check_config(out, cfg)
     done = load_checkpoint(out)
 
-    from audiolime.audio import decode, resample, to_mono
+    from audiolime.audio import decode
+    from audiolime.explain.signal import fit_length, resample, to_mono
 
     # Plan: decode headers lazily per song; window lengths come from the taggers, which we only
     # load when something is left to compute.
@@ -406,14 +389,16 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-        from audiolime.explainer.pipeline import separate_with_context
+        from audiolime.explain.stems import STEM_RATE, LocalSeparation
         from audiolime.local import load_separator, load_tagger, quiet_tensorflow
 
         quiet_tensorflow()
         console = console or Console(stderr=True)
         taggers = {name: load_tagger(model_dir, name) for name in cfg.taggers}
         separator = load_separator(model_dir, cfg.separator)
-        stem_source = separate_with_context(separator.separate, separator.name)
+        # the shared stem source, keeping the chunks of the current song: windows of one song share them
+        stem_source = LocalSeparation(lambda wave: separator.separate(wave, STEM_RATE).stems, separator.name,
+                                      cache_chunks=8)
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task("evaluating", total=total, completed=n_done)
@@ -422,7 +407,7 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
                 sr = audio.sample_rate
                 mono_by_rate: dict[int, np.ndarray] = {}
                 plan = {}  # (tagger, window) -> (start_m, a, b)
-                for t in cfg.taggers:  # every planned window, finished or not: stable separation regions
+                for t in cfg.taggers:
                     tg = taggers[t]
                     if tg.sample_rate not in mono_by_rate:
                         mono_by_rate[tg.sample_rate] = resample(to_mono(audio.waveform)[None, :], sr,
@@ -432,21 +417,16 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
                         a = int(round(start / tg.sample_rate * sr))
                         b = min(a + int(round(tg.window_samples / tg.sample_rate * sr)), audio.num_samples)
                         plan[(t, wi)] = (start, a, b)
-                regions = merge_intervals([(a, b) for _, a, b in plan.values()])
-                cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
                 for t, wi in todo:
                     tg = taggers[t]
                     start, a, b = plan[(t, wi)]
-                    region = next(r for r in regions if r[0] <= a and b <= r[1])
-                    if region not in cache:
-                        bar.update(task, description=f"{song.stem[:28]}: separating")
-                        cache[region] = stem_source(audio, *region).stems
+                    bar.update(task, description=f"{song.stem[:28]}: separating")
                     w = tg.window_samples
-                    listen = {k: _fit_length(v[:, a - region[0]:b - region[0]], int(round(w / tg.sample_rate * sr)))
-                              for k, v in cache[region].items()}
-                    model_stems = {k: _fit_length(resample(to_mono(v)[None, :], sr, tg.sample_rate)[0], w)
+                    listen = {k: fit_length(v, int(round(w / tg.sample_rate * sr)))
+                              for k, v in stem_source.window(audio, a, b).stems.items()}
+                    model_stems = {k: fit_length(resample(to_mono(v)[None, :], sr, tg.sample_rate)[0], w)
                                    for k, v in listen.items()}
-                    window = _fit_length(mono_by_rate[tg.sample_rate][None, start:start + w], w)[0]
+                    window = fit_length(mono_by_rate[tg.sample_rate][None, start:start + w], w)[0]
                     label = f"{song.stem[:28]} {t} w{wi}"
                     rows, meta = evaluate_window(
                         tg, window, model_stems, start / tg.sample_rate, cfg, item_seed(cfg.seed, song.name, t, wi),
@@ -522,7 +502,7 @@ def write_outputs(out: Path, cfg: EvalConfig, items: Sequence[dict]) -> dict:
     table = aggregate(cfg, rows)
     doc = {"config": {**asdict(cfg), "ks": list(cfg.ks), "taggers": list(cfg.taggers),
                       "windows_per_song": {t: cfg.windows(t) for t in cfg.taggers}, "windows_override": None,
-                      "audioLIME_components": _num_stems(cfg.separator) * cfg.segments,
+                      "audioLIME_components": len(stems_of(cfg.separator)) * cfg.segments,
                       "slime_components": cfg.slime_segments * cfg.slime_bands},
            "items": len(items), "songs": sorted({rec["song"] for rec in items}),
            "table": table, "paper": {m: {meth: dict(zip(map(str, PAPER_KS), v)) for meth, v in d.items()}
@@ -553,7 +533,7 @@ def _cell(c: dict) -> str:
 
 
 def markdown(cfg: EvalConfig, table: dict, items: Sequence[dict]) -> str:
-    d_a = _num_stems(cfg.separator) * cfg.segments
+    d_a = len(stems_of(cfg.separator)) * cfg.segments
     lines = ["# Same-top-tag rate (audioLIME paper, Figure 2)", "",
              f"{len(items)} explanations ({len({r['song'] for r in items})} songs; windows per song: "
              + ", ".join(f"{t} {cfg.windows(t)}" for t in cfg.taggers)

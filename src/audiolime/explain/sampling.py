@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audiolime.errors import InvalidInput
-
-MAX_SAMPLES = 65536
+from audiolime.explain.request import check_num_samples
 
 
 @dataclass(frozen=True)
@@ -30,19 +28,13 @@ class MaskSet:
         return int(self.unique.shape[0])
 
 
-def validate_num_samples(num_samples: int, num_components: int) -> None:
-    if num_samples < num_components + 1 or num_samples > MAX_SAMPLES:
-        raise InvalidInput(f"num_samples must be between d'+1 = {num_components + 1} and {MAX_SAMPLES}, "
-                           f"got {num_samples}")
-
-
 def sample_masks(num_components: int, num_samples: int, seed: int) -> MaskSet:
     """Draw ``num_samples`` masks over ``num_components`` components, deterministic per ``seed``.
 
     When ``2**d <= num_samples`` every mask is enumerated exactly once instead (all ones first).
     """
     d = num_components
-    validate_num_samples(num_samples, d)
+    check_num_samples(num_samples, d)
     if d < 30 and 2 ** d <= num_samples:
         codes = np.arange(2 ** d - 1, -1, -1, dtype=np.int64)  # all ones first
         masks = ((codes[:, None] >> np.arange(d - 1, -1, -1)) & 1).astype(np.uint8)

@@ -13,7 +13,7 @@ every STFT bin belongs to exactly one rectangle, and all rectangles on reproduce
 spectrogram.
 
 A :class:`SpectrogramRectangles` factorization plugs into the audioLIME
-:class:`~audiolime.explainer.engine.Engine` unchanged (the engine only uses ``compose``,
+:class:`~audiolime.explain.engine.Engine` unchanged (the engine only uses ``compose``,
 ``num_components`` and ``info``): drive it with ``predict=tagger.predict_spectrogram`` and the
 window's spectrogram as the analysed "window". A switched-off rectangle is replaced by a
 baseline value (``zero``, or the window spectrogram's ``min`` or ``mean``).

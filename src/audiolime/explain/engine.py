@@ -9,44 +9,42 @@ TF Serving client. All per-request state lives in locals and the returned object
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import Protocol
 
 import numpy as np
 
 from audiolime.errors import InvalidInput
-from audiolime.explainer.factorization import Component, StemSegmentFactorization
-from audiolime.explainer.sampling import MaskSet, sample_masks
-from audiolime.explainer.surrogate import fit_surrogate, kernel_weights
+from audiolime.explain.events import Event, EventSink, ignore
+from audiolime.explain.request import ExplainRequest
+from audiolime.explain.sampling import MaskSet, sample_masks
+from audiolime.explain.surrogate import fit_surrogate, kernel_weights
 
 Predict = Callable[[np.ndarray], np.ndarray]
-Progress = Callable[[int, int], None]  # (evaluated, total)
 
 
-@dataclass(frozen=True)
-class ExplainParams:
-    num_samples: int = 2048
-    top_k: int = 3
-    seed: int = 0
-    kernel_width: float = 0.25
-    ridge_alpha: float = 1.0
+class Factorization(Protocol):
+    """What the engine needs of a set of interpretable components (audioLIME's stems x segments,
+    or the evaluation's SLIME rectangles)."""
 
-    def validate(self) -> None:
-        if self.top_k < 1:
-            raise InvalidInput(f"top_k must be >= 1, got {self.top_k}")
-        if not self.kernel_width > 0:
-            raise InvalidInput(f"kernel_width must be > 0, got {self.kernel_width}")
-        if self.ridge_alpha < 0:
-            raise InvalidInput(f"ridge_alpha must be >= 0, got {self.ridge_alpha}")
+    info: list
+
+    @property
+    def num_components(self) -> int: ...
+
+    def compose(self, masks: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
 class RankedComponent:
     rank: int
-    component: Component
+    component: object  # factorization.Component (or a SLIME rectangle): index, source, name, ...
     weight: float
 
 
@@ -107,11 +105,6 @@ def resolve_tags(labels: Sequence[str], names: Sequence[str]) -> list[int]:
     return out
 
 
-def top_tags(probabilities: np.ndarray, labels: Sequence[str], n: int) -> list[tuple[str, float]]:
-    order = np.argsort(-probabilities, kind="stable")[:n]
-    return [(labels[i], float(probabilities[i])) for i in order]
-
-
 class Engine:
     """Runs explanations against one tagger ``predict`` with ``labels``.
 
@@ -128,8 +121,12 @@ class Engine:
         self.max_in_flight = max_in_flight
 
     def evaluate(self, compose: Callable[[np.ndarray], np.ndarray], masks: np.ndarray,
-                 progress: Progress | None = None) -> np.ndarray:
-        """Predict on the composition of every mask row, in batches, up to ``max_in_flight`` at once."""
+                 on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Predict on the composition of every mask row, in batches, up to ``max_in_flight`` at once.
+
+        Worker threads run in a copy of the caller's context, so request ids and deadlines held in
+        contextvars travel with every tagger call. ``on_batch(done, total)`` follows each batch, in
+        order; it may raise to stop (batches in flight finish, no new ones start)."""
         n = len(masks)
         out = np.empty((n, len(self.labels)), dtype=np.float32)
         starts = list(range(0, n, self.batch_size))
@@ -147,35 +144,50 @@ class Engine:
         if self.max_in_flight == 1 or len(starts) == 1:
             for s in starts:
                 done += run(s)
-                if progress:
-                    progress(done, n)
-        else:
-            with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="tagger-batch") as pool:
-                for count in pool.map(run, starts):  # the pool's size bounds the calls in flight
-                    done += count
-                    if progress:
-                        progress(done, n)
+                if on_batch:
+                    on_batch(done, n)
+            return out
+        with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="tagger-batch") as pool:
+            pending = iter(starts)
+            futures = [pool.submit(contextvars.copy_context().run, run, s)
+                       for s in islice(pending, self.max_in_flight)]
+            try:
+                while futures:
+                    done += futures.pop(0).result()
+                    futures += [pool.submit(contextvars.copy_context().run, run, s) for s in islice(pending, 1)]
+                    if on_batch:
+                        on_batch(done, n)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
         return out
 
-    def explain(self, factorization: StemSegmentFactorization, window: np.ndarray, targets: Sequence[int] | None,
-                params: ExplainParams = ExplainParams(), progress: Progress | None = None) -> Explanation:
-        """Explain ``targets`` (tag indices; None = top predicted tag) for the analysed ``window``."""
-        params.validate()
+    def explain(self, factorization: Factorization, window: np.ndarray, targets: Sequence[int] | None,
+                request: ExplainRequest = ExplainRequest(), events: EventSink = ignore) -> Explanation:
+        """Explain ``targets`` (tag indices; None = top predicted tag) for the analysed ``window``.
+
+        Emits ``predict`` (masks evaluated / total), ``fit`` and ``fidelity`` events."""
+        if request.top_k < 1:
+            raise InvalidInput(f"top_k must be >= 1, got {request.top_k}")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         prediction = self.evaluate(lambda _: window[None, :].astype(np.float32), np.ones((1, 1)))[0]
         target_idx = list(targets) if targets else [int(np.argmax(prediction))]
-        if not target_idx:
-            raise InvalidInput("no target tags")
-        masks = sample_masks(factorization.num_components, params.num_samples, params.seed)
+        masks = sample_masks(factorization.num_components, request.num_samples, request.seed)
         timings["sample"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        unique_pred = self.evaluate(factorization.compose, masks.unique, progress)
+        total = masks.num_unique
+        events(Event("predict", 0, total))
+        unique_pred = self.evaluate(factorization.compose, masks.unique,
+                                    lambda done, n: events(Event("predict", done, n)))
         timings["predict"] = time.perf_counter() - t1
+        events(Event("fit"))
         t2 = time.perf_counter()
-        weights = kernel_weights(masks.masks, params.kernel_width)
-        fit = fit_surrogate(masks.masks, unique_pred[masks.inverse][:, target_idx], weights, params.ridge_alpha)
+        weights = kernel_weights(masks.masks, request.kernel_width)
+        fit = fit_surrogate(masks.masks, unique_pred[masks.inverse][:, target_idx], weights, request.ridge_alpha)
         timings["fit"] = time.perf_counter() - t2
+        events(Event("fidelity"))
         t3 = time.perf_counter()
         rankings = []
         for j, _ in enumerate(target_idx):
@@ -185,7 +197,7 @@ class Engine:
         fid_masks = np.zeros((len(target_idx), factorization.num_components), dtype=np.uint8)
         chosen = []
         for j, ranking in enumerate(rankings):
-            pos = tuple(rc.component.index for rc in ranking[:params.top_k] if rc.weight > 0)
+            pos = tuple(rc.component.index for rc in ranking[:request.top_k] if rc.weight > 0)
             fid_masks[j, list(pos)] = 1
             chosen.append(pos)
         fid_pred = self.evaluate(factorization.compose, fid_masks)

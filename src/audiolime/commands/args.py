@@ -1,0 +1,52 @@
+"""Argument helpers shared by the sub-commands (parsing only: bounds live in the request model)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def default_model_dir() -> Path:
+    """``$AUDIOLIME_MODEL_DIR``, else ``models/`` of a source checkout, else the user data dir."""
+    env = os.environ.get("AUDIOLIME_MODEL_DIR")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[3]
+    if (repo / "pyproject.toml").is_file():
+        return repo / "models"
+    return Path(os.path.expanduser("~/.local/share/audiolime/models"))
+
+
+def positive_int(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An integer flag within ``[lo, hi]`` (for flags that are not request fields)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}" if hi else f"must be >= {lo}")
+        return value
+
+    return parse
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def add_model_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-dir", type=Path, default=None,
+                   help="models directory (default: $AUDIOLIME_MODEL_DIR or ./models of the checkout)")

@@ -1,0 +1,152 @@
+"""``audiolime explain`` (in-process, or ``--server`` through the explainer service) and
+``audiolime demo``: a thin door over :mod:`audiolime.explain`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from audiolime.commands.args import add_model_dir, integer, number, positive_int
+from audiolime.explain.events import Event
+from audiolime.explain.request import ExplainRequest
+
+D = ExplainRequest  # the defaults, read from the one request model
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="explain what the tagger heard in a song")
+    add_explain_args(p)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("demo", help="set up the models and explain a real song from the package registry")
+    add_model_dir(p)
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="output directory (default out/demo)")
+    p.add_argument("--num-samples", type=integer, default=1024)
+    p.set_defaults(func=cmd_demo)
+
+
+def add_explain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("song", type=Path, help="audio file (wav, flac, ogg, mp3)")
+    p.add_argument("--tag", action="append", default=None,
+                   help="tag to explain (repeatable; default: the top predicted tag)")
+    p.add_argument("--top-k", type=integer, default=D.top_k, help=f"components to keep/listen to (default {D.top_k})")
+    p.add_argument("--num-samples", type=integer, default=D.num_samples,
+                   help=f"perturbation masks N, d'+1..65536 (default {D.num_samples})")
+    p.add_argument("--segments", type=integer, default=D.segments, help=f"temporal segments tau (default {D.segments})")
+    p.add_argument("--start", type=number, default=None,
+                   help="window start in seconds (default: where the tag is most probable)")
+    p.add_argument("--seed", type=integer, default=D.seed)
+    p.add_argument("--out", type=Path, default=None, help="write WAVs and explanation.json here")
+    p.add_argument("--json", action="store_true", help="print the explanation document as JSON on stdout")
+    p.add_argument("--tagger", default=D.model, help=f"tagger model (default {D.model})")
+    p.add_argument("--separator", default=D.separator, help=f"separator model (default {D.separator})")
+    p.add_argument("--batch-size", type=positive_int(1, 4096), default=64, help="windows per tagger call")
+    p.add_argument("--server", default=None, help="use the explainer service at HOST:PORT instead of in-process models")
+    add_model_dir(p)
+
+
+def request_from_args(args: argparse.Namespace) -> ExplainRequest:
+    return ExplainRequest(model=args.tagger, tags=tuple(args.tag or ()), window_start_s=args.start,
+                          segments=args.segments, separator=args.separator, num_samples=args.num_samples,
+                          seed=args.seed, top_k=args.top_k).validate()
+
+
+class ProgressBar:
+    """A progress bar on stderr (only on a terminal) driven by the explanation's events."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal)
+        self._task = self._p.add_task("starting", total=None)
+
+    def __enter__(self) -> ProgressBar:
+        self._p.start()
+        return self
+
+    def __call__(self, event: Event) -> None:
+        self._p.update(self._task, description=event.stage, completed=event.done, total=event.total or None)
+
+    def __exit__(self, *exc) -> None:
+        self._p.stop()
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    request = request_from_args(args)
+    if args.server:
+        doc = _explain_remote(args, request)
+    else:
+        doc = _explain_local(args, request)
+    _print(args, doc)
+    return 0
+
+
+def _explain_local(args: argparse.Namespace, request: ExplainRequest) -> dict:
+    from audiolime.audio import decode
+    from audiolime.explain.artifacts import write_explanation
+    from audiolime.explain.document import describe
+    from audiolime.explain.engine import Engine
+    from audiolime.explain.pipeline import check, explain_song
+    from audiolime.explain.stems import STEM_RATE, LocalSeparation
+    from audiolime.local import load_separator, load_tagger, quiet_tensorflow
+    from audiolime.store import LocalStore
+
+    audio = decode(args.song)  # bad audio fails before any model loads
+    quiet_tensorflow()
+    tagger = load_tagger(args.model_dir, request.model, request.model_version or None)
+    check(request, tagger, audio)  # bad tags, segments, start: fail before loading the separator
+    separator = load_separator(args.model_dir, request.separator)
+    source = LocalSeparation(lambda wave: separator.separate(wave, STEM_RATE).stems, separator.name)
+    engine = Engine(tagger.predict, tagger.labels, batch_size=args.batch_size)
+    with ProgressBar() as progress:
+        result = explain_song(audio, str(args.song), request, tagger, source, engine, progress)
+    doc = write_explanation(result, LocalStore(args.out))[0] if args.out else describe(result)
+    return doc.to_json()
+
+
+def _explain_remote(args: argparse.Namespace, request: ExplainRequest) -> dict:
+    from audiolime import errors, wire
+    from audiolime.client import ExplainerClient, download, fetch
+
+    song = Path(args.song)
+    if not song.is_file():
+        raise errors.InvalidInput(f"{song}: no such file")
+    pb = wire.request_to_proto(request, wire.AudioSource(content=song.read_bytes(), filename=str(args.song)))
+    result = None
+    with ExplainerClient(args.server) as client, ProgressBar() as progress:
+        for event in client.explain_stream(pb):
+            if event.HasField("result"):
+                result = event.result
+            else:
+                progress(Event(event.progress.stage, event.progress.evaluated, event.progress.total))
+    if result is None:
+        raise errors.RemoteError("UNKNOWN: the stream ended without a result")
+    return download(result, args.out) if args.out else json.loads(fetch(result.manifest_url))
+
+
+def _print(args: argparse.Namespace, doc: dict) -> None:
+    if args.json:
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+
+    from audiolime.report import print_document
+
+    print_document(doc, Console(), str(args.out) if args.out else None)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from audiolime import modelstore
+    from audiolime.local import quiet_tensorflow
+
+    quiet_tensorflow()
+    paths = modelstore.setup_all(args.model_dir, demo=True)
+    parser = argparse.ArgumentParser()
+    add_explain_args(parser)
+    explain_args = parser.parse_args([str(paths["demo"]), "--out", str(args.out), "--num-samples",
+                                      str(args.num_samples), "--model-dir", str(args.model_dir)])
+    return cmd_explain(explain_args)

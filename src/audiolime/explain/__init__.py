@@ -1,0 +1,1 @@
+"""audioLIME: the method (numpy + scikit-learn only)."""

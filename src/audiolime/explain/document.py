@@ -1,0 +1,257 @@
+"""An explanation as a typed document: what ``explanation.json`` holds, what the gRPC
+``Explanation`` is converted from, and the names of the listenable artifacts beside it.
+
+:func:`describe` makes a :class:`Document` from a pipeline result, with artifact references as
+relative file names (``rank1_vocals-2.wav``); :meth:`Document.with_files` swaps them for what a
+reader should fetch (presigned URLs). :meth:`Document.to_json` / :meth:`Document.from_json`
+round-trip exactly, so a document read back from the object store is the one written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from audiolime.explain.pipeline import ExplainResult
+
+DOCUMENT_VERSION = 1
+MANIFEST = "explanation.json"
+WINDOW_FILE = "window.wav"
+TOPK_MIX_FILE = "topk_mix.wav"
+
+FileRef = Callable[[str], "str | None"]
+
+
+def top_tags(probabilities: np.ndarray, labels: Sequence[str], n: int) -> list[tuple[str, float]]:
+    """The ``n`` most probable tags, most probable first."""
+    order = np.argsort(-np.asarray(probabilities), kind="stable")[:n]
+    return [(labels[i], float(probabilities[i])) for i in order]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "tag"
+
+
+def target_prefix(index: int, tag: str) -> str:
+    """The first target's files sit at the top level; further targets in a folder named after the tag."""
+    return "" if index == 0 else f"{slug(tag)}/"
+
+
+def component_file(rank: int, source: str, segment: int) -> str:
+    return f"rank{rank}_{slug(source)}-{segment}.wav"
+
+
+@dataclass(frozen=True)
+class ComponentRecord:
+    rank: int
+    name: str
+    source: str
+    segment: int
+    start_s: float
+    end_s: float
+    weight: float
+    file: str | None  # only the top-k components have audio
+
+
+@dataclass(frozen=True)
+class FidelityRecord:
+    """The paper's check: the tagger on the mix of only the top-k positive components."""
+
+    top_k: int
+    components: tuple[str, ...]
+    same_top_tag: bool
+    top_tag: str
+    target_probability: float
+    original_target_probability: float
+    file: str | None
+
+
+@dataclass(frozen=True)
+class TargetRecord:
+    tag: str
+    surrogate_r2: float
+    intercept: float
+    components: tuple[ComponentRecord, ...]  # every component, by descending weight
+    fidelity: FidelityRecord
+
+
+@dataclass(frozen=True)
+class AudioRecord:
+    path: str
+    sha256: str
+    sample_rate: int
+    channels: int
+    duration_s: float
+    window_start_s: float
+    window_duration_s: float
+    window_file: str | None
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    name: str
+    version: int
+    sample_rate: int
+    window_samples: int
+
+
+@dataclass(frozen=True)
+class SeparatorRecord:
+    model: str
+    stems: tuple[str, ...]
+    residual_rel_rms: float
+
+
+@dataclass(frozen=True)
+class Document:
+    audio: AudioRecord
+    model: ModelRecord
+    separator: SeparatorRecord
+    prediction: dict[str, float]  # tag -> probability on the window, model order
+    song_top_tags: tuple[tuple[str, float], ...]
+    targets: tuple[TargetRecord, ...]
+    segments: int
+    num_components: int
+    num_samples: int
+    unique_samples: int
+    exhaustive: bool
+    seed: int
+    top_k: int
+    kernel_width: float
+    timings_s: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    version: int = DOCUMENT_VERSION
+
+    # -- file references -------------------------------------------------------------------
+    def files(self) -> list[str]:
+        """Every artifact this document references (relative names, or URLs after ``with_files``)."""
+        out = [self.audio.window_file]
+        for t in self.targets:
+            out += [c.file for c in t.components] + [t.fidelity.file]
+        return [f for f in out if f]
+
+    def with_files(self, ref: FileRef) -> Document:
+        """The same document with every file reference ``f`` replaced by ``ref(f)``."""
+        def r(f: str | None) -> str | None:
+            return ref(f) if f else None
+
+        targets = tuple(replace(t, components=tuple(replace(c, file=r(c.file)) for c in t.components),
+                                fidelity=replace(t.fidelity, file=r(t.fidelity.file))) for t in self.targets)
+        return replace(self, audio=replace(self.audio, window_file=r(self.audio.window_file)), targets=targets)
+
+    def with_timing(self, stage: str, seconds: float) -> Document:
+        return replace(self, timings_s={**self.timings_s, stage: round(seconds, 4)})
+
+    # -- JSON --------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        a = self.audio
+        return {
+            "version": self.version,
+            "audio": {"path": a.path, "sha256": a.sha256, "sample_rate": a.sample_rate, "channels": a.channels,
+                      "duration_s": a.duration_s,
+                      "window": {"start_s": a.window_start_s, "duration_s": a.window_duration_s},
+                      "window_file": a.window_file},
+            "model": vars(self.model).copy(),
+            "separator": {"model": self.separator.model, "stems": list(self.separator.stems),
+                          "residual_rel_rms": self.separator.residual_rel_rms},
+            "prediction": dict(self.prediction),
+            "song_top_tags": [{"tag": t, "probability": p} for t, p in self.song_top_tags],
+            "targets": [{
+                "tag": t.tag, "surrogate_r2": t.surrogate_r2, "intercept": t.intercept,
+                "components": [vars(c).copy() for c in t.components],
+                "fidelity": {**vars(t.fidelity), "components": list(t.fidelity.components)},
+            } for t in self.targets],
+            "segments": self.segments,
+            "num_components": self.num_components,
+            "num_samples": self.num_samples,
+            "unique_samples": self.unique_samples,
+            "exhaustive": self.exhaustive,
+            "seed": self.seed,
+            "top_k": self.top_k,
+            "kernel_width": self.kernel_width,
+            "timings_s": dict(self.timings_s),
+            "warnings": list(self.warnings),
+        }
+
+    def dumps(self) -> bytes:
+        return (json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, d: dict) -> Document:
+        a = d["audio"]
+        return cls(
+            version=d["version"],
+            audio=AudioRecord(a["path"], a["sha256"], a["sample_rate"], a["channels"], a["duration_s"],
+                              a["window"]["start_s"], a["window"]["duration_s"], a["window_file"]),
+            model=ModelRecord(**d["model"]),
+            separator=SeparatorRecord(d["separator"]["model"], tuple(d["separator"]["stems"]),
+                                      d["separator"]["residual_rel_rms"]),
+            prediction=dict(d["prediction"]),
+            song_top_tags=tuple((x["tag"], x["probability"]) for x in d["song_top_tags"]),
+            targets=tuple(TargetRecord(
+                t["tag"], t["surrogate_r2"], t["intercept"], tuple(ComponentRecord(**c) for c in t["components"]),
+                FidelityRecord(**{**t["fidelity"], "components": tuple(t["fidelity"]["components"])}))
+                for t in d["targets"]),
+            segments=d["segments"], num_components=d["num_components"], num_samples=d["num_samples"],
+            unique_samples=d["unique_samples"], exhaustive=d["exhaustive"], seed=d["seed"], top_k=d["top_k"],
+            kernel_width=d["kernel_width"], timings_s=dict(d["timings_s"]), warnings=tuple(d["warnings"]))
+
+    @classmethod
+    def loads(cls, data: bytes | str) -> Document:
+        return cls.from_json(json.loads(data))
+
+
+def describe(result: ExplainResult) -> Document:
+    """The document of a pipeline result, artifacts referenced by their relative names."""
+    req, exp, tagger, fact = result.request, result.explanation, result.tagger, result.factorization
+    k = req.top_k
+    targets = []
+    for j, t in enumerate(exp.targets):
+        prefix = target_prefix(j, t.tag)
+        components = tuple(ComponentRecord(
+            rank=rc.rank, name=rc.component.name, source=rc.component.source, segment=rc.component.segment,
+            start_s=round(rc.component.start_s, 4), end_s=round(rc.component.end_s, 4), weight=round(rc.weight, 6),
+            file=prefix + component_file(rc.rank, rc.component.source, rc.component.segment) if rc.rank <= k else None,
+        ) for rc in t.ranking)
+        f = t.fidelity
+        fidelity = FidelityRecord(
+            top_k=f.top_k, components=tuple(fact.info[i].name for i in f.components), same_top_tag=f.same_top_tag,
+            top_tag=f.top_tag, target_probability=round(f.target_probability, 6),
+            original_target_probability=round(float(exp.prediction[t.tag_index]), 6), file=prefix + TOPK_MIX_FILE)
+        targets.append(TargetRecord(t.tag, round(t.surrogate_r2, 6), round(t.intercept, 6), components, fidelity))
+    audio = result.audio
+    return Document(
+        audio=AudioRecord(result.audio_name, audio.pcm_sha256(), audio.sample_rate, audio.channels,
+                          round(audio.duration_s, 4), round(result.window_start_s, 4),
+                          round(result.window_duration_s, 4), WINDOW_FILE),
+        model=ModelRecord(tagger.name, tagger.version, tagger.sample_rate, tagger.window_samples),
+        separator=SeparatorRecord(result.stems.model, tuple(result.stems.stems),
+                                  float(f"{result.stems.residual_rel_rms:.3g}")),
+        prediction={lab: round(float(p), 6) for lab, p in zip(tagger.labels, exp.prediction)},
+        song_top_tags=tuple((tag, round(p, 6)) for tag, p in top_tags(result.song_prediction, tagger.labels, 5)),
+        targets=tuple(targets), segments=req.segments, num_components=fact.num_components,
+        num_samples=exp.num_samples, unique_samples=exp.unique_samples, exhaustive=exp.masks.exhaustive,
+        seed=req.seed, top_k=k, kernel_width=req.kernel_width,
+        timings_s={key: round(v, 4) for key, v in result.timings_s.items()}, warnings=tuple(result.warnings))
+
+
+def artifacts(result: ExplainResult) -> Iterator[tuple[str, np.ndarray]]:
+    """Relative file name and ``[channels, samples]`` audio (at the input's rate) of every
+    listenable artifact :func:`describe` references."""
+    fact = result.factorization
+    yield WINDOW_FILE, result.window_listen
+    for j, target in enumerate(result.explanation.targets):
+        prefix = target_prefix(j, target.tag)
+        for rc in target.top(result.request.top_k):
+            mask = np.zeros(fact.num_components, np.float32)
+            mask[rc.component.index] = 1
+            yield prefix + component_file(rc.rank, rc.component.source, rc.component.segment), fact.compose_listen(mask)
+        mask = np.zeros(fact.num_components, np.float32)
+        mask[list(target.fidelity.components)] = 1
+        yield prefix + TOPK_MIX_FILE, fact.compose_listen(mask)

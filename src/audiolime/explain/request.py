@@ -1,0 +1,110 @@
+"""One explanation request: every parameter of the method with its default and its bounds, in one
+place. The CLI, the explainer service and the evaluation build an :class:`ExplainRequest` and
+call :meth:`ExplainRequest.validate`; nothing else defines a default or a bound.
+
+Checks that need the tagger (tag names, window length) or the audio (window start) are in
+:func:`audiolime.explain.pipeline.check`, still before any expensive work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from audiolime.errors import InvalidInput, ModelNotFound
+
+DEFAULT_TAGGER = "musicnn-msd"
+DEFAULT_SEPARATOR = "2stems"
+MAX_NUM_SAMPLES = 65536
+MAX_SEED = 2 ** 63 - 1
+
+# Separator models and the stems they produce (Spleeter's published configurations).
+SEPARATOR_STEMS: dict[str, tuple[str, ...]] = {
+    "2stems": ("vocals", "accompaniment"),
+    "4stems": ("vocals", "drums", "bass", "other"),
+    "5stems": ("vocals", "drums", "bass", "piano", "other"),
+}
+
+
+def stems_of(separator: str) -> tuple[str, ...]:
+    """The stems a separator model produces; unknown names are ``ModelNotFound``."""
+    try:
+        return SEPARATOR_STEMS[separator]
+    except KeyError:
+        raise ModelNotFound(f"unknown separator model {separator!r} (known: {', '.join(SEPARATOR_STEMS)})") from None
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """What to explain and how. ``tags`` empty: the ``top_n`` tags predicted for the whole song;
+    ``window_start_s`` None: where the first target tag is most probable."""
+
+    model: str = DEFAULT_TAGGER
+    model_version: int = 0  # 0: the newest version served
+    tags: tuple[str, ...] = ()
+    top_n: int = 1
+    window_start_s: float | None = None
+    window_duration_s: float = 0.0  # 0: the model's own input length (the only one accepted)
+    segments: int = 6
+    separator: str = DEFAULT_SEPARATOR
+    num_samples: int = 2048
+    seed: int = 0
+    top_k: int = 3
+    kernel_width: float = 0.25
+    ridge_alpha: float = 1.0
+
+    @classmethod
+    def from_wire(cls, **values) -> ExplainRequest:
+        """A request from proto3-style fields: 0, "" and empty mean "the default" (except
+        ``window_start_s``, where 0 is a start and None means unset)."""
+        given = {k: v for k, v in values.items()
+                 if v is not None and (k == "window_start_s" or (v != 0 and v != "" and v != ()))}
+        if "tags" in given:
+            given["tags"] = tuple(t.strip() for t in given["tags"])
+        return cls(**given)
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        return stems_of(self.separator)
+
+    @property
+    def num_components(self) -> int:
+        """d' = stems x segments."""
+        return len(self.stems) * self.segments
+
+    def validate(self) -> ExplainRequest:
+        """Check every field against its bounds (the message names the field); returns self."""
+        for name in ("top_n", "segments", "top_k"):
+            _at_least(name, getattr(self, name), 1)
+        _at_least("model_version", self.model_version, 0)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InvalidInput(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
+        if not (math.isfinite(self.window_duration_s) and self.window_duration_s >= 0):
+            raise InvalidInput(f"window_duration_s must be >= 0, got {self.window_duration_s:g}")
+        if self.window_start_s is not None and not (math.isfinite(self.window_start_s) and self.window_start_s >= 0):
+            raise InvalidInput(f"window_start_s must be >= 0, got {self.window_start_s:g}")
+        if not self.kernel_width > 0:
+            raise InvalidInput(f"kernel_width must be > 0, got {self.kernel_width}")
+        if not self.ridge_alpha >= 0:
+            raise InvalidInput(f"ridge_alpha must be >= 0, got {self.ridge_alpha}")
+        if any(not t for t in self.tags):
+            raise InvalidInput("tags must not be empty strings")
+        if not self.model:
+            raise InvalidInput("model must not be empty")
+        d = self.num_components  # unknown separator: ModelNotFound
+        check_num_samples(self.num_samples, d, f"{self.separator} x {self.segments} segments")
+        return self
+
+
+def check_num_samples(num_samples: int, num_components: int, what: str = "") -> None:
+    """N must be at least d'+1 (a surrogate with an intercept needs that many rows) and at most
+    :data:`MAX_NUM_SAMPLES`."""
+    if not num_components + 1 <= num_samples <= MAX_NUM_SAMPLES:
+        detail = f" ({what})" if what else ""
+        raise InvalidInput(f"num_samples must be between d'+1 = {num_components + 1}{detail} and "
+                           f"{MAX_NUM_SAMPLES}, got {num_samples}")
+
+
+def _at_least(name: str, value: int, lo: int) -> None:
+    if value < lo:
+        raise InvalidInput(f"{name} must be >= {lo}, got {value}")
