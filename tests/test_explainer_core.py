@@ -1,0 +1,256 @@
+"""The explainer service's core in-process, with a fake tagger and a fake separator behind the
+same protocols as the remote ones: publishing, events, request context in worker threads,
+validation before work, jobs, the retry policy. No TensorFlow, no servers."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiolime import errors
+from audiolime.explain.request import ExplainRequest
+from audiolime.explain.stems import ChunkPlan, LocalSeparation
+from audiolime.explainer.jobs import FAILED, SUCCEEDED, JobTable
+from audiolime.explainer.remote import RetryPolicy
+from audiolime.explainer.service import ExplainerService, Job, ServiceConfig
+from audiolime.server import context as callctx
+from audiolime.store import LocalStore
+from audiolime.wire import AudioSource
+
+RATE = 44100
+LABELS = ["voice", "drums", "strings"]
+
+
+class FakeTagger:
+    """1 s windows at 8 kHz; 'voice' grows with the energy of the window's first half. Records
+    the request id of every call (to check that context reaches worker threads)."""
+
+    name, version, labels, sample_rate, window_samples = "fake", 1, LABELS, 8000, 8000
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls: list[tuple[int, str]] = []
+        self.fail_after = fail_after
+        self._lock = threading.Lock()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.calls.append((len(x), callctx.current_request_id()))
+            if self.fail_after is not None and len(self.calls) > self.fail_after:
+                raise errors.Unavailable("tagger Predict: UNAVAILABLE after 6 attempts")
+        half = x.shape[1] // 2
+        e1 = np.sqrt(np.mean(x[:, :half] ** 2, axis=1))
+        e2 = np.sqrt(np.mean(x[:, half:] ** 2, axis=1))
+        return np.stack([np.tanh(5 * e1), np.tanh(5 * e2), 0.1 + 0 * e1], axis=1).astype(np.float32)
+
+
+class FakeSeparator:
+    """The separator client: a local separation whose 'vocals' are the left channel's share."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def stems(self, audio: AudioSource, model: str):
+        self.requests += 1
+        source = LocalSeparation(lambda w: {"vocals": w * 0.7, "accompaniment": w * 0.3}, model, ChunkPlan(0, 0))
+        source.cache_hit = False
+        return source
+
+
+def song(seconds: float = 4.0) -> bytes:
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = 0.3 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 0.5 * t))
+    buf = io.BytesIO()
+    sf.write(buf, np.stack([x, 0.5 * x], axis=1).astype(np.float32), RATE, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def core(tmp_path):
+    store = LocalStore(tmp_path / "store", public_url="http://127.0.0.1:9/", secret=b"k")
+    tagger = FakeTagger()
+    service = ExplainerService(store, lambda name, version: tagger, FakeSeparator(),
+                               ServiceConfig(batch_size=16, max_in_flight=4, max_bytes=10 ** 7))
+    return service, tagger, store
+
+
+def job(**kw) -> Job:
+    fields = dict(tags=("voice",), num_samples=200, segments=4, top_k=2)
+    fields.update(kw)
+    return Job(ExplainRequest(model="fake", **fields), AudioSource(content=song(), filename="tone.wav"))
+
+
+def test_publishes_artifacts_then_manifest_with_urls(core):
+    """Explain writes every artifact and explanation.json under the explanation's prefix; the stored
+    manifest is the outcome's document; every artifact has a presigned URL."""
+    service, _, store = core
+    outcome = service.explain(job())
+    prefix = store.root / "explanations" / outcome.explanation_id
+    stored = json.loads((prefix / "explanation.json").read_text())
+    assert stored == {**outcome.document.to_json(), "timings_s": stored["timings_s"]}
+    names = sorted(p.relative_to(prefix).as_posix() for p in prefix.rglob("*.wav"))
+    assert names == sorted(outcome.urls) and len(names) == 2 + 2  # window, top-2, top-k mix
+    assert all(u.startswith("http://127.0.0.1:9/o/explanations/") and "sig=" in u for u in outcome.urls.values())
+    published = outcome.published()
+    assert published.audio.window_file == outcome.urls["window.wav"]
+    assert [c.file for c in published.targets[0].components[:2]] == [outcome.urls[c.file] for c in
+                                                                     outcome.document.targets[0].components[:2]]
+    assert "store" in outcome.document.timings_s
+
+
+def test_events_follow_the_stages_in_order(core):
+    """The core announces each stage itself, in order; predict counts up to the unique masks."""
+    service, _, _ = core
+    events = []
+    outcome = service.explain(job(), events.append)
+    stages = [e.stage for e in events]
+    firsts = list(dict.fromkeys(stages))
+    assert firsts == ["decode", "scan", "separate", "predict", "fit", "fidelity", "store"]
+    done = [e.done for e in events if e.stage == "predict"]
+    assert done == sorted(done) and done[-1] == outcome.document.unique_samples
+    assert {e.total for e in events if e.stage == "predict"} == {outcome.document.unique_samples}
+
+
+def test_request_id_reaches_every_tagger_call_from_worker_threads(core):
+    """Tagger batches run on a thread pool, yet every call carries the caller's request id."""
+    service, tagger, _ = core
+    token = callctx.set_request_id("req-42")
+    try:
+        service.explain(job(num_samples=300))
+    finally:
+        callctx.reset_request_id(token)
+    assert len(tagger.calls) > 4 and {rid for _, rid in tagger.calls} == {"req-42"}
+
+
+@pytest.mark.parametrize("change,error,needle", [
+    (dict(num_samples=3), errors.InvalidInput, "num_samples must be between d'+1 = 9"),
+    (dict(top_k=0), errors.InvalidInput, "top_k must be >= 1"),
+    (dict(seed=-5), errors.InvalidInput, "seed must be between 0"),
+    (dict(separator="7stems"), errors.ModelNotFound, "unknown separator model '7stems'"),
+    (dict(tags=("vioce",)), errors.InvalidInput, "closest valid tags: voice"),
+    (dict(segments=100, num_samples=2000), errors.InvalidInput, "minimum is 50 ms"),
+    (dict(window_start_s=99.0), errors.InvalidInput, "outside the audio"),
+])
+def test_bad_requests_fail_before_separation_or_masks(core, change, error, needle):
+    """Checks run before any separation or mask is evaluated, and name the field."""
+    service, tagger, store = core
+    with pytest.raises(error, match=re.escape(needle)):
+        service.explain(job(**change))
+    assert service.separator.requests == 0 and len(tagger.calls) == 0
+    assert not (store.root / "explanations").exists()
+
+
+def test_a_failure_mid_explanation_leaves_nothing(tmp_path):
+    """A tagger that gives up after a few batches fails the request; nothing is left in the store."""
+    store = LocalStore(tmp_path / "store", public_url="http://127.0.0.1:9/", secret=b"k")
+    tagger = FakeTagger(fail_after=5)
+    service = ExplainerService(store, lambda n, v: tagger, FakeSeparator(), ServiceConfig(batch_size=16))
+    with pytest.raises(errors.Unavailable):
+        service.explain(job())
+    assert not [p for p in store.root.rglob("*") if p.is_file()]
+
+
+def test_a_sink_that_cancels_stops_at_the_next_batch(core):
+    """An event sink that raises (a caller gone away) stops the explanation: few batches run."""
+    service, tagger, _ = core
+
+    def sink(event):
+        if event.stage == "predict" and event.done >= 32:
+            raise errors.Cancelled("the caller cancelled")
+
+    with pytest.raises(errors.Cancelled):
+        service.explain(job(num_samples=2000), sink)
+    masks = sum(n for n, _ in tagger.calls)
+    assert masks < 200  # of ~2000: batches in flight finish, no new ones start
+
+
+def test_jobs_run_in_the_background_and_report_state(core):
+    """Submit returns at once; the job succeeds with its outcome and progress; a failing job reports
+    its status code; a full table is RESOURCE_EXHAUSTED; an unknown id is NOT_FOUND."""
+    service, _, _ = core
+    gate = threading.Event()
+
+    def run(j, events, job_id):
+        gate.wait(10)
+        return service.explain(j, events, job_id)
+
+    table = JobTable(run, workers=1, max_jobs=2)
+    first = table.submit(job())
+    second = table.submit(job(tags=("nope",)))
+    with pytest.raises(errors.ResourceExhausted):
+        table.submit(job())
+    gate.set()
+    deadline = time.monotonic() + 60
+    while table.get(second).state not in (SUCCEEDED, FAILED):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    ok, bad = table.get(first), table.get(second)
+    assert ok.state == SUCCEEDED and ok.outcome.explanation_id == first and ok.progress.stage == "store"
+    assert bad.state == FAILED and errors.status_name(bad.error) == "INVALID_ARGUMENT"
+    with pytest.raises(errors.NotFound):
+        table.get("no-such-job")
+    table.submit(job())  # finished jobs make room
+    table.shutdown()
+
+
+class _Rpc(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return "boom"
+
+
+def test_retry_policy_retries_transient_codes_within_budget_and_deadline():
+    """UNAVAILABLE is retried, INVALID_ARGUMENT is not; an exhausted budget is Unavailable; a passed
+    caller deadline stops retrying; every attempt carries the request id."""
+    policy = RetryPolicy(timeout_s=5, retries=3, backoff_s=0.001, backoff_cap_s=0.002)
+    seen = []
+
+    def flaky(req, timeout, metadata):
+        seen.append((timeout, metadata))
+        if len(seen) < 3:
+            raise _Rpc(grpc.StatusCode.UNAVAILABLE)
+        return "ok"
+
+    token = callctx.set_request_id("rid-7")
+    try:
+        assert policy.call(flaky, None, "x") == "ok" and len(seen) == 3
+        assert all(m == (("x-request-id", "rid-7"),) for _, m in seen)
+    finally:
+        callctx.reset_request_id(token)
+    with pytest.raises(_Rpc):
+        policy.call(lambda r, timeout, metadata: (_ for _ in ()).throw(_Rpc(grpc.StatusCode.INVALID_ARGUMENT)),
+                    None, "x")
+    calls = []
+
+    def down(req, timeout, metadata):
+        calls.append(1)
+        raise _Rpc(grpc.StatusCode.UNAVAILABLE)
+
+    with pytest.raises(errors.Unavailable, match="after 4 attempts"):
+        policy.call(down, None, "x")
+    assert len(calls) == 4
+    token = callctx.set_deadline(0.5)
+    try:
+        seen.clear()
+        policy.call(lambda r, timeout, metadata: seen.append(timeout), None, "x")
+        assert seen[0] <= 0.5  # never longer than the caller's deadline
+    finally:
+        callctx.reset_deadline(token)
+    token = callctx.set_deadline(-1)
+    try:
+        with pytest.raises(errors.DeadlineExceeded):
+            policy.call(down, None, "x")
+    finally:
+        callctx.reset_deadline(token)
