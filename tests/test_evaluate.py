@@ -113,7 +113,8 @@ def test_slime_on_real_spectrogram_and_not_applicable_for_waveform_only(musicnn,
     with pytest.raises(NotApplicable, match="SLIME is not applicable"):
         for_tagger(only, brahms_window)
 
-    from audiolime.evaluation.experiment import EvalConfig, evaluate_window
+    from audiolime.evaluation.config import EvalConfig
+    from audiolime.evaluation.experiment import evaluate_window
 
     # a real two-source decomposition (below/above 1 kHz) stands in for Spleeter here
     spec = np.fft.rfft(brahms_window)
@@ -202,7 +203,8 @@ def test_audio_slime_resynthesis_on_a_real_window(musicnn, brahms_window):
 def test_slime_domain_is_part_of_the_checkpoint_key(tmp_path: Path):
     """Results of the other SLIME domain (or of a checkpoint from before the option existed, which
     was spectrogram-domain) are never mixed in: a clear error naming the field."""
-    from audiolime.evaluation.experiment import EvalConfig, check_config
+    from audiolime.evaluation.checkpoint import check_config
+    from audiolime.evaluation.config import EvalConfig
 
     cfg = EvalConfig(taggers=("musicnn-msd",), audio_dir=".")
     assert cfg.result_key()["slime_domain"] == "audio"
@@ -255,7 +257,7 @@ def test_top_k_positive_never_keeps_non_positive_components():
 def test_windows_and_batches_are_capped():
     """No more windows than ceil(song / window) (a song shorter than the window gets one), and
     no more than 16 FCN windows per tagger call."""
-    from audiolime.evaluation.experiment import tagger_batch, window_starts, windows_for
+    from audiolime.evaluation.plan import tagger_batch, window_starts, windows_for
 
     assert windows_for(3, 25.0, 29.0) == 1
     assert windows_for(3, 45.8, 29.0) == 2
@@ -388,7 +390,7 @@ def test_bad_input_in_a_separate_process(tmp_path: Path):
 @pytest.mark.parametrize("extra,needle", [
     (["--k", "3", "25"], "--k 25 needs more components: audioLIME has d' = 24"),
     (["--k", "5", "--slime-segments", "2", "--slime-bands", "2"], "SLIME has d' = 4"),
-    (["--num-samples", "20"], "--num-samples must be at least d'+1 = 25"),
+    (["--num-samples", "20"], "num_samples must be between d'+1 = 25 (audioLIME)"),
     (["--windows-per-song", "3", "fcn-msd=2"], "names a tagger that is not evaluated: fcn-msd"),
     (["--windows-per-song", "three"], "expected W or TAGGER=W"),
     (["--windows-per-song", "0"], "W must be between 1 and 100"),
