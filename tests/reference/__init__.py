@@ -1,0 +1,1 @@
+"""The taggers' original implementations, the references the equivalence tests compare against."""

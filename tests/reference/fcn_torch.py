@@ -1,0 +1,108 @@
+"""The original FCN of minzwon/sota-music-tagging-models in PyTorch, the reference for the FCN export.
+
+torchaudio is not needed: MelSpectrogram (Spectrogram n_fft 512, hop 256, power 2, centred with
+reflect padding, the stored Hann window; MelScale with the stored filterbank) and AmplitudeToDB
+(power, amin 1e-10, ref 1, top_db None) are re-implemented with torch ops and keep the
+checkpoint's parameter names (``spec.spectrogram.window``, ``spec.mel_scale.fb``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from audiolime.tagger.fcn_graph import AMIN, DB_MULTIPLIER, HOP, N_FFT, N_MELS, POOLS
+from audiolime.tagger.labels import MSD_LABELS
+
+
+class Spectrogram(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("window", torch.hann_window(N_FFT))
+
+    def forward(self, x):
+        spec = torch.stft(
+            x, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT, window=self.window,
+            center=True, pad_mode="reflect", normalized=False, onesided=True,
+            return_complex=True,
+        )
+        return spec.abs().pow(2.0)
+
+
+class MelScale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("fb", torch.zeros(N_FFT // 2 + 1, N_MELS))
+
+    def forward(self, spec):  # [B, freq, time] -> [B, mel, time]
+        return torch.matmul(spec.transpose(-1, -2), self.fb).transpose(-1, -2)
+
+
+class MelSpectrogram(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.spectrogram = Spectrogram()
+        self.mel_scale = MelScale()
+
+    def forward(self, x):
+        return self.mel_scale(self.spectrogram(x))
+
+
+class AmplitudeToDB(nn.Module):
+    def forward(self, x):
+        # multiplier 10 (power), amin 1e-10, ref 1.0 -> db_multiplier 0, top_db None
+        return DB_MULTIPLIER * torch.log10(torch.clamp(x, min=AMIN))
+
+
+class Conv2d(nn.Module):
+    def __init__(self, cin, cout, pooling):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, stride=1, padding=1)
+        self.bn = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.mp = nn.MaxPool2d(pooling)
+
+    def forward(self, x):
+        return self.mp(self.relu(self.bn(self.conv(x))))
+
+
+class FCN(nn.Module):
+    def __init__(self, n_class=50):
+        super().__init__()
+        self.spec = MelSpectrogram()
+        self.to_db = AmplitudeToDB()
+        self.spec_bn = nn.BatchNorm2d(1)
+        chans = [1, 64, 128, 128, 128, 64]
+        for i, pool in enumerate(POOLS):
+            setattr(self, f"layer{i + 1}", Conv2d(chans[i], chans[i + 1], pool))
+        self.dense = nn.Linear(64, n_class)
+        self.dropout = nn.Dropout(0.5)
+
+    def spectrogram(self, x):
+        """[B, samples] -> dB mel spectrogram [B, mel, time] (before spec_bn)."""
+        return self.to_db(self.spec(x))
+
+    def from_spectrogram(self, s):
+        x = s.unsqueeze(1)
+        x = self.spec_bn(x)
+        for i in range(len(POOLS)):
+            x = getattr(self, f"layer{i + 1}")(x)
+        x = x.view(x.size(0), -1)
+        x = self.dropout(x)
+        x = self.dense(x)
+        return torch.sigmoid(x)
+
+    def forward(self, x):
+        return self.from_spectrogram(self.spectrogram(x))
+
+
+def build_torch_fcn(state_dict: Mapping[str, Any]) -> FCN:
+    """The FCN with ``state_dict`` (numpy arrays or tensors) loaded strictly, in eval mode."""
+    model = FCN(n_class=len(MSD_LABELS))
+    tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()}
+    model.load_state_dict(tensors, strict=True)
+    model.eval()
+    return model
