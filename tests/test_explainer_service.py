@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import signal
 import socket
@@ -18,8 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -29,7 +26,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import REPO, model_dir, shared_dir
+from conftest import ENV, REPO, http_get, model_dir, s3_client, serving, shared_dir, start_server
 
 KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"  # 133 s, female vocals
 DRUMS = "admiralbob77_-_Choice_-_Drum-bass.ogg"  # 25 s, 1.3 MB
@@ -38,45 +35,23 @@ TAG = "female vocalists"
 N = 128
 HOST = "127.0.0.1"
 PY = sys.executable
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
-       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
 pytestmark = pytest.mark.slow
 
 
 # -- process helpers -------------------------------------------------------------------------------
 from audiolime.commands.up import PORT_OFFSETS  # noqa: E402
-from audiolime.procs import free_base, free_port, scrape, terminate, wait_serving  # noqa: E402
+from audiolime.procs import free_base, free_port, scrape, terminate  # noqa: E402
 from audiolime.procs import metric_value as metric  # noqa: E402
 
 
-def start(argv: list[str], port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
-    try:
-        wait_serving(f"{HOST}:{port}", proc, 300.0, proc.args[2] if len(proc.args) > 2 else "server")
-    except BaseException:
-        terminate(proc)
-        raise
-    return proc
-
-
-def tagger_argv(port: int, mport: int, batching: Path) -> list[str]:
-    return [PY, "-m", "audiolime.tagger.server", "--host", HOST, "--port", str(port), "--metrics-port", str(mport),
-            "--model-base-path", str(model_dir() / "serving" / "musicnn-msd"), "--model-name", "musicnn-msd",
+def tagger_args(batching: Path) -> list[str]:
+    return ["--model-base-path", str(model_dir() / "serving" / "musicnn-msd"), "--model-name", "musicnn-msd",
             "--enable-batching", "--batching-parameters-file", str(batching)]
 
 
-def explainer_argv(port: int, mport: int, store: str, separator: int, tagger: int, *extra: str) -> list[str]:
-    return [PY, "-m", "audiolime.explainer.server", "--host", HOST, "--port", str(port), "--metrics-port", str(mport),
-            "--store", store, "--separator", f"{HOST}:{separator}", "--tagger", f"{HOST}:{tagger}", *extra]
-
-
-def http_get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+def explainer_args(store: str, separator: int, tagger: int, *extra: str) -> list[str]:
+    return ["--store", store, "--separator", f"{HOST}:{separator}", "--tagger", f"{HOST}:{tagger}", *extra]
 
 
 def song(name: str) -> bytes:
@@ -150,29 +125,14 @@ def second(stack, first):
 
 
 @pytest.fixture(scope="module")
-def moto():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address=HOST, port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def s3_explainer(stack, moto, tmp_path_factory):
+def s3_explainer(stack, moto_s3, tmp_path_factory):
     """An explainer storing results in s3://audiolime-test/results (moto), small input limits."""
-    import boto3
-
-    boto3.client("s3", endpoint_url=moto, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket="audiolime-test")
-    port, mport = free_port(), free_port()
-    proc = start(explainer_argv(port, mport, "s3://audiolime-test/results", stack.separator, stack.tagger,
-                                "--s3-endpoint", moto, "--max-duration", "60", "--max-bytes", "1500000"),
-                 port, tmp_path_factory.mktemp("s3") / "explainer.log")
-    yield port, stub(port), proc
-    terminate(proc)
+    s3_client(moto_s3).create_bucket(Bucket="audiolime-test")
+    with serving("audiolime.explainer.server",
+                 explainer_args("s3://audiolime-test/results", stack.separator, stack.tagger, "--s3-endpoint", moto_s3,
+                                "--max-duration", "60", "--max-bytes", "1500000"),
+                 tmp_path_factory.mktemp("s3") / "explainer.log") as server:
+        yield server.port, stub(server.port), server.proc
 
 
 # -- the explanation ---------------------------------------------------------------------------------
@@ -456,10 +416,9 @@ def test_bad_input_gets_a_clear_status(stack, first, change, code, message):
 
 
 # -- S3 -------------------------------------------------------------------------------------------
-def test_s3_store_presigned_urls(s3_explainer, moto):
+def test_s3_store_presigned_urls(s3_explainer, moto_s3):
     """With an S3 store (moto server): results under the prefix, one namespace per explanation,
     presigned URLs with the requested TTL that serve decodable WAVs and the manifest."""
-    import boto3
 
     port, s3stub, _ = s3_explainer
     resp = s3stub.Explain(request(DRUMS, tags=[], top_n=1, url_ttl_s=900), timeout=600)
@@ -468,7 +427,7 @@ def test_s3_store_presigned_urls(s3_explainer, moto):
     assert len(urls) == 6
     for url in urls:
         u = urlparse(url)
-        assert url.startswith(moto) and u.path.startswith(f"/audiolime-test/results/explanations/{resp.explanation_id}/")
+        assert url.startswith(moto_s3) and u.path.startswith(f"/audiolime-test/results/explanations/{resp.explanation_id}/")
         assert parse_qs(u.query)["X-Amz-Expires"] == ["900"]
         status, data = http_get(url)
         assert status == 200
@@ -477,8 +436,7 @@ def test_s3_store_presigned_urls(s3_explainer, moto):
             assert sr == 44100 and wave.shape == (3 * 44100, 2) and np.abs(wave).max() > 1e-3
         else:
             assert json.loads(data)["audio"]["sha256"] == resp.audio.sha256
-    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1", aws_access_key_id="testing",
-                      aws_secret_access_key="testing")
+    s3 = s3_client(moto_s3)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="audiolime-test", Prefix="results/")["Contents"]]
     assert all(k.startswith(f"results/explanations/{resp.explanation_id}/") for k in keys) and len(keys) == 6
 
@@ -501,22 +459,22 @@ def faulty(stack, first, tmp_path_factory):
     batching = tmp / "batching.txt"
     batching.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1000 }\n"
                         "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 100 }\n")
-    tport, tmport = free_port(), free_port()
-    argv = tagger_argv(tport, tmport, batching)
-    state = {"tagger": start(argv, tport, tmp / "tagger.log")}
+    state = {"tagger": start_server("audiolime.tagger.server", tagger_args(batching), tmp / "tagger.log")}
+    tport = state["tagger"].port
     explainers = {}
     for name, retries in (("patient", "12"), ("impatient", "2")):
-        port, mport = free_port(), free_port()
         store = tmp / f"store-{name}"
-        proc = start(explainer_argv(port, mport, store.as_uri(), stack.separator, tport, "--batch-size", "16",
-                                    "--max-in-flight", "2", "--tagger-retries", retries, "--tagger-backoff", "0.5",
-                                    "--http-port", str(free_port()), "--url-secret", "s3cret"),
-                     port, tmp / f"explainer-{name}.log")
-        explainers[name] = (stub(port), store, proc)
-    yield state, argv, tport, tmport, explainers, tmp
+        server = start_server("audiolime.explainer.server", explainer_args(
+            store.as_uri(), stack.separator, tport, "--batch-size", "16", "--max-in-flight", "2", "--tagger-retries",
+            retries, "--tagger-backoff", "0.5", "--http-port", str(free_port()), "--url-secret", "s3cret"),
+            tmp / f"explainer-{name}.log")
+        explainers[name] = (stub(server.port), store, server.proc)
+    restart = lambda: start_server("audiolime.tagger.server", tagger_args(batching), tmp / "tagger.log",  # noqa: E731
+                                   port=tport)
+    yield state, restart, explainers
     for _, _, proc in explainers.values():
         terminate(proc)
-    terminate(state["tagger"])
+    terminate(state["tagger"].proc)
 
 
 def stream_until_predicting(stub_, req):
@@ -532,31 +490,31 @@ def stream_until_predicting(stub_, req):
 
 def test_tagger_killed_and_restarted_mid_explanation_completes(faulty):
     """SIGKILL the tagger while masks are evaluated, start it again: the explanation completes."""
-    state, argv, tport, tmport, explainers, tmp = faulty
+    state, restart, explainers = faulty
     stub_, store, _ = explainers["patient"]
     it, seen = stream_until_predicting(stub_, request(num_samples=256))
-    state["tagger"].kill()
-    state["tagger"].wait()
-    state["tagger"] = start(argv, tport, tmp / "tagger.log")
+    state["tagger"].proc.kill()
+    state["tagger"].proc.wait()
+    state["tagger"] = restart()
     rest = list(it)
     assert rest[-1].HasField("result")
     result = rest[-1].result
     assert result.num_samples == 256 and result.targets[0].components[0].source == "vocals"
     assert (store / "explanations" / result.explanation_id / "explanation.json").is_file()
     # the restarted tagger served part of it
-    assert metric(scrape(tmport), "audiolime_grpc_requests_total", method="Predict", code="OK") >= 1
+    assert metric(scrape(state["tagger"].metrics_port), "audiolime_grpc_requests_total", method="Predict", code="OK") >= 1
 
 
 def test_tagger_down_for_good_is_unavailable_and_leaves_nothing(faulty):
     """Tagger killed mid-explanation and not restarted: UNAVAILABLE after the retry budget, and
     nothing is left in the store."""
-    state, argv, tport, tmport, explainers, tmp = faulty
+    state, restart, explainers = faulty
     stub_, store, _ = explainers["impatient"]
-    if state["tagger"].poll() is not None:
-        state["tagger"] = start(argv, tport, tmp / "tagger.log")
+    if state["tagger"].proc.poll() is not None:
+        state["tagger"] = restart()
     it, _ = stream_until_predicting(stub_, request(num_samples=256))
-    state["tagger"].kill()
-    state["tagger"].wait()
+    state["tagger"].proc.kill()
+    state["tagger"].proc.wait()
     with pytest.raises(grpc.RpcError) as exc:
         list(it)
     assert exc.value.code() == grpc.StatusCode.UNAVAILABLE

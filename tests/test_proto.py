@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from audiolime import protogen
 
@@ -46,7 +45,6 @@ def _pairs():
 
 def test_tfs_subset_fields_match_official_descriptors():
     """Every field of our subset has the official field's number, type and cardinality."""
-    pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api (dev extra) is needed")
     for ours, official in _pairs():
         theirs = {f.name: f for f in official.DESCRIPTOR.fields}
         for f in ours.DESCRIPTOR.fields:
@@ -61,7 +59,6 @@ def test_tfs_subset_fields_match_official_descriptors():
 
 def test_predict_request_roundtrips_through_official_messages():
     """A request built without TensorFlow parses as the official PredictRequest, and back."""
-    pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api (dev extra) is needed")
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -19,31 +17,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiolime.procs import free_port, metric_value, scrape, terminate, wait_serving
-from conftest import model_dir
+from audiolime.procs import metric_value, scrape
+from conftest import json_logs, model_dir, s3_client, serving, wait_metric
 
 SONG = "admiralbob77_-_Choice_-_Drum-bass.ogg"  # 25 s, the shortest shared song
 
 
 @contextlib.contextmanager
 def serve(args: list[str], log_path: Path, env: dict[str, str] | None = None, timeout: float = 120.0):
-    """Run ``python -m audiolime.separator.server`` (stderr -> ``log_path``) until SERVING; always
-    terminate it. Yields (process, channel, metrics port)."""
-    port, mport = free_port(), free_port()
-    cmd = [sys.executable, "-m", "audiolime.separator.server", "--host", "127.0.0.1", "--port", str(port),
-           "--metrics-port", str(mport), "--model-dir", str(model_dir()), *args]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        try:
-            wait_serving(f"127.0.0.1:{port}", proc, timeout, "separator")
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}: {log_path.read_text()[-3000:]}") from None
-        yield proc, channel, mport
-    finally:
-        channel.close()
-        terminate(proc)
+    """The separator server until SERVING (always stopped); yields (process, channel, metrics port)."""
+    with serving("audiolime.separator.server", ["--model-dir", str(model_dir()), *args], log_path, env,
+                 timeout) as server, grpc.insecure_channel(server.target) as channel:
+        yield server.proc, channel, server.metrics_port
 
 
 def stub(channel):
@@ -57,25 +42,6 @@ def request(content: bytes = b"", uri: str = "", model: str = ""):
 
     audio = common_pb2.AudioInput(uri=uri) if uri else common_pb2.AudioInput(content=content, filename="song.ogg")
     return separator_pb2.SeparateRequest(audio=audio, model=model)
-
-
-def json_logs(path: Path) -> list[dict]:
-    """The JSON log records of a server's stderr (TensorFlow's own C++ lines are not JSON)."""
-    records = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            record = json.loads(line)
-            if isinstance(record, dict):
-                records.append(record)
-    return records
-
-
-def wait_metric(mport: int, name: str, at_least: float, **labels: str) -> None:
-    """Poll /metrics until the series reaches ``at_least`` (a synchronisation point, not a timing)."""
-    deadline = time.monotonic() + 60
-    while metric_value(scrape(mport), name, **labels) < at_least:
-        assert time.monotonic() < deadline, f"{name}{labels} never reached {at_least}"
-        time.sleep(0.05)
 
 
 def read_flac_uri(uri: str) -> tuple[np.ndarray, int]:
@@ -300,43 +266,17 @@ def test_busy_is_resource_exhausted_and_sigterm_drains(models, shared, tmp_path)
 # ---------------------------------------------------------------- gRPC server, S3 (moto server mode)
 
 
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-          "AWS_DEFAULT_REGION": "us-east-1"}
 LIMITS = {"AUDIOLIME_MAX_DURATION": "60", "AUDIOLIME_MAX_BYTES": "1500000"}  # limits through the env fallbacks
-
-
-@pytest.fixture(scope="module")
-def moto_s3():
-    """A moto S3 server (server mode, a real process) on a free port; yields its endpoint URL."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto server did not start"
-                time.sleep(0.2)
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
 def s3_server(models, moto_s3, tmp_path_factory):
     """A separator whose store is s3://audio/cache on moto, with 60 s / 1.5 MB limits from the environment."""
-    import boto3
 
-    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1", aws_access_key_id="testing",
-                      aws_secret_access_key="testing")
+    s3 = s3_client(moto_s3)
     s3.create_bucket(Bucket="audio")
     log = tmp_path_factory.mktemp("s3sep") / "separator.log"
-    with serve(["--store", "s3://audio/cache", "--s3-endpoint", moto_s3], log, env={**S3_ENV, **LIMITS}) as (
+    with serve(["--store", "s3://audio/cache", "--s3-endpoint", moto_s3], log, env=LIMITS) as (
             _, channel, _m):
         yield channel, s3
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("AUDIOLIME_SHARED", REPO.parent / "shared"))
+import torch  # the dev set-up installs it (it converts and verifies the FCN; never serves)
+
+from conftest import shared_dir  # noqa: E402
+
+SHARED = shared_dir()
 PTH = SHARED / "models" / "fcn-msd" / "best_model.pth"
 AUDIO = SHARED / "audio"
-
-if not SHARED.is_dir():
-    pytest.skip(f"shared dir {SHARED} not found (set AUDIOLIME_SHARED)", allow_module_level=True)
-torch = pytest.importorskip(
-    "torch", reason="PyTorch not installed (pip install 'audiolime[convert]'); "
-                    "it is needed only to convert/verify the FCN")
 
 from audiolime import modelstore  # noqa: E402
 from audiolime.modelstore import sha256_file  # noqa: E402
@@ -168,7 +164,8 @@ def test_predictions_are_musically_sane(saved, batch):
 
 def test_loads_with_local_tagger(export_dir, batch, torch_probs):
     """The export follows the tagger SavedModel convention read by savedmodel.LocalTagger."""
-    savedmodel = pytest.importorskip("audiolime.tagger.savedmodel")
+    from audiolime.tagger import savedmodel
+
     tagger = savedmodel.LocalTagger.load(export_dir.parents[1], "fcn-msd")
     assert tagger.labels == MSD_LABELS and tagger.sample_rate == 16000
     np.testing.assert_allclose(tagger.predict(batch[:2]), torch_probs[:2], rtol=0, atol=1e-4)

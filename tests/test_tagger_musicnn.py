@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import model_dir
 
 from audiolime.tagger.labels import MSD_LABELS
 from audiolime.tagger.musicnn_export import MODEL_NAME, export_musicnn
@@ -15,10 +16,7 @@ from audiolime.tagger.musicnn_graph import N_FRAMES, N_MELS, SR, WINDOW_SAMPLES
 from audiolime.tagger.savedmodel import LocalTagger, ModelNotFoundError, list_versions
 from reference.musicnn_original import MusicnnReference, reference_spectrogram
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("AUDIOLIME_SHARED", REPO.parent / "shared"))
-AUDIO = SHARED / "audio"
-MODEL_DIR = Path(os.environ.get("AUDIOLIME_MODEL_DIR", REPO / "models"))
+MODEL_DIR = model_dir()
 CHECKPOINT = MODEL_DIR / "checkpoints" / "MSD_musicnn"
 KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"
 EQUIVALENCE_SONGS = [
@@ -32,10 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def audio_dir() -> Path:
-    if not AUDIO.is_dir():
-        pytest.skip(f"shared audio not found at {AUDIO} (set AUDIOLIME_SHARED)")
-    return AUDIO
+def audio_dir(shared: Path) -> Path:
+    return shared / "audio"
 
 
 def _windows(path: Path) -> np.ndarray:

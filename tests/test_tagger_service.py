@@ -17,8 +17,8 @@ import grpc
 import numpy as np
 import pytest
 
-from audiolime.procs import free_port, metric_value, scrape, terminate, wait_serving
-from conftest import model_dir, shared_dir
+from audiolime.procs import metric_value, scrape
+from conftest import model_dir, serving, shared_dir
 
 pytestmark = pytest.mark.slow
 
@@ -34,23 +34,11 @@ TOL = 1e-5
 
 @contextlib.contextmanager
 def serve(args: list[str], log_path: Path, timeout: float = 240.0):
-    """Run ``python -m audiolime.tagger.server`` until SERVING; always terminate it."""
-    port, mport = free_port(), free_port()
-    cmd = [sys.executable, "-m", "audiolime.tagger.server", "--host", "127.0.0.1", "--port", str(port),
-           "--metrics-port", str(mport), *args]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 1 << 28),
-                                                                  ("grpc.max_receive_message_length", 1 << 28)])
-    try:
-        try:
-            wait_serving(f"127.0.0.1:{port}", proc, timeout, "tagger")
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}: {log_path.read_text()[-3000:]}") from None
-        yield proc, channel, port, mport
-    finally:
-        channel.close()
-        terminate(proc)
+    """The tagger server until SERVING (always stopped); yields (process, channel, port, metrics port)."""
+    with serving("audiolime.tagger.server", args, log_path, timeout=timeout) as server, grpc.insecure_channel(
+            server.target, options=[("grpc.max_send_message_length", 1 << 28),
+                                    ("grpc.max_receive_message_length", 1 << 28)]) as channel:
+        yield server.proc, channel, server.port, server.metrics_port
 
 
 def windows(n: int, offset: int = 0) -> np.ndarray:

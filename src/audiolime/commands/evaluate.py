@@ -10,6 +10,11 @@ DEFAULT_TAGGER = "musicnn-msd"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Offered where the evaluation package is installed (the service images leave it out)."""
+    import importlib.util
+
+    if importlib.util.find_spec("audiolime.evaluation") is None:
+        return
     from audiolime.commands.args import add_model_dir, positive_int
     from audiolime.evaluation.config import EvalConfig as E  # the defaults, read from the one config
     from audiolime.explain.request import MAX_NUM_SAMPLES, stems_of

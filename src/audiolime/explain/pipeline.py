@@ -10,7 +10,6 @@ Stages are announced as events (``scan``, ``separate``, then the engine's ``pred
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 

@@ -1,4 +1,5 @@
-"""Per-call context that travels with the work: the request id and the caller's deadline.
+"""Per-call context that travels with the work: the request id, the caller's deadline and the
+caller's identity (the authenticated name, "" when authentication is off).
 
 Both live in contextvars. The interceptors set them when a call arrives; code that hands work to
 other threads copies the context (``contextvars.copy_context().run``), so a tagger call made from
@@ -14,6 +15,7 @@ import uuid
 REQUEST_ID_HEADER = "x-request-id"
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+_caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
 
 
 def current_request_id() -> str:
@@ -41,3 +43,16 @@ def remaining() -> float | None:
     """Seconds left before the caller's deadline (None: no deadline)."""
     d = _deadline.get()
     return None if d is None else d - time.monotonic()
+
+
+def current_caller() -> str:
+    """The authenticated caller's name ("" when the server does not authenticate)."""
+    return _caller.get()
+
+
+def set_caller(name: str) -> contextvars.Token:
+    return _caller.set(name)
+
+
+def reset_caller(token: contextvars.Token) -> None:
+    _caller.reset(token)
