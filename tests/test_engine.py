@@ -94,7 +94,7 @@ def test_kernel_weights():
 def test_ridge_recovers_known_linear_weights():
     """With a predict that is linear in the component energies, ranking and weights are recovered."""
     stems = _sines()
-    f = StemSegmentFactorization(stems, SR, segments=3)
+    f = StemSegmentFactorization(stems, SR, segments=3)  # hard edges: components orthogonal
     true_w = np.array([0.30, -0.10, 0.05, 0.00, 0.20, -0.25])
     energy = (f.components ** 2).sum(1)
 
@@ -105,7 +105,8 @@ def test_ridge_recovers_known_linear_weights():
         return np.stack([p, 1 - p], 1).astype(np.float32)
 
     eng = Engine(predict, ["a", "b"], batch_size=16, max_in_flight=3)
-    exp = eng.explain(f, f.compose(np.ones((1, 6)))[0], [0, 1], ExplainRequest(num_samples=64, top_k=2, ridge_alpha=1e-6))
+    exp = eng.explain(f, f.compose(np.ones((1, 6)))[0], [0, 1], ExplainRequest(num_samples=64, top_k=2, ridge_alpha=1e-6,
+                                                                               edges="hard"))
     t = exp.targets[0]
     got = np.array([next(rc.weight for rc in t.ranking if rc.component.index == i) for i in range(6)])
     np.testing.assert_allclose(got, true_w, atol=1e-4)
@@ -117,7 +118,8 @@ def test_ridge_recovers_known_linear_weights():
 
 
 def test_predict_called_once_per_unique_mask():
-    """Duplicated masks are evaluated once: predict sees exactly unique_samples (+2) windows."""
+    """Duplicated masks are evaluated once: predict sees exactly unique_samples (+1) windows; the
+    faithfulness masks are all among the enumerated ones, so they cost no further call."""
     stems = _sines(16000)
     f = StemSegmentFactorization(stems, SR, segments=2)
     seen = []
@@ -128,7 +130,8 @@ def test_predict_called_once_per_unique_mask():
 
     exp = Engine(predict, ["a", "b"], batch_size=7).explain(f, np.zeros(16000, np.float32), None,
                                                             ExplainRequest(num_samples=200))
-    assert exp.unique_samples == 16 and sum(seen) == 16 + 1 + 1  # masks + original window + fidelity mix
+    assert exp.unique_samples == 16 and sum(seen) == 16 + 1  # masks + original window
+    assert exp.metric_calls == 0 and exp.stopping.reason == "exhaustive" and exp.stopping.stability == 1.0
 
 
 def test_unknown_tag_lists_closest():

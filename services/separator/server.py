@@ -84,7 +84,7 @@ def default_model_dir() -> Path:
 def build_service(args: argparse.Namespace) -> SeparationService:
     """Open the store and load + warm every requested Spleeter model."""
     from audiolime.separator.cache import StemCache
-    from audiolime.separator.spleeter_separator import SpleeterSeparator
+    from audiolime.separator.hpss import load_separators
     from audiolime.store import open_store
 
     if not args.store:
@@ -96,7 +96,7 @@ def build_service(args: argparse.Namespace) -> SeparationService:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if not names:
         raise InvalidInput("--models names no model")
-    separators = {n: SpleeterSeparator(model_dir / "spleeter", n, warmup=True) for n in names}
+    separators = load_separators(model_dir / "spleeter", names, warmup=True)  # variants share their base
     config = SeparatorConfig(max_duration_s=args.max_duration, max_bytes=args.max_bytes,
                              max_concurrency=args.max_concurrency, max_queue=args.max_queue,
                              chunk_s=args.chunk_seconds, default_model=names[0])

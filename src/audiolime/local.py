@@ -27,6 +27,7 @@ def load_tagger(model_dir: Path, name: str, version: int | None = None):
 
 
 def load_separator(model_dir: Path, name: str):
-    from audiolime.separator.spleeter_separator import SpleeterSeparator
+    """A Spleeter model or a variant of one (``2stems+hpss``), see :mod:`audiolime.separator.hpss`."""
+    from audiolime.separator.hpss import load_separator as load
 
-    return SpleeterSeparator(modelstore.spleeter_dir(model_dir), name)
+    return load(modelstore.spleeter_dir(model_dir), name)

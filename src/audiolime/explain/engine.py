@@ -1,5 +1,11 @@
 """The audioLIME engine: sample masks, evaluate them through a black-box ``predict``, fit a
-surrogate per target, rank components, and check fidelity on the top-k mix.
+surrogate per target, rank components, and measure the ranking's faithfulness with the tagger.
+
+Sampling is fixed (N masks) or adaptive (``num_samples = 0``): masks are drawn in rounds
+(:func:`~audiolime.explain.sampling.round_sizes`) and after each round the surrogate is refitted
+and bootstrapped; sampling stops when every target's top-k set is unchanged in at least
+``request.stability`` of the bootstrap fits, at ``max_samples``, or when every mask has been
+enumerated. Each round is announced as ``predict`` events (masks evaluated / masks drawn so far).
 
 Importable without TensorFlow or gRPC. ``predict`` is any callable
 ``float32 [batch, samples] -> float32 [batch, tags]``: an in-process SavedModel or a remote
@@ -22,9 +28,11 @@ import numpy as np
 
 from audiolime.errors import InvalidInput
 from audiolime.explain.events import Event, EventSink, ignore
+from audiolime.explain.faithfulness import Curve, Drop, deletion_masks, insertion_masks
 from audiolime.explain.request import ExplainRequest
-from audiolime.explain.sampling import MaskSet, sample_masks
-from audiolime.explain.surrogate import fit_surrogate, kernel_weights
+from audiolime.explain.sampling import (MaskSet, MaskStream, enumerate_masks, exhaustive_at, mask_set,
+                                        round_sizes)
+from audiolime.explain.surrogate import SurrogateFit, anchor_rows, fit_surrogate, row_weights, top_k_stability
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -61,6 +69,17 @@ class Fidelity:
 
 
 @dataclass(frozen=True)
+class Faithfulness:
+    """How far to trust one target's ranking: drop-top-k, deletion/insertion curves (None when
+    off) and the bootstrap stability of the top-k set."""
+
+    drop: Drop
+    deletion: Curve | None
+    insertion: Curve | None
+    stability: float
+
+
+@dataclass(frozen=True)
 class TargetExplanation:
     tag: str
     tag_index: int
@@ -68,9 +87,21 @@ class TargetExplanation:
     intercept: float
     ranking: list[RankedComponent]  # every component, by descending weight
     fidelity: Fidelity
+    faithfulness: Faithfulness
 
     def top(self, k: int) -> list[RankedComponent]:
         return self.ranking[:k]
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """Why sampling stopped: ``fixed`` (N given), ``stable`` (every target's top-k set kept in
+    ``stability`` of the bootstrap fits), ``max_samples``, or ``exhaustive`` (all 2^d' masks)."""
+
+    rounds: int
+    masks: int
+    reason: str
+    stability: float  # the least stable target's
 
 
 @dataclass(frozen=True)
@@ -80,6 +111,8 @@ class Explanation:
     masks: MaskSet
     mask_predictions: np.ndarray  # [unique, tags]
     timings_s: dict[str, float]
+    stopping: Stopping
+    metric_calls: int  # tagger windows spent on the faithfulness metrics (beyond the sampled masks)
 
     @property
     def num_samples(self) -> int:
@@ -88,6 +121,36 @@ class Explanation:
     @property
     def unique_samples(self) -> int:
         return self.masks.num_unique
+
+
+class MaskPredictions:
+    """Tagger predictions of masks of one factorization, each distinct mask evaluated once --
+    also across explanations that share it (the evaluation compares samplers on one window)."""
+
+    def __init__(self, engine: Engine, factorization: Factorization) -> None:
+        self.engine = engine
+        self.factorization = factorization
+        self._index: dict[bytes, int] = {}
+        self._rows: list[np.ndarray] = []
+        self.evaluated = 0  # tagger windows actually run
+
+    def __call__(self, masks: np.ndarray, on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Predictions ``[len(masks), tags]``; ``on_batch(done, len(masks))`` counts known masks as done."""
+        masks = np.ascontiguousarray(masks, dtype=np.uint8)
+        keys = [row.tobytes() for row in masks]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._index))
+        known = len(masks) - len(missing)
+        if on_batch:
+            on_batch(known, len(masks))
+        if missing:
+            new = np.frombuffer(b"".join(missing), dtype=np.uint8).reshape(len(missing), -1)
+            preds = self.engine.evaluate(self.factorization.compose, new,
+                                         (lambda done, _n: on_batch(known + done, len(masks))) if on_batch else None)
+            for key, p in zip(missing, preds):
+                self._index[key] = len(self._rows)
+                self._rows.append(p)
+            self.evaluated += len(missing)
+        return np.stack([self._rows[self._index[k]] for k in keys]) if keys else np.empty((0, len(self.engine.labels)))
 
 
 def resolve_tags(labels: Sequence[str], names: Sequence[str]) -> list[int]:
@@ -164,29 +227,24 @@ class Engine:
         return out
 
     def explain(self, factorization: Factorization, window: np.ndarray, targets: Sequence[int] | None,
-                request: ExplainRequest = ExplainRequest(), events: EventSink = ignore) -> Explanation:
+                request: ExplainRequest = ExplainRequest(), events: EventSink = ignore,
+                memo: MaskPredictions | None = None) -> Explanation:
         """Explain ``targets`` (tag indices; None = top predicted tag) for the analysed ``window``.
 
-        Emits ``predict`` (masks evaluated / total), ``fit`` and ``fidelity`` events."""
+        Emits ``predict`` (per round: masks evaluated / drawn so far), ``fit`` and ``fidelity``
+        events. ``memo``: predictions already made for this factorization (evaluation only)."""
         if request.top_k < 1:
             raise InvalidInput(f"top_k must be >= 1, got {request.top_k}")
-        timings: dict[str, float] = {}
+        if memo is not None and memo.factorization is not factorization:
+            raise InvalidInput("memo belongs to another factorization")
+        memo = memo or MaskPredictions(self, factorization)
+        timings = {"sample": 0.0, "predict": 0.0, "fit": 0.0}
         t0 = time.perf_counter()
         prediction = self.evaluate(lambda _: window[None, :].astype(np.float32), np.ones((1, 1)))[0]
         target_idx = list(targets) if targets else [int(np.argmax(prediction))]
-        masks = sample_masks(factorization.num_components, request.num_samples, request.seed)
-        timings["sample"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        total = masks.num_unique
-        events(Event("predict", 0, total))
-        unique_pred = self.evaluate(factorization.compose, masks.unique,
-                                    lambda done, n: events(Event("predict", done, n)))
-        timings["predict"] = time.perf_counter() - t1
-        events(Event("fit"))
-        t2 = time.perf_counter()
-        weights = kernel_weights(masks.masks, request.kernel_width)
-        fit = fit_surrogate(masks.masks, unique_pred[masks.inverse][:, target_idx], weights, request.ridge_alpha)
-        timings["fit"] = time.perf_counter() - t2
+        timings["predict"] += time.perf_counter() - t0
+        masks, unique_pred, fit, stability, stopping = self._sample(factorization.num_components, target_idx,
+                                                                    request, memo, events, timings)
         events(Event("fidelity"))
         t3 = time.perf_counter()
         rankings = []
@@ -194,20 +252,80 @@ class Engine:
             order = np.argsort(-fit.coef[j], kind="stable")
             rankings.append([RankedComponent(r + 1, factorization.info[i], float(fit.coef[j, i]))
                              for r, i in enumerate(order)])
-        fid_masks = np.zeros((len(target_idx), factorization.num_components), dtype=np.uint8)
-        chosen = []
-        for j, ranking in enumerate(rankings):
-            pos = tuple(rc.component.index for rc in ranking[:request.top_k] if rc.weight > 0)
-            fid_masks[j, list(pos)] = 1
-            chosen.append(pos)
-        fid_pred = self.evaluate(factorization.compose, fid_masks)
+        results, metric_calls = self._faithfulness(factorization, masks, memo, prediction, target_idx, rankings,
+                                                   fit, stability, request)
         timings["fidelity"] = time.perf_counter() - t3
+        return Explanation(prediction, results, masks, unique_pred, timings, stopping, metric_calls)
+
+    def _sample(self, d: int, target_idx: list[int], request: ExplainRequest, memo: MaskPredictions,
+                events: EventSink, timings: dict[str, float]
+                ) -> tuple[MaskSet, np.ndarray, SurrogateFit, np.ndarray, Stopping]:
+        """Draw, evaluate and fit, round by round, until the stopping rule holds."""
+        sizes = round_sizes(d, request.max_samples) if request.adaptive else [request.num_samples]
+        stream = MaskStream(d, request.seed, request.kernel, request.sampling == "paired")
+        rows = np.empty((0, d), np.uint8)
+        for rnd, size in enumerate(sizes, 1):
+            t = time.perf_counter()
+            exhaustive = exhaustive_at(d, size)
+            rows = enumerate_masks(d) if exhaustive else np.concatenate([rows, stream.take(size - len(rows))])
+            masks = mask_set(rows, exhaustive)
+            timings["sample"] += time.perf_counter() - t
+            t = time.perf_counter()
+            unique_pred = memo(masks.unique, lambda done, n: events(Event("predict", done, n)))
+            timings["predict"] += time.perf_counter() - t
+            events(Event("fit"))
+            t = time.perf_counter()
+            y = unique_pred[masks.inverse][:, target_idx]
+            weights = row_weights(masks.masks, request.kernel, request.kernel_width, exhaustive)
+            fit = fit_surrogate(masks.masks, y, weights, request.ridge_alpha)
+            stability = np.ones(len(target_idx)) if exhaustive else top_k_stability(
+                masks.masks, y, weights, request.ridge_alpha, request.top_k, [request.seed, rnd],
+                anchors=anchor_rows(masks.masks, request.kernel), coef=fit.coef)
+            timings["fit"] += time.perf_counter() - t
+            reason = ("exhaustive" if exhaustive else "fixed" if not request.adaptive
+                      else "stable" if stability.min() >= request.stability
+                      else "max_samples" if rnd == len(sizes) else "")
+            if reason:
+                return masks, unique_pred, fit, stability, Stopping(rnd, masks.num_samples, reason,
+                                                                    float(stability.min()))
+        raise AssertionError("the last round always stops")  # pragma: no cover
+
+    def _faithfulness(self, factorization: Factorization, masks: MaskSet, memo: MaskPredictions,
+                      prediction: np.ndarray, target_idx: list[int], rankings: list[list[RankedComponent]],
+                      fit: SurrogateFit, stability: np.ndarray, request: ExplainRequest
+                      ) -> tuple[list[TargetExplanation], int]:
+        """Keep-top-k, drop-top-k and (when on) deletion/insertion curves of every target, as one
+        batched evaluation; masks the sampling already evaluated are not run again."""
+        d = factorization.num_components
+        curves = request.with_curves
+        blocks, chosen = [], []
+        for ranking in rankings:
+            pos = tuple(rc.component.index for rc in ranking[:request.top_k] if rc.weight > 0)
+            keep = np.zeros((1, d), np.uint8)
+            keep[0, list(pos)] = 1
+            block = [keep, 1 - keep]
+            if curves:
+                order = np.array([rc.component.index for rc in ranking])
+                block += [deletion_masks(order), insertion_masks(order)]
+            blocks.append(np.concatenate(block))
+            chosen.append(pos)
+        all_masks = np.concatenate(blocks)
+        sampled = {row.tobytes() for row in masks.unique}
+        metric_calls = len({row.tobytes() for row in all_masks} - sampled)
+        preds = memo(all_masks)
         top = int(np.argmax(prediction))
-        results = []
+        results, at = [], 0
         for j, tag in enumerate(target_idx):
-            p = fid_pred[j]
-            fidelity = Fidelity(len(chosen[j]), chosen[j], bool(chosen[j]) and int(np.argmax(p)) == top,
-                                self.labels[int(np.argmax(p))], float(p[tag]), p)
+            p_keep, p_drop = preds[at], preds[at + 1]
+            fidelity = Fidelity(len(chosen[j]), chosen[j], bool(chosen[j]) and int(np.argmax(p_keep)) == top,
+                                self.labels[int(np.argmax(p_keep))], float(p_keep[tag]), p_keep)
+            drop = Drop(chosen[j], int(np.argmax(p_drop)) == top, self.labels[int(np.argmax(p_drop))], float(p_drop[tag]))
+            deletion = insertion = None
+            if curves:
+                deletion = Curve(preds[at + 2:at + 3 + d, tag].astype(np.float64))
+                insertion = Curve(preds[at + 3 + d:at + 4 + 2 * d, tag].astype(np.float64))
+            at += len(blocks[j])
             results.append(TargetExplanation(self.labels[tag], tag, float(fit.r2[j]), float(fit.intercept[j]),
-                                             rankings[j], fidelity))
-        return Explanation(prediction, results, masks, unique_pred, timings)
+                                             rankings[j], fidelity,
+                                             Faithfulness(drop, deletion, insertion, float(stability[j]))))
+        return results, metric_calls

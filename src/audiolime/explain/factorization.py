@@ -1,4 +1,10 @@
-"""Interpretable components: source-separation stems x fixed-length temporal segments."""
+"""Interpretable components: source-separation stems x fixed-length temporal segments.
+
+Segment edges are ``hard`` (a component is its stem gated on/off at the boundaries) or ``fade``:
+complementary raised-cosine cross-fades centred on every inner boundary, ``fade`` x the segment
+length long, so a kept segment fades in and out instead of clicking, and the segment weights
+still sum to exactly one at every sample (the components still sum to the stems).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audiolime.errors import InvalidInput
+from audiolime.explain.request import EDGES
 
 MIN_SEGMENT_S = 0.05
 
@@ -38,18 +45,52 @@ def segment_bounds(num_samples: int, segments: int, sample_rate: int) -> np.ndar
     return np.round(np.linspace(0, num_samples, segments + 1)).astype(np.int64)
 
 
+def segment_weights(num_samples: int, bounds: np.ndarray, edges: str = "hard", fade: float = 0.0) -> np.ndarray:
+    """``[segments, num_samples]`` weights of each segment at each sample; columns sum to 1.
+
+    ``hard``: 1 inside the segment, 0 outside. ``fade``: at every inner boundary the two segments
+    cross-fade over ``fade`` x the shortest segment length (``0 < fade <= 1``, so fades never
+    overlap), centred on the boundary: ``sin^2`` in, ``1 - sin^2`` out. The window's own start
+    and end are not faded (nothing lies beyond them)."""
+    segments = len(bounds) - 1
+    seg_id = np.searchsorted(bounds, np.arange(num_samples), side="right") - 1
+    w = (seg_id[None, :] == np.arange(segments)[:, None]).astype(np.float64)
+    length = fade_length(bounds, edges, fade)
+    if not length:
+        return w.astype(np.float32)
+    up = np.sin(0.5 * np.pi * (np.arange(length) + 0.5) / length) ** 2  # 0 -> 1, raised cosine
+    for j in range(1, segments):
+        a = int(bounds[j]) - length // 2
+        w[j - 1, a:a + length] = 1.0 - up
+        w[j, a:a + length] = up
+    return w.astype(np.float32)
+
+
+def fade_length(bounds: np.ndarray, edges: str, fade: float) -> int:
+    """Samples of one cross-fade between the segments of ``bounds`` (0: hard edges)."""
+    if edges not in EDGES:
+        raise InvalidInput(f"edges must be one of {', '.join(EDGES)}, got {edges!r}")
+    if edges == "hard" or len(bounds) < 3:
+        return 0
+    if not 0 < fade <= 1:
+        raise InvalidInput(f"fade must be in (0, 1] (a fraction of the segment length), got {fade:g}")
+    n = int(fade * int(np.min(np.diff(bounds))))
+    return n if n >= 2 else 0
+
+
 class StemSegmentFactorization:
     """C stems x tau segments = d' components over one analysis window.
 
     ``stems`` are the model-domain signals (mono, tagger rate) that the tagger sees;
     ``listen_stems`` (optional, e.g. 44.1 kHz stereo) are what a person hears. Both are cut at the
     same times, so a mask means the same thing in both domains. Components are ordered
-    source-major: index = source_index * segments + segment.
+    source-major: index = source_index * segments + segment. ``edges``/``fade``: see
+    :func:`segment_weights` (the same fades, in seconds, in both domains).
     """
 
     def __init__(self, stems: Mapping[str, np.ndarray], sample_rate: int, segments: int,
                  window_start_s: float = 0.0, listen_stems: Mapping[str, np.ndarray] | None = None,
-                 listen_rate: int | None = None) -> None:
+                 listen_rate: int | None = None, edges: str = "hard", fade: float = 0.0) -> None:
         if not stems:
             raise InvalidInput("no stems to factorize")
         self.sources = list(stems)
@@ -61,9 +102,11 @@ class StemSegmentFactorization:
         self.segments = segments
         self.num_samples = n
         self.window_start_s = window_start_s
+        self.edges, self.fade = edges, fade if edges == "fade" else 0.0
         bounds = segment_bounds(n, segments, sample_rate)
+        self.fade_s = fade_length(bounds, edges, fade) / sample_rate  # one cross-fade, in seconds
         self.components = _cut(np.stack([np.asarray(stems[s], np.float32).reshape(n) for s in self.sources]),
-                               bounds)  # [d', n]
+                               segment_weights(n, bounds, edges, fade))  # [d', n]
         self.info = [Component(i * segments + j, src, j, window_start_s + bounds[j] / sample_rate,
                                window_start_s + bounds[j + 1] / sample_rate)
                      for i, src in enumerate(self.sources) for j in range(segments)]
@@ -76,7 +119,7 @@ class StemSegmentFactorization:
             n_l = ls.shape[-1]
             lb = np.round(bounds * (n_l / n)).astype(np.int64)
             c, ch = ls.shape[0], ls.shape[1]
-            flat = _cut(ls.reshape(c * ch, n_l), lb).reshape(c, ch, segments, n_l)
+            flat = _cut(ls.reshape(c * ch, n_l), segment_weights(n_l, lb, edges, fade)).reshape(c, ch, segments, n_l)
             self.listen_components = np.ascontiguousarray(flat.transpose(0, 2, 1, 3).reshape(c * segments, ch, n_l))
 
     @property
@@ -94,10 +137,7 @@ class StemSegmentFactorization:
         return np.tensordot(np.asarray(mask, np.float32), self.listen_components, axes=1)
 
 
-def _cut(signals: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """``signals [k, n]`` -> ``[k * segments, n]``: each signal zeroed outside each segment."""
+def _cut(signals: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``signals [k, n]`` x segment ``weights [segments, n]`` -> ``[k * segments, n]``."""
     k, n = signals.shape
-    segments = len(bounds) - 1
-    seg_id = np.searchsorted(bounds, np.arange(n), side="right") - 1  # segment index of every sample
-    onehot = (seg_id[None, :] == np.arange(segments)[:, None]).astype(np.float32)  # [segments, n]
-    return (signals[:, None, :] * onehot[None, :, :]).reshape(k * segments, n)
+    return (signals[:, None, :] * weights[None, :, :]).reshape(k * weights.shape[0], n)

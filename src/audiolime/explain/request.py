@@ -17,10 +17,21 @@ DEFAULT_TAGGER = "musicnn-msd"
 DEFAULT_SEPARATOR = "2stems"
 MAX_NUM_SAMPLES = 65536
 MAX_SEED = 2 ** 63 - 1
+AUTO = 0  # num_samples: adaptive, in rounds, until the top-k set is stable (or max_samples)
 
-# Separator models and the stems they produce (Spleeter's published configurations).
+# Method vocabularies (the values each option accepts; the first is not necessarily the default).
+EDGES = ("hard", "fade")  # segment edges: gated on/off, or complementary raised-cosine cross-fades
+KERNELS = ("lime", "shap")  # LIME's exponential kernel on uniform masks; Kernel SHAP's
+SAMPLINGS = ("paired", "independent")  # paired: every mask is drawn with its complement (antithetic)
+CURVES = ("auto", "on", "off")  # deletion/insertion curves; auto: on while d' <= CURVES_MAX_COMPONENTS
+CURVES_MAX_COMPONENTS = 48
+
+# Separator models and the stems they produce: Spleeter's published configurations, and
+# 2stems+hpss (2stems with the accompaniment split by harmonic-percussive separation; it needs
+# only the 2stems weights; see audiolime.separator.hpss).
 SEPARATOR_STEMS: dict[str, tuple[str, ...]] = {
     "2stems": ("vocals", "accompaniment"),
+    "2stems+hpss": ("vocals", "harmonic", "percussive"),
     "4stems": ("vocals", "drums", "bass", "other"),
     "5stems": ("vocals", "drums", "bass", "piano", "other"),
 }
@@ -47,11 +58,18 @@ class ExplainRequest:
     window_duration_s: float = 0.0  # 0: the model's own input length (the only one accepted)
     segments: int = 6
     separator: str = DEFAULT_SEPARATOR
-    num_samples: int = 2048
+    num_samples: int = AUTO  # or a fixed N, d'+1 ... MAX_NUM_SAMPLES
     seed: int = 0
     top_k: int = 3
     kernel_width: float = 0.25
     ridge_alpha: float = 1.0
+    edges: str = "fade"
+    fade: float = 0.5  # cross-fade length as a fraction of the segment length, (0, 1]
+    max_samples: int = 4096  # the cap of adaptive sampling
+    stability: float = 0.95  # adaptive sampling stops when this share of bootstrap fits keep the top-k set
+    kernel: str = "lime"
+    sampling: str = "paired"
+    curves: str = "auto"
 
     @classmethod
     def from_wire(cls, **values) -> ExplainRequest:
@@ -72,6 +90,15 @@ class ExplainRequest:
         """d' = stems x segments."""
         return len(self.stems) * self.segments
 
+    @property
+    def adaptive(self) -> bool:
+        return self.num_samples == AUTO
+
+    @property
+    def with_curves(self) -> bool:
+        """Whether deletion/insertion curves are computed (``auto``: while d' <= 48)."""
+        return self.curves == "on" or (self.curves == "auto" and self.num_components <= CURVES_MAX_COMPONENTS)
+
     def validate(self) -> ExplainRequest:
         """Check every field against its bounds (the message names the field); returns self."""
         for name in ("top_n", "segments", "top_k"):
@@ -91,17 +118,28 @@ class ExplainRequest:
             raise InvalidInput("tags must not be empty strings")
         if not self.model:
             raise InvalidInput("model must not be empty")
+        for name, allowed in (("edges", EDGES), ("kernel", KERNELS), ("sampling", SAMPLINGS), ("curves", CURVES)):
+            if getattr(self, name) not in allowed:
+                raise InvalidInput(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.fade) and 0 < self.fade <= 1):
+            raise InvalidInput(f"fade must be in (0, 1] (a fraction of the segment length), got {self.fade:g}")
+        if not (math.isfinite(self.stability) and 0 < self.stability <= 1):
+            raise InvalidInput(f"stability must be in (0, 1], got {self.stability:g}")
         d = self.num_components  # unknown separator: ModelNotFound
-        check_num_samples(self.num_samples, d, f"{self.separator} x {self.segments} segments")
+        what = f"{self.separator} x {self.segments} segments"
+        if self.adaptive:
+            check_num_samples(self.max_samples, d, what, "max_samples")
+        else:
+            check_num_samples(self.num_samples, d, what)
         return self
 
 
-def check_num_samples(num_samples: int, num_components: int, what: str = "") -> None:
+def check_num_samples(num_samples: int, num_components: int, what: str = "", name: str = "num_samples") -> None:
     """N must be at least d'+1 (a surrogate with an intercept needs that many rows) and at most
     :data:`MAX_NUM_SAMPLES`."""
     if not num_components + 1 <= num_samples <= MAX_NUM_SAMPLES:
         detail = f" ({what})" if what else ""
-        raise InvalidInput(f"num_samples must be between d'+1 = {num_components + 1}{detail} and "
+        raise InvalidInput(f"{name} must be between d'+1 = {num_components + 1}{detail} and "
                            f"{MAX_NUM_SAMPLES}, got {num_samples}")
 
 

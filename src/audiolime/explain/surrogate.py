@@ -1,12 +1,24 @@
-"""LIME's locally weighted linear surrogate (kernel weights + scikit-learn ridge)."""
+"""The locally weighted linear surrogate: row weights of each kernel, one weighted ridge solver
+(for the fit and for its bootstrap replicates), and the stability of the top-k set.
+
+The ridge is scikit-learn's ``Ridge(alpha, fit_intercept=True)`` with ``sample_weight`` (the
+intercept is not penalised), solved in closed form so that many weightings of the same rows --
+bootstrap replicates are multinomial counts times the kernel weights -- are one batched solve.
+``tests/test_engine.py`` checks it against scikit-learn.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import Ridge
 from sklearn.metrics.pairwise import cosine_distances
+
+from audiolime.explain.sampling import shapley_kernel
+
+BOOTSTRAP_FITS = 100
+SHAP_ANCHOR_WEIGHT = 1e3  # x the total weight of the sampled rows: f(all on), f(all off) as constraints
 
 
 def kernel_weights(masks: np.ndarray, kernel_width: float = 0.25) -> np.ndarray:
@@ -14,6 +26,26 @@ def kernel_weights(masks: np.ndarray, kernel_width: float = 0.25) -> np.ndarray:
     ones = np.ones((1, masks.shape[1]))
     d = cosine_distances(masks.astype(np.float64), ones)[:, 0]  # all-zero mask -> distance 1
     return np.sqrt(np.exp(-(d ** 2) / kernel_width ** 2))
+
+
+def anchor_rows(masks: np.ndarray, kernel: str) -> np.ndarray:
+    """Rows that are constraints rather than samples: all ones (every kernel), all zeros (``shap``)."""
+    s = masks.sum(axis=1)
+    return (s == masks.shape[1]) | ((s == 0) if kernel == "shap" else False)
+
+
+def row_weights(masks: np.ndarray, kernel: str = "lime", kernel_width: float = 0.25,
+                exhaustive: bool = False) -> np.ndarray:
+    """Regression weight of every drawn row. ``lime``: LIME's kernel. ``shap``: the rows were
+    drawn from the Shapley kernel, so 1 each -- or, enumerated exhaustively, the kernel itself --
+    and the two anchors a weight far above everything else (Kernel SHAP's constraints)."""
+    if kernel == "lime":
+        return kernel_weights(masks, kernel_width)
+    w = shapley_kernel(masks) if exhaustive else np.ones(len(masks))
+    anchors = anchor_rows(masks, "shap")
+    w[anchors] = 0.0
+    w[anchors] = SHAP_ANCHOR_WEIGHT * max(w.sum(), 1.0)
+    return w
 
 
 @dataclass(frozen=True)
@@ -25,16 +57,68 @@ class SurrogateFit:
     r2: np.ndarray
 
 
+def ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted ridge with an unpenalised intercept, for ``b`` weightings at once.
+
+    ``x [n, d]``, ``y [n, t]``, ``w [b, n]`` -> ``coef [b, t, d]``, ``intercept [b, t]``."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64).reshape(len(x), -1)
+    w = np.atleast_2d(np.asarray(w, np.float64))
+    sw = w.sum(axis=1)  # [b]
+    xm = (w @ x) / sw[:, None]  # [b, d]
+    ym = (w @ y) / sw[:, None]  # [b, t]
+    wx = w[:, :, None] * x[None]  # [b, n, d]
+    wxt = np.transpose(wx, (0, 2, 1))  # [b, d, n]
+    gram = wxt @ x - sw[:, None, None] * xm[:, :, None] * xm[:, None, :]  # batched BLAS, not einsum
+    xy = wxt @ y - sw[:, None, None] * xm[:, :, None] * ym[:, None, :]
+    d = x.shape[1]
+    # 1e-10: a component constant in every row (possible in a bootstrap replicate) with alpha = 0
+    coef = np.linalg.solve(gram + (alpha + 1e-10) * np.eye(d)[None], xy)  # [b, d, t]
+    intercept = ym - np.einsum("bd,bdt->bt", xm, coef)
+    return np.transpose(coef, (0, 2, 1)), intercept
+
+
 def fit_surrogate(masks: np.ndarray, targets: np.ndarray, weights: np.ndarray, alpha: float = 1.0) -> SurrogateFit:
     """Weighted ridge of ``targets [n, t]`` on ``masks [n, d]``; one fit for all targets."""
     x = masks.astype(np.float64)
     y = np.asarray(targets, np.float64).reshape(len(x), -1)
-    model = Ridge(alpha=alpha, fit_intercept=True).fit(x, y, sample_weight=weights)
-    pred = model.predict(x).reshape(y.shape)
+    coef, intercept = ridge(x, y, weights[None, :], alpha)
+    coef, intercept = coef[0], intercept[0]
+    pred = x @ coef.T + intercept
     w = weights[:, None]
     mean = (w * y).sum(0) / w.sum()
     ss_res = (w * (y - pred) ** 2).sum(0)
     ss_tot = (w * (y - mean) ** 2).sum(0)
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, 0.0)
-    return SurrogateFit(np.atleast_2d(model.coef_), np.atleast_1d(model.intercept_), r2)
+    return SurrogateFit(coef, intercept, r2)
+
+
+def top_set(coef: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` highest-weight components of each row of ``coef [..., d]``, as a sorted index set."""
+    return np.sort(np.argsort(-coef, axis=-1, kind="stable")[..., :k], axis=-1)
+
+
+def top_k_stability(masks: np.ndarray, targets: np.ndarray, weights: np.ndarray, alpha: float, k: int,
+                    seed: int | Sequence[int], anchors: np.ndarray | None = None, coef: np.ndarray | None = None,
+                    fits: int = BOOTSTRAP_FITS, chunk: int = 25) -> np.ndarray:
+    """Per target, the share of ``fits`` bootstrap replicates (rows resampled with replacement,
+    anchor rows kept as they are) whose top-k set equals the full fit's (``coef [t, d]``, fitted
+    here when not given): ``[t]`` in [0, 1]."""
+    x = masks.astype(np.float64)
+    y = np.asarray(targets, np.float64).reshape(len(x), -1)
+    k = min(k, x.shape[1])
+    full = top_set(ridge(x, y, weights[None, :], alpha)[0][0] if coef is None else np.atleast_2d(coef), k)  # [t, k]
+    anchors = np.zeros(len(x), bool) if anchors is None else anchors
+    free = np.flatnonzero(~anchors)
+    rng = np.random.default_rng(seed)
+    same = np.zeros(y.shape[1])
+    for start in range(0, fits, chunk):
+        b = min(chunk, fits - start)
+        counts = np.zeros((b, len(x)))
+        counts[:, anchors] = 1.0
+        for i in range(b):
+            counts[i, free] = np.bincount(rng.integers(0, len(free), len(free)), minlength=len(free))
+        coef, _ = ridge(x, y, counts * weights[None, :], alpha)  # [b, t, d]
+        same += (top_set(coef, k) == full[None]).all(axis=-1).sum(axis=0)
+    return same / fits
