@@ -18,11 +18,12 @@ KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"
 
 @pytest.fixture(scope="module")
 def karissa_run(shared: Path, models: Path, tmp_path_factory) -> tuple[dict, Path]:
-    """One real explanation through the installed console script (a separate process)."""
+    """One real explanation with the default method (adaptive sampling, faded edges) through the
+    installed console script (a separate process)."""
     out = tmp_path_factory.mktemp("explain") / "out"
     exe = Path(sys.executable).with_name("audiolime")
     proc = subprocess.run([str(exe), "explain", str(shared / "audio" / KARISSA), "--tag", "female vocalists",
-                           "--num-samples", "1024", "--seed", "0", "--out", str(out), "--json",
+                           "--seed", "0", "--out", str(out), "--json",
                            "--model-dir", str(models)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout), out
@@ -53,11 +54,32 @@ def test_document_schema_and_counts(karissa_run, shared: Path):
     assert doc["audio"]["sha256"] == decode(shared / "audio" / KARISSA).pcm_sha256()
     assert doc["model"]["name"] == "musicnn-msd" and doc["separator"]["model"] == "2stems"
     assert doc["separator"]["residual_rel_rms"] < 1e-3
-    assert doc["num_samples"] == 1024 and 12 + 1 < doc["unique_samples"] <= 1024 and not doc["exhaustive"]
+    stop = doc["stopping"]
+    assert doc["sampling"] == {"kernel": "lime", "sampling": "paired", "num_samples": 0, "max_samples": 4096,
+                               "stability_threshold": 0.95}
+    assert stop["reason"] in ("stable", "max_samples", "exhaustive") and stop["rounds"] >= 1
+    assert doc["num_samples"] == stop["masks"] and 12 + 1 < doc["unique_samples"] <= stop["masks"] <= 4096
+    assert stop["reason"] != "stable" or stop["stability"] >= 0.95
+    assert doc["edges"] == {"mode": "fade", "fade": 1.0, "fade_s": 0.5}
     assert doc["seed"] == 0 and len(doc["prediction"]) == 50
     comps = doc["targets"][0]["components"]
     assert sorted(c["rank"] for c in comps) == list(range(1, 13))
     assert len({(c["source"], c["segment"]) for c in comps}) == 12
+
+
+def test_faithfulness_is_in_the_document(karissa_run):
+    """Every target carries drop-top-k, deletion/insertion curves over d'+1 points (from every
+    component on to none, and back) and the top-3 stability; the document says what they cost."""
+    doc, _ = karissa_run
+    target = doc["targets"][0]
+    f, keep = target["faithfulness"], target["fidelity"]
+    assert f["drop_top_k"]["components"] == keep["components"] and 0 <= f["stability"] <= 1
+    dele, ins = f["deletion"]["probabilities"], f["insertion"]["probabilities"]
+    assert len(dele) == len(ins) == 13 and dele[0] == ins[-1] and dele[-1] == ins[0]
+    assert abs(dele[0] - keep["original_target_probability"]) < 0.05  # all components on ~ the window
+    assert 0 <= f["deletion"]["auc"] < f["insertion"]["auc"] <= 1  # vocals first: deleting them hurts at once
+    assert f["drop_top_k"]["target_probability"] < keep["original_target_probability"]
+    assert 0 < doc["faithfulness_cost"]["tagger_calls"] <= 2 + 2 * 13 and doc["faithfulness_cost"]["seconds"] > 0
     assert [c["weight"] for c in comps] == sorted((c["weight"] for c in comps), reverse=True)
     w = doc["audio"]["window"]
     assert w["duration_s"] == 3.0 and 0 <= w["start_s"] <= doc["audio"]["duration_s"] - 3

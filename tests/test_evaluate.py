@@ -1,5 +1,6 @@
-"""`audiolime evaluate` (the paper's Figure 2 check): SLIME rectangles, the random baseline, a
-tiny real run on two songs (outputs, resumability), and bad input as one-line errors."""
+"""`audiolime evaluate` (audioLIME variants vs SLIME vs random): SLIME rectangles, the random
+baselines, the aggregation (reference agreement, calls to reach it, stopping-rule replay), a tiny
+real run on two songs (outputs, resumability), and bad input as one-line errors."""
 
 from __future__ import annotations
 
@@ -114,33 +115,22 @@ def test_slime_on_real_spectrogram_and_not_applicable_for_waveform_only(musicnn,
         for_tagger(only, brahms_window)
 
     from audiolime.evaluation.config import EvalConfig
-    from audiolime.evaluation.experiment import evaluate_window
+    from audiolime.evaluation.methods import WindowContext, run_slime
+    from audiolime.explain.engine import Engine
 
-    # a real two-source decomposition (below/above 1 kHz) stands in for Spleeter here
-    spec = np.fft.rfft(brahms_window)
-    cut = int(1000 * len(brahms_window) / musicnn.sample_rate)
-    low, high = spec.copy(), spec.copy()
-    low[cut:], high[:cut] = 0, 0
-    stems = {"low": np.fft.irfft(low, len(brahms_window)).astype(np.float32),
-             "high": np.fft.irfft(high, len(brahms_window)).astype(np.float32)}
-    cfg = EvalConfig(taggers=("samplecnn-like",), audio_dir=".", ks=(1, 3), num_samples=64, segments=6, draws=4,
-                     slime_domain="spectrogram")
-    rows, meta = evaluate_window(only, brahms_window, stems, 10.0, cfg, seed=3)
-    assert "SLIME is not applicable" in meta["slime"]["not_applicable"]
-    slime = [r for r in rows if r["method"] == "slime"]
-    assert [r["k"] for r in slime] == [1, 3] and all(r["same_top_tag"] is None for r in slime)
-    lime = [r for r in rows if r["method"] == "audiolime"]
-    assert len(lime) == 2 and all(r["same_top_tag"] in (True, False) for r in lime)
-    assert meta["top_tag"] == musicnn.labels[int(np.argmax(p_wave))]
+    top = int(np.argmax(p_wave))
+    ctx = WindowContext(only, brahms_window, 10.0, 3, lambda sep: {}, Engine(only.predict, only.labels), top)
+    cfg = EvalConfig(taggers=("samplecnn-like",), audio_dir=".", ks=(1, 3), slime_samples=64, slime_domain="spectrogram")
+    rec = run_slime(ctx, cfg)
+    assert "SLIME is not applicable" in rec["not_applicable"] and rec["rows"] == []
 
     # the audio domain (the paper's SLIME, the default) needs only predict(waveform): it applies
-    rows_a, meta_a = evaluate_window(only, brahms_window, stems, 10.0, EvalConfig(**{**cfg.__dict__,
-                                                                                   "slime_domain": "audio"}), seed=3)
-    assert meta_a["slime"]["domain"] == "audio" and meta_a["slime"]["d"] == 24
-    assert meta_a["slime"]["top_tag_from_audio"] == meta_a["top_tag"]  # the analysed window is the waveform itself
-    slime_a = [r for r in rows_a if r["method"] == "slime"]
-    assert [r["k"] for r in slime_a] == [1, 3] and all(r["same_top_tag"] in (True, False) for r in slime_a)
-    assert [r for r in rows_a if r["method"] == "audiolime"] == lime  # same seed: audioLIME unchanged
+    rec = run_slime(ctx, EvalConfig(**{**cfg.__dict__, "slime_domain": "audio"}))
+    assert rec["domain"] == "audio" and rec["d"] == 12 == len(rec["weights"])
+    assert [r["k"] for r in rec["rows"]] == [1, 3] and all(r["keep"] in (True, False) for r in rec["rows"])
+    assert len(rec["deletion"]) == len(rec["insertion"]) == 13  # curves over d' + 1 points
+    assert rec["deletion"][0] == pytest.approx(rec["insertion"][-1], abs=1e-6)  # both: every rectangle on
+    assert rec["deletion"][0] == pytest.approx(float(p_wave[top]), abs=1e-3)  # = the window itself
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,26 +190,40 @@ def test_audio_slime_resynthesis_on_a_real_window(musicnn, brahms_window):
     assert not np.allclose(p[1], p[0], atol=1e-2)
 
 
-def test_slime_domain_is_part_of_the_checkpoint_key(tmp_path: Path):
-    """Results of the other SLIME domain (or of a checkpoint from before the option existed, which
-    was spectrogram-domain) are never mixed in: a clear error naming the field."""
-    from audiolime.evaluation.checkpoint import check_config
-    from audiolime.evaluation.config import EvalConfig
+def test_method_settings_are_part_of_the_checkpoint(tmp_path: Path):
+    """Results of a method made with other settings (a variant's request, the SLIME domain) are
+    never mixed in: a clear error; other shared settings refuse the directory; a new variant is fine."""
+    from audiolime.evaluation.checkpoint import check_config, check_methods
+    from audiolime.evaluation.config import EvalConfig, parse_variant
 
-    cfg = EvalConfig(taggers=("musicnn-msd",), audio_dir=".")
-    assert cfg.result_key()["slime_domain"] == "audio"
-    check_config(tmp_path / "a", cfg)
-    check_config(tmp_path / "a", cfg)  # same key: fine
-    with pytest.raises(InvalidInput, match="slime_domain 'audio' != 'spectrogram'"):
-        check_config(tmp_path / "a", EvalConfig(**{**cfg.__dict__, "slime_domain": "spectrogram"}))
-    old = tmp_path / "old"
-    old.mkdir()
-    key = cfg.result_key()
-    del key["slime_domain"]
-    (old / "config.json").write_text(json.dumps(key))
-    check_config(old, EvalConfig(**{**cfg.__dict__, "slime_domain": "spectrogram"}))  # the old behaviour resumes
-    with pytest.raises(InvalidInput, match="slime_domain 'spectrogram' != 'audio'"):
-        check_config(old, cfg)
+    cfg = EvalConfig(taggers=("musicnn-msd",), audio_dir=".", variants=(parse_variant("a:num_samples=auto"),))
+    rec = {"a": cfg.method_key("a"), "slime": cfg.method_key("slime")}
+    done = {("s", "musicnn-msd", 0, m): {"key": k} for m, k in rec.items()}
+    check_methods(done, cfg)
+    more = EvalConfig(**{**cfg.__dict__, "variants": cfg.variants + (parse_variant("b:edges=hard"),)})
+    check_methods(done, more)  # adding a variant: only it is computed
+    with pytest.raises(InvalidInput, match="'slime' results made with other settings"):
+        check_methods(done, EvalConfig(**{**cfg.__dict__, "slime_domain": "spectrogram"}))
+    with pytest.raises(InvalidInput, match="'a' results made with other settings"):
+        check_methods(done, EvalConfig(**{**cfg.__dict__, "variants": (parse_variant("a:num_samples=512"),)}))
+    assert cfg.method_key("a")["request"]["fade"] == 1.0  # resolved: a new product default changes the key
+    check_config(tmp_path / "o", cfg)
+    with pytest.raises(InvalidInput, match="different configuration.*ks"):
+        check_config(tmp_path / "o", EvalConfig(**{**cfg.__dict__, "ks": (2,)}))
+
+
+def test_variant_specs():
+    """NAME:key=value,... sets request options (numbers typed, num_samples=auto); errors name the variant."""
+    from audiolime.evaluation.config import parse_variant
+
+    v = parse_variant("fast:num_samples=auto,fade=0.5,max-samples=1024,edges=fade,reference")
+    assert v.reference and dict(v.options) == {"num_samples": 0, "fade": 0.5, "max_samples": 1024, "edges": "fade"}
+    req = v.request(7)
+    assert (req.seed, req.fade, req.max_samples, req.top_k, req.separator) == (7, 0.5, 1024, 3, "2stems")
+    for spec, needle in (("x:foo=1", "is not key=value"), ("x:fade=soft", "fade must be a number"),
+                         ("slime:edges=hard", "NAME"), (":edges=hard", "NAME")):
+        with pytest.raises(InvalidInput, match=needle):
+            parse_variant(spec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +272,72 @@ def test_windows_and_batches_are_capped():
     assert starts == sorted(starts) and starts[0] >= 0 and starts[-1] + 30 <= 100 and len(set(starts)) == 3
 
 
+def test_random_rankings_are_permutations():
+    """Random rankings are seeded permutations of every component."""
+    from audiolime.evaluation.baselines import random_rankings
+
+    orders = random_rankings(12, 5, seed=1)
+    assert len(orders) == 5 and all(sorted(o) == list(range(12)) for o in orders)
+    assert [list(o) for o in orders] == [list(o) for o in random_rankings(12, 5, seed=1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# aggregation
+
+
+def test_calls_to_reach_and_stopping_replay():
+    """Calls to reach the reference count from the round after which the top-3 set stays the
+    reference's; a replayed rule stops at the first (run of) stable round(s), else at the end."""
+    from audiolime.evaluation.aggregate import calls_to_reach, jaccard, replay
+
+    trace = [{"masks": 256, "unique": 250, "stability": 0.7, "top": [1, 2, 3]},
+             {"masks": 384, "unique": 370, "stability": 0.96, "top": [1, 2, 4]},
+             {"masks": 576, "unique": 560, "stability": 0.93, "top": [1, 2, 3]},
+             {"masks": 896, "unique": 880, "stability": 0.97, "top": [1, 2, 3]}]
+    assert calls_to_reach(trace, [3, 2, 1]) == 560  # reached at 250, lost at 370, reached for good at 560
+    assert calls_to_reach(trace, [1, 2, 4]) is None
+    assert replay(trace, 0.95)["unique"] == 370 and replay(trace, 0.95)["stopped"]
+    assert replay(trace, 0.9, consecutive=2)["unique"] == 880  # 0.96 then 0.93 differ in top set
+    assert replay(trace, 0.99) == trace[-1] | {"stopped": False}
+    assert jaccard([1, 2, 3], [1, 2, 4]) == 0.5 and jaccard([1, 2, 3], [3, 2, 1]) == 1.0
+
+
+def test_aggregate_rates_curves_and_reference_agreement():
+    """Keep/drop rates are means over windows, deletion < random counts per window, the reference
+    agreement is the share of windows with the reference's top-3 set; random only counts where defined."""
+    from audiolime.evaluation.aggregate import aggregate
+    from audiolime.evaluation.config import EvalConfig, parse_variant
+
+    cfg = EvalConfig(taggers=("t",), audio_dir=".", ks=(1, 3), variants=(parse_variant("v:reference"),))
+
+    def variant(win: int, keep3: bool, dele: float, same_ref: bool) -> dict:
+        return {"song": "s", "tagger": "t", "window": win, "method": "v", "result": {
+            "rows": [{"k": 1, "keep": True, "drop_lost": False}, {"k": 3, "keep": keep3, "drop_lost": True}],
+            "deletion_auc": dele, "insertion_auc": 0.5, "surrogate_r2": 0.8, "stability": 0.9, "seconds": 1.0,
+            "stopping": {"reason": "stable"}, "calls": {"sampling": 256 * (win + 1), "metrics": 20},
+            "top_k_set": [0, 1, 2], "trace": [{"masks": 256, "unique": 250, "stability": 0.99, "top": [0, 1, 2]}],
+            "reference": {"top_k_set": [0, 1, 2] if same_ref else [0, 1, 5], "unique": 4096, "stability": 1.0}}}
+
+    def rand(win: int, dele: float) -> dict:
+        return {"song": "s", "tagger": "t", "window": win, "method": "random", "result": {
+            "rows": [{"k": 1, "keep": 0.25, "drop_lost": 0.5}, {"k": 3, "keep": None, "drop_lost": None}],
+            "deletion_auc": dele, "insertion_auc": 0.3}}
+
+    recs = [variant(0, True, 0.1, True), variant(1, False, 0.4, True), variant(2, True, 0.2, False),
+            rand(0, 0.3), rand(1, 0.3), rand(2, 0.3)]
+    t = aggregate(cfg, recs)["t"]
+    v = t["v"]
+    assert v["keep"]["3"]["rate"] == pytest.approx(2 / 3, abs=1e-4) and v["keep"]["3"]["n"] == 3
+    assert v["drop"]["1"]["rate"] == 0.0 and v["drop"]["3"]["rate"] == 1.0
+    assert v["deletion_below_random"]["rate"] == pytest.approx(2 / 3, abs=1e-4)
+    assert v["calls"]["sampling_median"] == 512 and v["stopping"] == {"stable": 3}
+    ref = v["reference"]
+    assert ref["same_top3"]["rate"] == pytest.approx(2 / 3, abs=1e-4) and ref["reference_calls_median"] == 4096
+    assert ref["calls_ratio_median"] == 0.125 and ref["reached"]["rate"] == pytest.approx(2 / 3, abs=1e-4)
+    assert t["random"]["keep"]["1"]["rate"] == 0.25 and t["random"]["keep"]["3"]["n"] == 0
+    assert t["slime"]["windows"] == 0 and t["slime"]["keep"]["1"]["rate"] is None
+
+
 # ---------------------------------------------------------------------------------------------
 # a tiny real run
 
@@ -281,87 +351,100 @@ def _evaluate(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def tiny_run(shared: Path, models: Path, tmp_path_factory):
-    """musicnn on two real songs, N = 64, one window per song, k = 1 and 3 (a separate process)."""
+    """musicnn on two real songs, one window each, k = 1 and 3: an adaptive variant with a
+    reference and a hard-edged fixed-N one, SLIME and random, all tiny (a separate process)."""
     root = tmp_path_factory.mktemp("evaluate")
     audio = root / "audio"
     audio.mkdir()
     for name in SONGS:
         (audio / name).symlink_to(shared / "audio" / name)
     out = root / "out"
-    args = ["--tagger", "musicnn-msd", "--audio", str(audio), "--k", "1", "3", "--num-samples", "64",
-            "--windows-per-song", "1", "--draws", "8", "--out", str(out), "--model-dir", str(models)]
+    args = ["--tagger", "musicnn-msd", "--audio", str(audio), "--k", "1", "3", "--windows-per-song", "1",
+            "--variant", "auto:num_samples=auto,max_samples=64,reference", "--variant", "hard:edges=hard,num_samples=32",
+            "--reference-samples", "96", "--trace-samples", "64", "--slime-samples", "32", "--draws", "4",
+            "--curve-draws", "2", "--out", str(out), "--model-dir", str(models)]
     proc = _evaluate(*args)
     return args, out, proc
 
 
+def _keep(row: dict) -> float:
+    """A CSV keep cell: True/False for an explaining method, the share of draws for random."""
+    return float(row["keep"] == "True") if row["keep"] in ("True", "False") else float(row["keep"])
+
+
 def test_tiny_run_writes_all_outputs_with_sane_values(tiny_run):
-    """results.csv has one row per (song, window, method, k) with rates in [0, 1]; json, md and
-    figure agree."""
+    """results.csv has one row per (song, window, method, k) with rates in [0, 1]; the reference,
+    the curves and the costs are recorded; json, md and figure agree."""
     _, out, proc = tiny_run
-    assert "2 items: 0 resumed from the checkpoint, 2 computed" in proc.stdout
+    assert "8 results: 0 resumed from the checkpoint, 8 computed" in proc.stdout
     with (out / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     keys = [(r["song"], r["window"], r["method"], r["k"]) for r in rows]
-    assert len(keys) == len(set(keys)) == 2 * 1 * 3 * 2
+    assert len(keys) == len(set(keys)) == 2 * 1 * 4 * 2
     assert {r["song"] for r in rows} == set(SONGS) and {r["k"] for r in rows} == {"1", "3"}
     for r in rows:
         assert r["tagger"] == "musicnn-msd"
-        if r["method"] != "random" or r["same_top_tag"] != "":  # random: n/a when too few positives
-            assert 0.0 <= float(r["same_top_tag"]) <= 1.0
-        if r["method"] in ("audiolime", "slime"):
-            assert float(r["same_top_tag"]) in (0.0, 1.0)
-            assert 0 < int(r["components"]) <= int(r["k"])
-            assert (float(r["same_top_tag"]) == 1.0) == (r["kept_top_tag"] == r["top_tag"])
-        elif r["same_top_tag"] != "":
-            assert int(r["components"]) == int(r["k"]) and int(r["draws"]) == 8
-    # one top tag per (song, window), shared by all methods
-    assert len({(r["song"], r["top_tag"]) for r in rows}) == 2
+        if r["keep"] != "":  # random: n/a when too few positives
+            assert 0.0 <= _keep(r) <= 1.0
+        if r["method"] != "random":
+            assert r["keep"] in ("True", "False") and 0 < int(r["components"]) <= int(r["k"])
+            assert (r["keep"] == "True") == (r["kept_top_tag"] == r["top_tag"])
+            assert 0 <= float(r["deletion_auc"]) <= 1 and 0 <= float(r["insertion_auc"]) <= 1
+    assert len({(r["song"], r["top_tag"]) for r in rows}) == 2  # one top tag per window, shared by all methods
+
+    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    auto = [r["result"] for r in items if r["method"] == "auto"]
+    for res in auto:
+        assert res["stopping"]["masks"] == 64 and res["reference"]["samples"] == 96
+        assert len(res["trace"]) == 1 and res["trace"][0]["top"] == res["top_k_set"]  # a replay of the run itself
+        assert len(res["deletion"]) == 13 and res["calls"]["metrics"] > 0
+    hard = [r["result"] for r in items if r["method"] == "hard"]
+    assert all(h["stopping"] == {"rounds": 1, "masks": 32, "reason": "fixed", "stability": h["stability"]} for h in hard)
 
     doc = json.loads((out / "results.json").read_text())
-    assert doc["items"] == 2 and doc["songs"] == sorted(SONGS)
-    for method in ("audiolime", "slime", "random"):
+    assert doc["results"] == 8 and doc["songs"] == sorted(SONGS)
+    table = doc["table"]["musicnn-msd"]
+    for method in ("auto", "hard", "slime", "random"):
         for k in ("1", "3"):
-            cell = doc["table"]["musicnn-msd"][method][k]
-            vals = [float(r["same_top_tag"]) for r in rows
-                    if r["method"] == method and r["k"] == k and r["same_top_tag"] != ""]
+            cell = table[method]["keep"][k]
+            vals = [_keep(r) for r in rows if r["method"] == method and r["k"] == k and r["keep"] != ""]
             assert cell["n"] == len(vals)
             if vals:
                 assert cell["rate"] == pytest.approx(np.mean(vals), abs=1e-4)
                 assert 0 <= cell["ci_low"] <= cell["rate"] <= cell["ci_high"] <= 1
-    assert doc["paper"]["FCN"]["audiolime"]["3"] == 0.46
+    assert table["auto"]["reference"]["windows"] == 2 and table["hard"]["reference"] is None
     md = (out / "results.md").read_text()
-    assert "## musicnn-msd" in md and "| audiolime (measured) |" in md and "N = 64" in md
+    assert "## musicnn-msd" in md and "| auto |" in md and "Agreement with the large-N reference" in md
 
     import matplotlib.image
 
-    img = matplotlib.image.imread(out / "figure2.png")
+    img = matplotlib.image.imread(out / "figure.png")
     assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 300
     assert img[..., :3].std() > 0.05  # not a blank canvas
 
 
 def test_rerun_resumes_from_checkpoint(tiny_run):
-    """A rerun computes nothing; after losing one item (and a torn line) it recomputes just that one."""
+    """A rerun computes nothing; after losing results (and a torn line) it recomputes just those;
+    a variant changed under its name is refused."""
     args, out, _ = tiny_run
     ckpt = out / "items.jsonl"
     before = ckpt.read_text()
     results = (out / "results.csv").read_text()
     proc = _evaluate(*args)
-    assert "2 items: 2 resumed from the checkpoint, 0 computed" in proc.stdout
+    assert "8 results: 8 resumed from the checkpoint, 0 computed" in proc.stdout
     assert ckpt.read_text() == before and (out / "results.csv").read_text() == results
 
-    first = before.splitlines()[0]
-    ckpt.write_text(first + "\n" + '{"song": "torn')  # an interrupted write
+    kept = [line for line in before.splitlines() if '"method": "hard"' not in line]
+    ckpt.write_text("\n".join(kept) + "\n" + '{"song": "torn')  # lost results and an interrupted write
     proc = _evaluate(*args)
-    assert "2 items: 1 resumed from the checkpoint, 1 computed" in proc.stdout
-    # same seeds, same windows: the recomputed item reproduces the lost one
+    assert "8 results: 6 resumed from the checkpoint, 2 computed" in proc.stdout
+    # same seeds, same windows: the recomputed results reproduce the lost ones
     assert (out / "results.csv").read_text() == results
-    proc = _evaluate(*args)
-    assert "2 items: 2 resumed from the checkpoint, 0 computed" in proc.stdout
 
-    other = [a if a != "64" else "128" for a in args]
+    other = [a if a != "hard:edges=hard,num_samples=32" else "hard:edges=hard,num_samples=40" for a in args]
     proc = _evaluate(*other, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "different configuration" in proc.stderr and "num_samples 64 != 128" in proc.stderr
+    assert "'hard' results made with other settings" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,12 +471,17 @@ def test_bad_input_in_a_separate_process(tmp_path: Path):
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (["--k", "3", "25"], "--k 25 needs more components: audioLIME has d' = 24"),
+    (["--k", "3", "25"], "--k 25 needs more components: variant default has d' = 12"),
     (["--k", "5", "--slime-segments", "2", "--slime-bands", "2"], "SLIME has d' = 4"),
-    (["--num-samples", "20"], "num_samples must be between d'+1 = 25 (audioLIME)"),
+    (["--variant", "x:num_samples=5"], "--variant x: num_samples must be between d'+1 = 13"),
+    (["--variant", "x:kernel=rbf"], "--variant x: kernel must be one of lime, shap"),
+    (["--variant", "x:foo=1"], "is not key=value"),
+    (["--variant", "x:", "--variant", "x:edges=hard"], "names must differ"),
+    (["--reference-samples", "5"], "--reference-samples must be between d'+1 = 13"),
+    (["--slime-samples", "many"], "--slime-samples: expected N or auto"),
     (["--windows-per-song", "3", "fcn-msd=2"], "names a tagger that is not evaluated: fcn-msd"),
-    (["--windows-per-song", "three"], "expected W or TAGGER=W"),
-    (["--windows-per-song", "0"], "W must be between 1 and 100"),
+    (["--windows-per-song", "three"], "expected N or TAGGER=N"),
+    (["--windows-per-song", "0"], "N must be between 1 and 100"),
     (["--tagger", "samplecnn"], "invalid choice"),
     (["--k", "0"], "--k"),
     (["--slime-domain", "mel"], "invalid choice"),

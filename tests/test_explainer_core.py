@@ -118,6 +118,63 @@ def test_events_follow_the_stages_in_order(core):
     assert {e.total for e in events if e.stage == "predict"} == {outcome.document.unique_samples}
 
 
+def test_adaptive_rounds_stream_as_events_and_reach_the_proto(core):
+    """Adaptive sampling (num_samples 0): each round is a run of predict events with a larger total;
+    the document and the gRPC Explanation carry the stopping rule, the edges, the sampling and every
+    target's faithfulness (drop-top-k, curves over d'+1 points, stability) and its cost."""
+    from audiolime import wire
+    from audiolime.explainer.convert import outcome_to_proto
+
+    service, _, _ = core
+    events = []
+    outcome = service.explain(job(num_samples=0, max_samples=200, top_k=2, segments=5), events.append)
+    doc = outcome.document
+    totals = [e.total for e in events if e.stage == "predict"]
+    assert totals == sorted(totals) and len(set(totals)) == doc.stopping.rounds >= 1
+    assert doc.stopping.reason in ("stable", "max_samples") and doc.stopping.masks == doc.num_samples <= 200
+    assert doc.sampling.num_samples == 0 and doc.sampling.max_samples == 200 and doc.edges.mode == "fade"
+    f = doc.targets[0].faithfulness
+    assert len(f.deletion.probabilities) == len(f.insertion.probabilities) == doc.num_components + 1 == 11
+    assert f.drop_top_k.components == doc.targets[0].fidelity.components and 0 <= f.stability <= 1
+    assert doc.faithfulness_cost.tagger_calls > 0 and doc.faithfulness_cost.seconds >= 0
+    pb = outcome_to_proto(outcome)
+    assert (pb.stopping.rounds, pb.stopping.reason) == (doc.stopping.rounds, doc.stopping.reason)
+    assert pb.edges.mode == "fade" and pb.edges.fade_s == doc.edges.fade_s and pb.sampling.kernel == "lime"
+    tf = pb.targets[0].faithfulness
+    assert list(tf.deletion.probabilities) == list(f.deletion.probabilities) and tf.insertion.auc == f.insertion.auc
+    assert list(tf.drop_top_k.components) == list(f.drop_top_k.components) and tf.stability == f.stability
+    assert pb.faithfulness_cost.tagger_calls == doc.faithfulness_cost.tagger_calls
+    req = job(num_samples=0, edges="hard", kernel="shap", sampling="independent", curves="off", fade=0.3,
+              max_samples=999, stability=0.9).request
+    back, _, _ = wire.request_from_proto(wire.request_to_proto(req, AudioSource(content=b"x")))
+    assert back == req
+
+
+def test_version_1_documents_still_read_and_print(core):
+    """A document written before the faithfulness fields reads back (new fields None) and prints."""
+    from rich.console import Console
+
+    from audiolime.explain.document import Document
+    from audiolime.report import print_document
+
+    service, _, _ = core
+    d = service.explain(job(curves="off")).document.to_json()
+    assert Document.from_json(d).targets[0].faithfulness.deletion is None  # curves off: no curve
+    old = {k: v for k, v in d.items() if k not in ("edges", "sampling", "stopping", "faithfulness_cost")}
+    old["version"] = 1
+    old["targets"] = [{k: v for k, v in t.items() if k != "faithfulness"} for t in d["targets"]]
+    doc = Document.from_json(old)
+    assert doc.stopping is None and doc.targets[0].faithfulness is None and doc.to_json()["stopping"] is None
+    console = Console(record=True, width=120)
+    print_document(old, console)
+    text = console.export_text()
+    assert "keep top-2" in text and "drop top" not in text
+    console = Console(record=True, width=120)
+    print_document(d, console)
+    text = console.export_text()
+    assert "drop top-2" in text and "curves:" not in text and "stability" in text and "fixed N" in text
+
+
 def test_request_id_reaches_every_tagger_call_from_worker_threads(core):
     """Tagger batches run on a thread pool, yet every call carries the caller's request id."""
     service, tagger, _ = core

@@ -255,8 +255,8 @@ def test_faithfulness_metrics_are_the_taggers_own_outputs():
 
 def test_curves_off_beyond_48_components_unless_asked():
     """curves=auto computes deletion/insertion curves while d' <= 48 only; on/off override."""
-    assert ExplainRequest(segments=24).with_curves and not ExplainRequest(segments=25).with_curves
-    assert ExplainRequest(segments=25, curves="on").with_curves and not ExplainRequest(curves="off").with_curves
+    assert ExplainRequest().curves_for(48) and not ExplainRequest().curves_for(50)
+    assert ExplainRequest(curves="on").curves_for(50) and not ExplainRequest(curves="off").curves_for(12)
     exp = Engine(linear_tagger(np.zeros(6)), ["t", "c"]).explain(
         MaskFactorization(6), np.ones(6, np.float32), [0], ExplainRequest(num_samples=64, curves="off"))
     f = exp.targets[0].faithfulness

@@ -1,4 +1,5 @@
-"""Spleeter 2stems on real recordings: stems reconstruct the mixture and separate the voice."""
+"""Spleeter 2stems (and its 2stems+hpss variant) on real recordings: stems reconstruct the
+mixture and separate the voice; HPSS splits the accompaniment exactly and meaningfully."""
 
 from __future__ import annotations
 
@@ -87,3 +88,48 @@ def test_bad_inputs(separator, models):
         separator.separate(np.zeros((2, 0), np.float32), 44100)
     with pytest.raises(InvalidInput):
         separator.separate(np.zeros((2, 1000), np.float32), 0)
+
+
+@pytest.fixture(scope="module")
+def hpss(separator):
+    from audiolime.separator.hpss import HpssVariant
+
+    return HpssVariant("2stems+hpss", separator, "accompaniment")
+
+
+def test_hpss_variant_splits_the_accompaniment_exactly(hpss, separator, shared):
+    """2stems+hpss: vocals as 2stems, harmonic + percussive = 2stems' accompaniment (so the three
+    stems still sum to the mixture), at the input's rate and channels."""
+    wav, sr = _excerpt(shared, SONGS[3], 5.0, 6.0)
+    two, three = separator.separate(wav, sr), hpss.separate(wav, sr)
+    assert list(three.stems) == ["vocals", "harmonic", "percussive"] and three.model == "2stems+hpss"
+    np.testing.assert_allclose(three.stems["vocals"], two.stems["vocals"], atol=1e-6)
+    acc = two.stems["accompaniment"]
+    split = three.stems["harmonic"] + three.stems["percussive"]
+    assert np.sqrt(np.mean((split - acc) ** 2)) < 1e-5 * np.sqrt(np.mean(acc ** 2)) + 1e-9
+    assert three.residual_rel_rms == two.residual_rel_rms < 1e-3
+    assert {v.shape for v in three.stems.values()} == {wav.shape}
+    assert "hpss" in three.timings_s
+
+
+def test_hpss_puts_drums_in_percussive_and_strings_in_harmonic(hpss, shared):
+    """The drum-and-bass excerpt has a far larger percussive share than the string orchestra."""
+    def share(song: str) -> float:
+        wav, sr = _excerpt(shared, song, 5.0, 6.0)
+        st = hpss.separate(wav, sr).stems
+        return float(np.sum(st["percussive"] ** 2) / (np.sum(st["percussive"] ** 2) + np.sum(st["harmonic"] ** 2)))
+
+    drums, strings = share(SONGS[3]), share(SONGS[1])
+    assert drums > 0.2 and drums > 2 * strings, (drums, strings)  # measured 0.28 vs 0.08 (bass is harmonic)
+
+
+def test_variants_share_their_spleeter_model(models):
+    """Loading 2stems and 2stems+hpss builds one Spleeter graph; unknown variants are refused."""
+    from audiolime.separator.hpss import load_separators
+
+    seps = load_separators(models / "spleeter", ["2stems", "2stems+hpss"], warmup=False)
+    assert seps["2stems+hpss"].base is seps["2stems"]
+    assert seps["2stems+hpss"].stems_names == ["vocals", "harmonic", "percussive"]
+    with pytest.raises(ModelNotFound, match="installed: 2stems"):
+        load_separators(models / "spleeter", ["5stems"], warmup=False)
+    seps["2stems"].close()

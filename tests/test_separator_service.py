@@ -131,10 +131,12 @@ def test_admission_rejects_beyond_queue() -> None:
 
 @pytest.fixture(scope="module")
 def file_server(models, tmp_path_factory):
-    """A separator with a file:// store and the default limits (600 s, 200 MiB)."""
+    """A separator with a file:// store, the default limits (600 s, 200 MiB), and 2stems (the
+    default) plus its 2stems+hpss variant."""
     store = tmp_path_factory.mktemp("stems")
     log = store.parent / "separator.log"
-    with serve(["--store", store.as_uri(), "--grace-period", "60"], log) as (proc, channel, mport):
+    with serve(["--store", store.as_uri(), "--grace-period", "60", "--models", "2stems,2stems+hpss"],
+               log) as (proc, channel, mport):
         yield proc, channel, mport, store, log
 
 
@@ -171,6 +173,26 @@ def test_separate_stores_stems_and_hits_cache(file_server, shared) -> None:
     separated = [r for r in json_logs(log) if r.get("message") == "separated"]
     assert any(r["request_id"] == "sep-test-1" and r["audio_sha256"] == first.audio_sha256 and
                r["service"] == "separator" for r in separated), separated
+
+
+def test_hpss_variant_is_served_and_cached_like_any_model(file_server, shared) -> None:
+    """2stems+hpss over gRPC: three stems summing to the mixture, cached under its own name (the
+    repeat is a hit), from the one 2stems graph the server loaded."""
+    from audiolime.audio import decode
+
+    _, channel, mport, store, log = file_server
+    content = (shared / "audio" / SONG).read_bytes()
+    first = stub(channel).Separate(request(content, model="2stems+hpss"), timeout=300)
+    assert first.model == "2stems+hpss" and [s.name for s in first.stems] == ["vocals", "harmonic", "percussive"]
+    assert (store / "stems" / "2stems+hpss" / first.audio_sha256 / "manifest.json").is_file()
+    mix = decode(content)
+    total = sum(read_flac_uri(s.uri)[0] for s in first.stems)
+    err = np.sqrt(np.mean(np.square(total - mix.waveform))) / np.sqrt(np.mean(np.square(mix.waveform)))
+    assert err < 1e-3
+    assert stub(channel).Separate(request(content, model="2stems+hpss"), timeout=60).cache_hit
+    assert metric_value(scrape(mport), "audiolime_separator_cache_requests_total", model="2stems+hpss",
+                        result="hit") >= 1
+    assert len([r for r in json_logs(log) if r.get("message") == "spleeter model loaded"]) == 1
 
 
 def test_ten_minute_song_over_grpc(file_server, karissa, tmp_path) -> None:

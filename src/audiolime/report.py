@@ -7,6 +7,7 @@ from rich.table import Table
 
 
 def print_document(doc: dict, console: Console, out_dir: str | None = None) -> None:
+    """The document as tables and lines (version 1 documents: without the faithfulness lines)."""
     audio = doc["audio"]
     w = audio["window"]
     console.print(f"[bold]{audio['path']}[/bold]  {audio['duration_s']:.1f} s, {audio['sample_rate']} Hz, "
@@ -30,11 +31,35 @@ def print_document(doc: dict, console: Console, out_dir: str | None = None) -> N
         console.print(table)
         f = target["fidelity"]
         verdict = "[green]kept[/green]" if f["same_top_tag"] else "[red]lost[/red]"
-        console.print(f"fidelity: only the top-{f['top_k']} positive components -> top tag '{f['top_tag']}' "
-                      f"(original top tag {verdict}); p({target['tag']}) {f['original_target_probability']:.3f} "
-                      f"-> {f['target_probability']:.3f}")
-    console.print(f"{doc['num_samples']} masks ({doc['unique_samples']} unique"
-                  f"{', exhaustive' if doc['exhaustive'] else ''}), seed {doc['seed']}; "
-                  + ", ".join(f"{k} {v:.2f}s" for k, v in doc["timings_s"].items()))
+        console.print(f"keep top-{f['top_k']}: only the top-{f['top_k']} positive components -> top tag "
+                      f"'{f['top_tag']}' (original top tag {verdict}); p({target['tag']}) "
+                      f"{f['original_target_probability']:.3f} -> {f['target_probability']:.3f}")
+        fa = target.get("faithfulness")
+        if fa:
+            d = fa["drop_top_k"]
+            lost = "[green]lost[/green]" if not d["same_top_tag"] else "[red]kept[/red]"
+            console.print(f"drop top-{f['top_k']}: without them -> top tag '{d['top_tag']}' (original top tag {lost}); "
+                          f"p({target['tag']}) -> {d['target_probability']:.3f}")
+            if fa["deletion"] and fa["insertion"]:
+                console.print(f"curves: deletion AUC {fa['deletion']['auc']:.3f} (lower is better), insertion AUC "
+                              f"{fa['insertion']['auc']:.3f} (higher is better)")
+            console.print(f"top-{doc['top_k']} stability {fa['stability']:.2f} (share of bootstrap refits with the "
+                          f"same top-{doc['top_k']} set)")
+    line = (f"{doc['num_samples']} masks ({doc['unique_samples']} unique"
+            f"{', exhaustive' if doc['exhaustive'] else ''}), seed {doc['seed']}")
+    if doc.get("stopping"):
+        st, sm = doc["stopping"], doc["sampling"]
+        line += (f"; {sm['kernel']} kernel, {sm['sampling']} sampling, "
+                 + (f"adaptive: {st['rounds']} round{'s' * (st['rounds'] != 1)}, stopped: {st['reason']}"
+                    if sm["num_samples"] == 0 else "fixed N" + (" (every mask enumerated)"
+                                                                 if st["reason"] == "exhaustive" else "")))
+    if doc.get("edges"):
+        e = doc["edges"]
+        line += f"; {e['mode']} edges" + (f" ({e['fade_s'] * 1000:.0f} ms cross-fades)" if e["mode"] == "fade" else "")
+    console.print(line)
+    if doc.get("faithfulness_cost"):
+        c = doc["faithfulness_cost"]
+        console.print(f"faithfulness metrics: {c['tagger_calls']} tagger calls, {c['seconds']:.2f} s")
+    console.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in doc["timings_s"].items()))
     if out_dir:
         console.print(f"wrote {out_dir}/explanation.json and the WAV files listed above")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from audiolime.errors import InvalidInput
-from audiolime.explain.document import Document
+from audiolime.explain.document import Document, FaithfulnessRecord
 from audiolime.explain.events import Event
 from audiolime.explain.request import ExplainRequest
 from audiolime.v1 import common_pb2, explainer_pb2
@@ -56,7 +56,8 @@ def request_from_proto(pb: explainer_pb2.ExplainRequest) -> tuple[ExplainRequest
         model=pb.model, model_version=pb.model_version, tags=tuple(pb.tags), top_n=pb.top_n,
         window_start_s=pb.window_start_s if pb.HasField("window_start_s") else None,
         window_duration_s=pb.window_duration_s, segments=pb.segments, separator=pb.separator_model,
-        num_samples=pb.num_samples, seed=pb.seed, top_k=pb.top_k)
+        num_samples=pb.num_samples, seed=pb.seed, top_k=pb.top_k, edges=pb.edges, fade=pb.fade,
+        max_samples=pb.max_samples, stability=pb.stability, kernel=pb.kernel, sampling=pb.sampling, curves=pb.curves)
     return req, audio_from_proto(pb.audio), pb.url_ttl_s
 
 
@@ -65,7 +66,8 @@ def request_to_proto(req: ExplainRequest, audio: AudioSource, url_ttl_s: int = 0
         audio=audio_to_proto(audio), model=req.model, model_version=req.model_version, tags=list(req.tags),
         top_n=req.top_n, window_duration_s=req.window_duration_s, segments=req.segments,
         separator_model=req.separator, num_samples=req.num_samples, seed=req.seed, top_k=req.top_k,
-        url_ttl_s=url_ttl_s)
+        url_ttl_s=url_ttl_s, edges=req.edges, fade=req.fade, max_samples=req.max_samples, stability=req.stability,
+        kernel=req.kernel, sampling=req.sampling, curves=req.curves)
     if req.window_start_s is not None:
         pb.window_start_s = req.window_start_s
     return pb
@@ -95,6 +97,20 @@ def explanation_to_proto(doc: Document, explanation_id: str, manifest_url: str, 
         num_samples=doc.num_samples, unique_samples=doc.unique_samples, exhaustive=doc.exhaustive, seed=doc.seed,
         segments=doc.segments, top_k=doc.top_k, timings_s=doc.timings_s, warnings=list(doc.warnings),
         manifest_url=manifest_url, urls_expire_at=expires)
+    if doc.edges is not None:
+        pb.edges.CopyFrom(explainer_pb2.SegmentEdges(mode=doc.edges.mode, fade=doc.edges.fade, fade_s=doc.edges.fade_s))
+    if doc.sampling is not None:
+        sm = doc.sampling
+        pb.sampling.CopyFrom(explainer_pb2.SamplingInfo(kernel=sm.kernel, sampling=sm.sampling,
+                                                        num_samples=sm.num_samples, max_samples=sm.max_samples,
+                                                        stability_threshold=sm.stability_threshold))
+    if doc.stopping is not None:
+        st = doc.stopping
+        pb.stopping.CopyFrom(explainer_pb2.Stopping(rounds=st.rounds, masks=st.masks, reason=st.reason,
+                                                    stability=st.stability))
+    if doc.faithfulness_cost is not None:
+        pb.faithfulness_cost.CopyFrom(explainer_pb2.FaithfulnessCost(tagger_calls=doc.faithfulness_cost.tagger_calls,
+                                                                     seconds=doc.faithfulness_cost.seconds))
     for t in doc.targets:
         f = t.fidelity
         pb.targets.append(explainer_pb2.TargetExplanation(
@@ -105,7 +121,21 @@ def explanation_to_proto(doc: Document, explanation_id: str, manifest_url: str, 
             fidelity=explainer_pb2.Fidelity(
                 top_k=f.top_k, components=list(f.components), same_top_tag=f.same_top_tag, top_tag=f.top_tag,
                 target_probability=f.target_probability, original_target_probability=f.original_target_probability,
-                url=f.file or "")))
+                url=f.file or ""), faithfulness=faithfulness_to_proto(t.faithfulness)))
+    return pb
+
+
+def faithfulness_to_proto(f: FaithfulnessRecord | None) -> explainer_pb2.Faithfulness | None:
+    if f is None:
+        return None
+    d = f.drop_top_k
+    pb = explainer_pb2.Faithfulness(
+        drop_top_k=explainer_pb2.DropTopK(components=list(d.components), same_top_tag=d.same_top_tag,
+                                          top_tag=d.top_tag, target_probability=d.target_probability),
+        stability=f.stability)
+    for name, curve in (("deletion", f.deletion), ("insertion", f.insertion)):
+        if curve is not None:
+            getattr(pb, name).CopyFrom(explainer_pb2.RankCurve(probabilities=list(curve.probabilities), auc=curve.auc))
     return pb
 
 

@@ -1,4 +1,6 @@
-"""``audiolime evaluate``: the paper's same-top-tag validation (audioLIME vs SLIME vs random)."""
+"""``audiolime evaluate``: audioLIME variants compared with each other, SLIME and random, on real
+recordings (keep/drop-top-k, deletion/insertion curves, tagger calls, agreement with a large-N
+reference)."""
 
 from __future__ import annotations
 
@@ -16,28 +18,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     if importlib.util.find_spec("audiolime.evaluation") is None:
         return
     from audiolime.commands.args import add_model_dir, positive_int
+    from audiolime.evaluation.config import DEFAULT_VARIANTS, VARIANT_FIELDS
     from audiolime.evaluation.config import EvalConfig as E  # the defaults, read from the one config
-    from audiolime.explain.request import MAX_NUM_SAMPLES, stems_of
 
-    p = sub.add_parser("evaluate", help="same-top-tag rate of audioLIME, SLIME and random top-k components "
-                                        "(the paper's Figure 2)")
+    p = sub.add_parser("evaluate", help="compare audioLIME variants, SLIME and random: keep/drop-top-k, "
+                                        "deletion/insertion curves, tagger calls, agreement with a large-N reference")
     p.add_argument("--tagger", action="append", choices=TAGGERS, default=None,
                    help=f"tagger to evaluate (repeatable; default {DEFAULT_TAGGER})")
     p.add_argument("--audio", type=Path, required=True, help="directory of songs (wav, flac, ogg, mp3)")
+    defaults = " ".join(f"{v.name}:{','.join(f'{k}={x}' for k, x in v.options)}{',reference' if v.reference else ''}"
+                        for v in DEFAULT_VARIANTS)
+    p.add_argument("--variant", action="append", default=None, metavar="NAME:KEY=VALUE,...",
+                   help=f"an audioLIME variant: the product defaults changed by KEY=VALUE ({', '.join(VARIANT_FIELDS)}; "
+                        f"num_samples=auto), plus 'reference' for a large-N reference run; repeatable, the first is "
+                        f"the random baseline's pool (default: {defaults})")
     p.add_argument("--k", type=positive_int(1), nargs="+", default=list(E.ks),
-                   help=f"numbers of top components to keep (default {' '.join(map(str, E.ks))})")
-    p.add_argument("--num-samples", type=positive_int(2, MAX_NUM_SAMPLES), default=E.num_samples,
-                   help=f"perturbations N (default {E.num_samples})")
+                   help=f"numbers of top components to keep/drop (default {' '.join(map(str, E.ks))})")
     p.add_argument("--windows-per-song", nargs="+", default=[str(E.windows_per_song)], metavar="W|TAGGER=W",
                    help=f"analysis windows W per song, evenly spaced centres (default {E.windows_per_song}); "
                         "TAGGER=W overrides one tagger, e.g. 3 fcn-msd=2")
-    p.add_argument("--segments", type=positive_int(1), default=E.segments,
-                   help=f"audioLIME temporal segments tau (x {len(stems_of(E.separator))} stems; default {E.segments} "
-                        f"-> d' = {len(stems_of(E.separator)) * E.segments})")
+    p.add_argument("--reference-samples", nargs="+", default=[str(E.reference_samples)], metavar="N|TAGGER=N",
+                   help=f"N of the reference runs (default {E.reference_samples}); TAGGER=N overrides one tagger")
+    p.add_argument("--trace-samples", type=positive_int(0), default=E.trace_samples,
+                   help=f"adaptive variants also draw up to this many masks, to replay stopping rules "
+                        f"(default {E.trace_samples}; 0: no more than they use)")
     p.add_argument("--slime-segments", type=positive_int(1), default=E.slime_segments,
                    help=f"SLIME temporal segments (default {E.slime_segments})")
     p.add_argument("--slime-bands", type=positive_int(1), default=E.slime_bands,
                    help=f"SLIME frequency bands F (default {E.slime_bands})")
+    p.add_argument("--slime-samples", default="auto", metavar="N|auto",
+                   help="SLIME's perturbations N (default auto: adaptive, as the product's audioLIME)")
     p.add_argument("--slime-domain", choices=("audio", "spectrogram"), default=E.slime_domain,
                    help="SLIME rectangles of the window's STFT resynthesised to audio for the tagger's predict "
                         "(audio, the paper's; default) or of the tagger's model-input spectrogram (spectrogram; "
@@ -46,8 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="value of a switched-off SLIME rectangle (default min of the window's STFT magnitude / "
                         "model-input spectrogram)")
     p.add_argument("--draws", type=positive_int(1, 10000), default=E.draws,
-                   help=f"random baseline draws R (default {E.draws})")
-    p.add_argument("--separator", default=E.separator, help=f"Spleeter model (default {E.separator})")
+                   help=f"random baseline: top-k draws R per k (default {E.draws})")
+    p.add_argument("--curve-draws", type=positive_int(1, 1000), default=E.curve_draws,
+                   help=f"random baseline: random rankings per window for the curves (default {E.curve_draws})")
     p.add_argument("--batch-size", type=positive_int(1, 4096), default=64,
                    help="windows per tagger call (default 64; capped at 16 for FCN's 29 s windows, "
                         "which need ~2 GB at 16)")
@@ -57,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-def parse_windows(values: list[str], default: int = 3) -> tuple[int, tuple[tuple[str, int], ...]]:
+def parse_windows(values: list[str], default: int = 3, flag: str = "--windows-per-song", hi: int = 100
+                  ) -> tuple[int, tuple[tuple[str, int], ...]]:
     """``W`` and ``TAGGER=W`` values -> (default W, per-tagger overrides)."""
     from audiolime.errors import InvalidInput
 
@@ -67,9 +79,9 @@ def parse_windows(values: list[str], default: int = 3) -> tuple[int, tuple[tuple
         try:
             n = int(num)
         except ValueError:
-            raise InvalidInput(f"--windows-per-song: expected W or TAGGER=W, got {v!r}") from None
-        if not 1 <= n <= 100:
-            raise InvalidInput(f"--windows-per-song: W must be between 1 and 100, got {v!r}")
+            raise InvalidInput(f"{flag}: expected N or TAGGER=N, got {v!r}") from None
+        if not 1 <= n <= hi:
+            raise InvalidInput(f"{flag}: N must be between 1 and {hi}, got {v!r}")
         if name:
             override[name] = n
         else:
@@ -80,24 +92,34 @@ def parse_windows(values: list[str], default: int = 3) -> tuple[int, tuple[tuple
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from audiolime.evaluation.config import EvalConfig
+    from audiolime.errors import InvalidInput
+    from audiolime.evaluation.config import DEFAULT_VARIANTS, EvalConfig, parse_variant
     from audiolime.evaluation.experiment import run
+    from audiolime.explain.request import AUTO, MAX_NUM_SAMPLES
 
     windows, override = parse_windows(args.windows_per_song, EvalConfig.windows_per_song)
-    cfg = EvalConfig(taggers=tuple(args.tagger or [DEFAULT_TAGGER]), audio_dir=str(args.audio),
-                     ks=tuple(sorted(set(args.k))), num_samples=args.num_samples,
-                     windows_per_song=windows, windows_override=override, segments=args.segments,
-                     slime_segments=args.slime_segments, slime_bands=args.slime_bands,
+    ref, ref_override = parse_windows(args.reference_samples, EvalConfig.reference_samples, "--reference-samples",
+                                      MAX_NUM_SAMPLES)
+    try:
+        slime_n = AUTO if args.slime_samples == "auto" else int(args.slime_samples)
+    except ValueError:
+        raise InvalidInput(f"--slime-samples: expected N or auto, got {args.slime_samples!r}") from None
+    variants = tuple(parse_variant(v) for v in args.variant) if args.variant else DEFAULT_VARIANTS
+    cfg = EvalConfig(taggers=tuple(args.tagger or [DEFAULT_TAGGER]), audio_dir=str(args.audio), variants=variants,
+                     ks=tuple(sorted(set(args.k))), windows_per_song=windows, windows_override=override,
+                     reference_samples=ref, reference_override=ref_override, trace_samples=args.trace_samples,
+                     slime_segments=args.slime_segments, slime_bands=args.slime_bands, slime_samples=slime_n,
                      slime_baseline=args.slime_baseline, slime_domain=args.slime_domain, draws=args.draws,
-                     seed=args.seed, separator=args.separator)
+                     curve_draws=args.curve_draws, seed=args.seed)
     summary = run(cfg, args.model_dir, args.out, batch_size=args.batch_size, console=Console(stderr=True))
     out = Console()
-    out.print(f"{summary.items_total} items: {summary.items_done_before} resumed from the checkpoint, "
+    out.print(f"{summary.items_total} results: {summary.items_done_before} resumed from the checkpoint, "
               f"{summary.items_computed} computed")
     for t, methods in summary.table.items():
-        for m, cells in methods.items():
-            vals = "  ".join(f"k={k}: {'n/a' if c['rate'] is None else format(c['rate'], '.2f')}"
-                             for k, c in cells.items())
-            out.print(f"{t:12s} {m:10s} {vals}")
-    out.print(f"wrote {args.out}/results.csv, results.json, results.md, figure2.png")
+        for m, s in methods.items():
+            keep = "  ".join(f"k={k}: {'n/a' if c['rate'] is None else format(c['rate'], '.2f')}"
+                             for k, c in s["keep"].items())
+            dele = "n/a" if s["deletion_auc"] is None else format(s["deletion_auc"], ".3f")
+            out.print(f"{t:12s} {m:14s} keep {keep}  deletion AUC {dele}")
+    out.print(f"wrote {args.out}/results.csv, results.json, results.md, figure.png")
     return 0

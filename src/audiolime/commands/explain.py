@@ -9,7 +9,7 @@ from pathlib import Path
 
 from audiolime.commands.args import add_model_dir, integer, number, positive_int
 from audiolime.explain.events import Event
-from audiolime.explain.request import ExplainRequest
+from audiolime.explain.request import AUTO, CURVES, EDGES, KERNELS, SAMPLINGS, ExplainRequest
 
 D = ExplainRequest  # the defaults, read from the one request model
 
@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="set up the models and explain a real song from the package registry")
     add_model_dir(p)
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output directory (default out/demo)")
-    p.add_argument("--num-samples", type=integer, default=1024)
+    p.add_argument("--num-samples", type=samples, default=D.num_samples, metavar="N|auto",
+                   help="perturbation masks N, or auto (default)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -31,8 +32,24 @@ def add_explain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", action="append", default=None,
                    help="tag to explain (repeatable; default: the top predicted tag)")
     p.add_argument("--top-k", type=integer, default=D.top_k, help=f"components to keep/listen to (default {D.top_k})")
-    p.add_argument("--num-samples", type=integer, default=D.num_samples,
-                   help=f"perturbation masks N, d'+1..65536 (default {D.num_samples})")
+    p.add_argument("--num-samples", type=samples, default=D.num_samples, metavar="N|auto",
+                   help="perturbation masks N, d'+1..65536, or auto: in rounds until the top-k set is stable "
+                        "(default auto)")
+    p.add_argument("--max-samples", type=integer, default=D.max_samples,
+                   help=f"most masks adaptive sampling may use (default {D.max_samples})")
+    p.add_argument("--stability", type=number, default=D.stability,
+                   help=f"adaptive sampling stops when this share of bootstrap refits keeps the top-k set "
+                        f"(default {D.stability})")
+    p.add_argument("--edges", choices=EDGES, default=D.edges,
+                   help=f"segment edges: gated (hard) or raised-cosine cross-fades (fade; default {D.edges})")
+    p.add_argument("--fade", type=number, default=D.fade,
+                   help=f"cross-fade length as a fraction of the segment length, (0, 1] (default {D.fade})")
+    p.add_argument("--kernel", choices=KERNELS, default=D.kernel,
+                   help=f"surrogate: LIME's kernel, or Kernel SHAP's sampling and weights (default {D.kernel})")
+    p.add_argument("--sampling", choices=SAMPLINGS, default=D.sampling,
+                   help=f"paired: every mask with its complement (default {D.sampling})")
+    p.add_argument("--curves", choices=CURVES, default=D.curves,
+                   help="deletion/insertion curves: auto (while d' <= 48), on, off (default auto)")
     p.add_argument("--segments", type=integer, default=D.segments, help=f"temporal segments tau (default {D.segments})")
     p.add_argument("--start", type=number, default=None,
                    help="window start in seconds (default: where the tag is most probable)")
@@ -40,16 +57,25 @@ def add_explain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="write WAVs and explanation.json here")
     p.add_argument("--json", action="store_true", help="print the explanation document as JSON on stdout")
     p.add_argument("--tagger", default=D.model, help=f"tagger model (default {D.model})")
-    p.add_argument("--separator", default=D.separator, help=f"separator model (default {D.separator})")
+    p.add_argument("--separator", default=D.separator,
+                   help=f"separator model: 2stems, 2stems+hpss (2stems with the accompaniment split into harmonic "
+                        f"and percussive), 4stems/5stems where installed (default {D.separator})")
     p.add_argument("--batch-size", type=positive_int(1, 4096), default=64, help="windows per tagger call")
     p.add_argument("--server", default=None, help="use the explainer service at HOST:PORT instead of in-process models")
     add_model_dir(p)
 
 
+def samples(text: str) -> int:
+    """``--num-samples``: an integer, or ``auto`` (adaptive)."""
+    return AUTO if text.strip().lower() == "auto" else integer(text)
+
+
 def request_from_args(args: argparse.Namespace) -> ExplainRequest:
     return ExplainRequest(model=args.tagger, tags=tuple(args.tag or ()), window_start_s=args.start,
                           segments=args.segments, separator=args.separator, num_samples=args.num_samples,
-                          seed=args.seed, top_k=args.top_k).validate()
+                          seed=args.seed, top_k=args.top_k, edges=args.edges, fade=args.fade,
+                          max_samples=args.max_samples, stability=args.stability, kernel=args.kernel,
+                          sampling=args.sampling, curves=args.curves).validate()
 
 
 class ProgressBar:
@@ -148,5 +174,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
     parser = argparse.ArgumentParser()
     add_explain_args(parser)
     explain_args = parser.parse_args([str(paths["demo"]), "--out", str(args.out), "--num-samples",
-                                      str(args.num_samples), "--model-dir", str(args.model_dir)])
+                                      str(args.num_samples or "auto"), "--model-dir", str(args.model_dir)])
     return cmd_explain(explain_args)

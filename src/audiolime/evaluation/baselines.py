@@ -1,4 +1,5 @@
-"""The audioLIME paper's random baseline for the top-k fidelity check.
+"""The random baselines: the audioLIME paper's for the top-k fidelity check, and random rankings
+for the deletion/insertion curves.
 
 For one explanation with component weights ``w`` and a given ``k``: draw ``k`` components
 uniformly at random (without replacement) among the components with *positive* weight that
@@ -45,3 +46,9 @@ def to_masks(index_sets: np.ndarray | list, num_components: int) -> np.ndarray:
     for row, idx in enumerate(index_sets):
         masks[row, np.asarray(idx, dtype=np.int64)] = 1
     return masks
+
+
+def random_rankings(num_components: int, draws: int, seed: int | np.random.Generator = 0) -> list[np.ndarray]:
+    """``draws`` uniformly random orders of all components (the random ranking's curves)."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    return [rng.permutation(num_components) for _ in range(draws)]

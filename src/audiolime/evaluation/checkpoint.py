@@ -1,7 +1,10 @@
 """The resumable checkpoint of an evaluation run, in its output directory: ``config.json`` (the
-configuration's result key; a different configuration is refused, never mixed in) and
-``items.jsonl`` (one finished (song, tagger, window) item per line, appended and fsynced; a torn
-last line from an interrupted run is skipped). The format is stable: old output directories resume."""
+settings every method shares; a run with other shared settings is refused, never mixed in) and
+``items.jsonl`` (one finished (song, tagger, window, method) result per line, with the method's
+own settings, appended and fsynced; a torn last line from an interrupted run is skipped).
+
+Adding a variant to a run only computes that variant; changing a variant's settings under the
+same name is refused (results would be mixed)."""
 
 from __future__ import annotations
 
@@ -10,15 +13,17 @@ import os
 from pathlib import Path
 
 from audiolime.errors import InvalidInput
-from audiolime.evaluation.config import EvalConfig
+from audiolime.evaluation.config import FORMAT, EvalConfig
 
 CHECKPOINT = "items.jsonl"
 CONFIG = "config.json"
 
+Key = tuple[str, str, int, str]  # (song, tagger, window, method)
 
-def load_checkpoint(out: Path) -> dict[tuple[str, str, int], dict]:
+
+def load_checkpoint(out: Path) -> dict[Key, dict]:
     path = out / CHECKPOINT
-    items: dict[tuple[str, str, int], dict] = {}
+    items: dict[Key, dict] = {}
     if not path.is_file():
         return items
     with path.open(encoding="utf-8") as f:
@@ -27,8 +32,17 @@ def load_checkpoint(out: Path) -> dict[tuple[str, str, int], dict]:
                 rec = json.loads(line)
             except json.JSONDecodeError:  # a torn last line from an interrupted run
                 continue
-            items[(rec["song"], rec["tagger"], int(rec["window"]))] = rec
+            items[(rec["song"], rec["tagger"], int(rec["window"]), rec["method"])] = rec
     return items
+
+
+def check_methods(items: dict[Key, dict], cfg: EvalConfig) -> None:
+    """Refuse a checkpoint whose results of a method were made with other settings for it."""
+    keys = {m: cfg.method_key(m) for m in cfg.methods}
+    for (song, tagger, window, method), rec in items.items():
+        if method in keys and rec["key"] != keys[method]:
+            raise InvalidInput(f"the checkpoint holds {method!r} results made with other settings "
+                               f"({rec['key']} != {keys[method]}); rename the variant or use another --out")
 
 
 def append_checkpoint(out: Path, rec: dict) -> None:
@@ -49,8 +63,9 @@ def check_config(out: Path, cfg: EvalConfig) -> None:
     path = out / CONFIG
     key = cfg.result_key()
     if path.is_file():
-        # checkpoints from before --slime-domain existed hold spectrogram-domain SLIME results
-        old = {"slime_domain": "spectrogram", **json.loads(path.read_text())}
+        old = json.loads(path.read_text())
+        if old.get("format") != FORMAT:
+            raise InvalidInput(f"{out} holds results of an older evaluation format; use another --out")
         diff = [f"{k} {old.get(k)!r} != {v!r}" for k, v in key.items() if old.get(k) != v]
         if diff:
             raise InvalidInput(f"{out} holds results of a different configuration ({'; '.join(diff)}); "

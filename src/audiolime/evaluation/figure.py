@@ -1,5 +1,6 @@
-"""The evaluation's figure (``figure2.png``, after the paper's Figure 2): same-top-tag rate
-against k per tagger, ours with 95 % intervals next to the paper's published curves."""
+"""The evaluation's figure (``figure.png``): keep-top-k rate against k per tagger, one line per
+method (audioLIME variants, SLIME, random) with 95 % intervals, and the mean deletion/insertion
+areas per method beside it."""
 
 from __future__ import annotations
 
@@ -7,45 +8,58 @@ from pathlib import Path
 
 import numpy as np
 
-from audiolime.evaluation.config import METHODS, EvalConfig
-from audiolime.evaluation.paper import NEAREST_PAPER_MODEL, PAPER, PAPER_KS, PAPER_MODEL
+from audiolime.evaluation.config import RANDOM, SLIME, EvalConfig
 
-COLORS = {"audiolime": "tab:blue", "slime": "tab:orange", "random": "tab:gray"}
+FIXED = {SLIME: "tab:orange", RANDOM: "tab:gray"}
+CYCLE = ("tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 
 
-def figure(path: Path, cfg: EvalConfig, table: dict, extra: dict | None = None) -> None:
-    """Same-top-tag rate against k per tagger (solid, shaded 95 % CI) with the paper's (dashed).
-    ``extra``: ``{tagger: {label: (method colour, {k: cell})}}`` drawn dotted, e.g. another
-    run's SLIME domain."""
+def colours(cfg: EvalConfig) -> dict[str, str]:
+    out = dict(FIXED)
+    for i, v in enumerate(cfg.variants):
+        out[v.name] = CYCLE[i % len(CYCLE)]
+    return out
+
+
+def figure(path: Path, cfg: EvalConfig, table: dict) -> None:
+    """Top row: keep-top-k rate vs k (solid, shaded 95 % CI). Bottom row: mean deletion (lower is
+    better) and insertion (higher is better) area per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = len(cfg.taggers)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 6.4), squeeze=False)
     ks = list(cfg.ks)
-    for ax, t in zip(axes[0], cfg.taggers):
-        ref_model = NEAREST_PAPER_MODEL.get(t, "FCN")
-        for m in METHODS:
-            rates = [table[t][m][str(k)]["rate"] for k in ks]
-            lo = [table[t][m][str(k)]["ci_low"] for k in ks]
-            hi = [table[t][m][str(k)]["ci_high"] for k in ks]
-            y = np.array([np.nan if r is None else 100 * r for r in rates])
-            ax.plot(ks, y, "o-", color=COLORS[m], label=f"slime ({cfg.slime_domain})" if m == "slime" else m)
-            ax.fill_between(ks, [np.nan if v is None else 100 * v for v in lo],
-                            [np.nan if v is None else 100 * v for v in hi], color=COLORS[m], alpha=0.12)
-            ax.plot(PAPER_KS, [100 * v for v in PAPER[ref_model][m]], "--", color=COLORS[m], alpha=0.7,
-                    label=f"{m} (paper {ref_model})")
-        for label, (m, cells) in (extra or {}).get(t, {}).items():
-            ax.plot(ks, [np.nan if cells.get(str(k), {}).get("rate") is None else 100 * cells[str(k)]["rate"]
-                         for k in ks], "s:", color=COLORS[m], alpha=0.8, label=label)
-        ax.set_title(t + ("" if t in PAPER_MODEL else f"  (dashed: paper {ref_model})"), fontsize=9)
-        ax.set_xlabel("k (components kept)")
-        ax.set_xticks(sorted(set(ks) | set(PAPER_KS)))
+    col = colours(cfg)
+    for i, t in enumerate(cfg.taggers):
+        ax = axes[0][i]
+        for m in cfg.methods:
+            cells = [table[t][m]["keep"][str(k)] for k in ks]
+            y = np.array([np.nan if c["rate"] is None else 100 * c["rate"] for c in cells])
+            lo = [np.nan if c["ci_low"] is None else 100 * c["ci_low"] for c in cells]
+            hi = [np.nan if c["ci_high"] is None else 100 * c["ci_high"] for c in cells]
+            ax.plot(ks, y, marker="o", color=col[m], label=m, linestyle="--" if m in FIXED else "-")
+            ax.fill_between(ks, lo, hi, color=col[m], alpha=0.1)
+        ax.set_title(t, fontsize=9)
+        ax.set_xlabel("k (top components kept)")
+        ax.set_xticks(ks)
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("% same top tag")
+        ax = axes[1][i]
+        x = np.arange(len(cfg.methods))
+        dele = [table[t][m]["deletion_auc"] or np.nan for m in cfg.methods]
+        ins = [table[t][m]["insertion_auc"] or np.nan for m in cfg.methods]
+        ax.bar(x - 0.2, dele, 0.4, color=[col[m] for m in cfg.methods], alpha=0.5, label="deletion (lower better)")
+        ax.bar(x + 0.2, ins, 0.4, color=[col[m] for m in cfg.methods], label="insertion (higher better)",
+               edgecolor="black")
+        ax.set_xticks(x)
+        ax.set_xticklabels(cfg.methods, rotation=30, fontsize=7, ha="right")
+        ax.set_ylabel("mean area (target probability)")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("% windows: top tag kept")
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,93 +1,116 @@
-"""The files an evaluation run leaves in its output directory, rebuilt from all finished items
+"""The files an evaluation run leaves in its output directory, rebuilt from all finished results
 on every run: ``results.csv`` (one row per song, window, method and k), ``results.json`` (the
-configuration, the aggregated table and the paper's numbers), ``results.md`` (the table for
-reading) and ``figure2.png`` (:mod:`audiolime.evaluation.figure`)."""
+configuration and the aggregated table), ``results.md`` (the tables for reading) and
+``figure.png`` (:mod:`audiolime.evaluation.figure`)."""
 
 from __future__ import annotations
 
 import csv
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
-from audiolime.evaluation.aggregate import aggregate, flat_rows, meta_means
-from audiolime.evaluation.config import METHODS, EvalConfig
+from audiolime.evaluation.aggregate import aggregate
+from audiolime.evaluation.config import RANDOM, SLIME, EvalConfig
 from audiolime.evaluation.figure import figure
-from audiolime.evaluation.paper import PAPER, PAPER_KS, PAPER_MODEL
 
-CSV_FIELDS = ["song", "window", "window_start_s", "tagger", "method", "k", "components", "draws", "same_top_tag",
-              "top_tag", "kept_top_tag", "surrogate_r2"]
+CSV_FIELDS = ["song", "window", "window_start_s", "tagger", "top_tag", "top_probability", "method", "k", "components",
+              "keep", "keep_probability", "kept_top_tag", "drop_lost", "drop_probability", "deletion_auc",
+              "insertion_auc", "surrogate_r2", "stability", "calls_sampling", "calls_metrics", "stopping"]
 
 
-def write_outputs(out: Path, cfg: EvalConfig, items: Sequence[dict]) -> dict:
+def write_outputs(out: Path, cfg: EvalConfig, records: Sequence[dict]) -> dict:
     """Write all four outputs; returns the aggregated table."""
-    rows = flat_rows(items)
-    write_csv(out / "results.csv", rows)
-    table = aggregate(cfg, rows)
-    write_json(out / "results.json", cfg, table, items)
-    (out / "results.md").write_text(markdown(cfg, table, items), encoding="utf-8")
-    figure(out / "figure2.png", cfg, table)
+    write_csv(out / "results.csv", records)
+    table = aggregate(cfg, records)
+    doc = {"config": cfg.describe(), "results": len(records), "songs": sorted({r["song"] for r in records}),
+           "table": table}
+    (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(markdown(cfg, table, records), encoding="utf-8")
+    figure(out / "figure.png", cfg, table)
     return table
 
 
-def write_csv(path: Path, rows: Sequence[dict]) -> None:
+def write_csv(path: Path, records: Sequence[dict]) -> None:
     with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS})
-
-
-def write_json(path: Path, cfg: EvalConfig, table: dict, items: Sequence[dict]) -> None:
-    doc = {"config": {**asdict(cfg), "ks": list(cfg.ks), "taggers": list(cfg.taggers),
-                      "windows_per_song": {t: cfg.windows(t) for t in cfg.taggers}, "windows_override": None,
-                      "audioLIME_components": cfg.audiolime_components,
-                      "slime_components": cfg.slime_components},
-           "items": len(items), "songs": sorted({rec["song"] for rec in items}),
-           "table": table, "paper": {m: {meth: dict(zip(map(str, PAPER_KS), v)) for meth, v in d.items()}
-                                     for m, d in PAPER.items()},
-           "paper_model": PAPER_MODEL,
-           "positive_components": meta_means(cfg, items, "positive"),
-           "surrogate_r2": meta_means(cfg, items, "surrogate_r2")}
-    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        for r in records:
+            res = r["result"]
+            common = {k: r.get(k) for k in ("song", "window", "window_start_s", "tagger", "top_tag", "top_probability",
+                                            "method")}
+            common.update({k: res.get(k) for k in ("deletion_auc", "insertion_auc", "surrogate_r2", "stability")})
+            if "calls" in res:
+                common.update(calls_sampling=res["calls"]["sampling"], calls_metrics=res["calls"]["metrics"],
+                              stopping=res["stopping"]["reason"])
+            for row in res.get("rows", []):
+                w.writerow({k: ("" if v is None else v) for k, v in {**common, **row}.items()})
 
 
 def _cell(c: dict) -> str:
-    if c["rate"] is None:
+    if not c or c.get("rate") is None:
         return "n/a"
-    return f"{c['rate']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}] (n={c['n']})"
+    return f"{c['rate']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}] n={c['n']}"
 
 
-def markdown(cfg: EvalConfig, table: dict, items: Sequence[dict]) -> str:
-    lines = ["# Same-top-tag rate (audioLIME paper, Figure 2)", "",
-             f"{len(items)} explanations ({len({r['song'] for r in items})} songs; windows per song: "
+def _fmt(x, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def markdown(cfg: EvalConfig, table: dict, records: Sequence[dict]) -> str:
+    variants = ", ".join(f"`{v.name}` ({', '.join(f'{k}={val}' for k, val in v.options) or 'product defaults'}"
+                         f"{', reference' if v.reference else ''})" for v in cfg.variants)
+    lines = ["# audioLIME variants vs SLIME vs random", "",
+             f"{len({(r['song'], r['tagger'], r['window']) for r in records})} windows "
+             f"({len({r['song'] for r in records})} songs; windows per song: "
              + ", ".join(f"{t} {cfg.windows(t)}" for t in cfg.taggers)
-             + f", at most ceil(song / window), evenly spaced centres); N = {cfg.num_samples} perturbations; "
-             f"audioLIME {cfg.separator} x tau = {cfg.segments} (d' = {cfg.audiolime_components}); "
-             f"SLIME tau = {cfg.slime_segments} x F = {cfg.slime_bands} (d' = {cfg.slime_components}, "
-             f"{cfg.slime_domain} domain, baseline {cfg.slime_baseline}); random R = {cfg.draws}; "
-             f"seed {cfg.seed}. Cells: rate [95% Wilson CI] (n explanations).", ""]
+             + f", at most ceil(song / window), evenly spaced centres). Variants: {variants}. "
+             f"SLIME tau = {cfg.slime_segments} x F = {cfg.slime_bands} ({cfg.slime_domain} domain, baseline "
+             f"{cfg.slime_baseline}, N = {cfg.slime_samples or 'auto'}); random over `{cfg.primary.name}`'s components "
+             f"(R = {cfg.draws} top-k draws, {cfg.curve_draws} random rankings per window); reference N = "
+             + ", ".join(f"{t} {cfg.reference_n(t)}" for t in cfg.taggers)
+             + f"; seed {cfg.seed}. Rates: [95% Wilson CI] n = windows.", ""]
     ks = list(cfg.ks)
     for t in cfg.taggers:
-        paper = PAPER.get(PAPER_MODEL.get(t, ""), None)
-        lines += [f"## {t}", "", "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
-                  "|---|" + "---|" * len(ks)]
-        for m in METHODS:
-            label = f"slime, {cfg.slime_domain} domain" if m == "slime" else m
-            lines.append(f"| {label} (measured) | " + " | ".join(_cell(table[t][m][str(k)]) for k in ks) + " |")
-            if paper:
-                vals = dict(zip(PAPER_KS, paper[m]))
-                lines.append(f"| {m} (paper {PAPER_MODEL[t]}) | "
-                             + " | ".join(f"{vals[k]:.2f}" if k in vals else "-" for k in ks) + " |")
-        if not paper:
-            lines.append("")
-            lines.append(f"(the paper has no {t} results; see the FCN / SampleCNN reference below)")
+        rows = table[t]
+        lines += [f"## {t}", "", "### Keep-top-k: the top tag survives on only the top-k components (higher is better)",
+                  "", "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        lines += [f"| {m} | " + " | ".join(_cell(rows[m]["keep"][str(k)]) for k in ks) + " |" for m in cfg.methods]
+        lines += ["", "### Drop-top-k: the top tag is lost without the top-k components (higher is better)", "",
+                  "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        lines += [f"| {m} | " + " | ".join(_cell(rows[m]["drop"][str(k)]) for k in ks) + " |" for m in cfg.methods]
+        lines += ["", "### Curves and cost", "",
+                  "| method | deletion AUC | insertion AUC | deletion < random's | insertion > random's | R\u00b2 | "
+                  "top-3 stability | tagger calls (median) | metric calls (median) | stopping | s/window |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for m in cfg.methods:
+            s = rows[m]
+            if m == RANDOM:
+                lines.append(f"| {m} | {_fmt(s['deletion_auc'])} | {_fmt(s['insertion_auc'])} | | | | | | | | |")
+                continue
+            lines.append(f"| {m} | {_fmt(s['deletion_auc'])} | {_fmt(s['insertion_auc'])} | "
+                         f"{_cell(s.get('deletion_below_random'))} | {_cell(s.get('insertion_above_random'))} | "
+                         f"{_fmt(s.get('surrogate_r2'))} | {_fmt(s.get('stability'))} | "
+                         f"{_fmt((s.get('calls') or {}).get('sampling_median'), '.0f')} | "
+                         f"{_fmt((s.get('calls') or {}).get('metrics_median'), '.0f')} | "
+                         f"{', '.join(f'{k} {v}' for k, v in (s.get('stopping') or {}).items())} | "
+                         f"{_fmt(s.get('seconds_median'), '.1f')} |")
+        refs = [(m, rows[m]["reference"]) for m in cfg.methods if m not in (SLIME, RANDOM) and rows[m].get("reference")]
+        if refs:
+            lines += ["", "### Agreement with the large-N reference (top-3 set, same factorization and kernel)", "",
+                      "| variant | same top-3 | mean Jaccard | calls (median) | reference calls | calls / reference | "
+                      "stream reaches the reference's top-3 | calls to reach (median) |", "|---|---|---|---|---|---|---|---|"]
+            for m, r in refs:
+                lines.append(f"| {m} | {_cell(r['same_top3'])} | {_fmt(r['jaccard_mean'])} | "
+                             f"{_fmt(r['calls_median'], '.0f')} | {_fmt(r['reference_calls_median'], '.0f')} | "
+                             f"{_fmt(r['calls_ratio_median'], '.3f')} | {_cell(r['reached'])} | "
+                             f"{_fmt(r['calls_to_reach_median'], '.0f')} |")
+            lines += ["", "Stopping rules replayed on the recorded traces (threshold x consecutive rounds; "
+                      f"capped at the trace's end, {cfg.trace_samples} masks for adaptive variants):", "",
+                      "| variant | rule | same top-3 | calls (median) | stopped before the cap |", "|---|---|---|---|---|"]
+            for m, r in refs:
+                for rule, x in r["replay"].items():
+                    lines.append(f"| {m} | {rule} | {_cell(x['same_top3'])} | {_fmt(x['calls_median'], '.0f')} | "
+                                 f"{_cell(x['stopped'])} |")
         lines.append("")
-    lines += ["## Paper reference (Haunschmid et al. 2020, Fig. 2)", "",
-              "| model | method | " + " | ".join(f"k={k}" for k in PAPER_KS) + " |",
-              "|---|---|" + "---|" * len(PAPER_KS)]
-    for model, d in PAPER.items():
-        for m in METHODS:
-            lines.append(f"| {model} | {m} | " + " | ".join(f"{v:.2f}" for v in d[m]) + " |")
     return "\n".join(lines) + "\n"

@@ -111,12 +111,16 @@ class Plan:
     def keys(self) -> list[Key]:
         return [(s.name, t, w) for s in self.songs for t in self.taggers for w in range(self.windows[(s.name, t)])]
 
-    def pending(self, done: dict[Key, dict]) -> list[tuple[Path, list[tuple[str, int]]]]:
-        """Per song with work left: its unfinished (tagger, window) items."""
+    def pending(self, done: dict, methods: tuple[str, ...]) -> list[tuple[Path, list[tuple[str, int, list[str]]]]]:
+        """Per song with work left: its (tagger, window, methods not yet in ``done``)."""
         out = []
         for s in self.songs:
-            todo = [(t, w) for t in self.taggers for w in range(self.windows[(s.name, t)])
-                    if (s.name, t, w) not in done]
+            todo = []
+            for t in self.taggers:
+                for w in range(self.windows[(s.name, t)]):
+                    missing = [m for m in methods if (s.name, t, w, m) not in done]
+                    if missing:
+                        todo.append((t, w, missing))
             if todo:
                 out.append((s, todo))
         return out

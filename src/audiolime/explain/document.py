@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     from audiolime.explain.pipeline import ExplainResult
 
-DOCUMENT_VERSION = 1
+DOCUMENT_VERSION = 2  # 2: edges, sampling, stopping, faithfulness (version 1 documents still read)
 MANIFEST = "explanation.json"
 WINDOW_FILE = "window.wav"
 TOPK_MIX_FILE = "topk_mix.wav"
@@ -73,12 +73,44 @@ class FidelityRecord:
 
 
 @dataclass(frozen=True)
+class DropRecord:
+    """The tagger on the window without the top-k positive components (the keep check's complement)."""
+
+    components: tuple[str, ...]
+    same_top_tag: bool  # the original top tag is still the top one (a faithful top-k makes this False)
+    top_tag: str
+    target_probability: float
+
+
+@dataclass(frozen=True)
+class CurveRecord:
+    """The target's probability with 0, 1, ..., d' components removed (deletion) or added
+    (insertion) in ranking order, and its area over the fraction of components (x in [0, 1])."""
+
+    probabilities: tuple[float, ...]
+    auc: float
+
+
+@dataclass(frozen=True)
+class FaithfulnessRecord:
+    """How far to trust a target's ranking, measured with the tagger: drop-top-k, deletion and
+    insertion curves (None when not computed: d' > 48 unless asked), and the bootstrap stability
+    of the top-k set (the share of refits on resampled masks that give the same top-k set)."""
+
+    drop_top_k: DropRecord
+    deletion: CurveRecord | None
+    insertion: CurveRecord | None
+    stability: float
+
+
+@dataclass(frozen=True)
 class TargetRecord:
     tag: str
     surrogate_r2: float
     intercept: float
     components: tuple[ComponentRecord, ...]  # every component, by descending weight
-    fidelity: FidelityRecord
+    fidelity: FidelityRecord  # keep-top-k
+    faithfulness: FaithfulnessRecord | None = None  # None only in version 1 documents
 
 
 @dataclass(frozen=True)
@@ -109,6 +141,40 @@ class SeparatorRecord:
 
 
 @dataclass(frozen=True)
+class EdgesRecord:
+    mode: str  # hard | fade
+    fade: float  # cross-fade length / segment length (0 for hard edges)
+    fade_s: float  # one cross-fade, in seconds
+
+
+@dataclass(frozen=True)
+class SamplingRecord:
+    kernel: str  # lime | shap
+    sampling: str  # paired | independent
+    num_samples: int  # as requested; 0 = adaptive
+    max_samples: int
+    stability_threshold: float
+
+
+@dataclass(frozen=True)
+class StoppingRecord:
+    """Why sampling stopped: fixed (N given), stable, max_samples or exhaustive."""
+
+    rounds: int
+    masks: int
+    reason: str
+    stability: float  # of the least stable target's top-k set
+
+
+@dataclass(frozen=True)
+class CostRecord:
+    """What the faithfulness metrics cost: tagger windows beyond the sampled masks, and seconds."""
+
+    tagger_calls: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Document:
     audio: AudioRecord
     model: ModelRecord
@@ -127,6 +193,10 @@ class Document:
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     version: int = DOCUMENT_VERSION
+    edges: EdgesRecord | None = None  # None only in version 1 documents, as the three below
+    sampling: SamplingRecord | None = None
+    stopping: StoppingRecord | None = None
+    faithfulness_cost: CostRecord | None = None
 
     # -- file references -------------------------------------------------------------------
     def files(self) -> list[str]:
@@ -166,6 +236,7 @@ class Document:
                 "tag": t.tag, "surrogate_r2": t.surrogate_r2, "intercept": t.intercept,
                 "components": [vars(c).copy() for c in t.components],
                 "fidelity": {**vars(t.fidelity), "components": list(t.fidelity.components)},
+                "faithfulness": _faithfulness_json(t.faithfulness),
             } for t in self.targets],
             "segments": self.segments,
             "num_components": self.num_components,
@@ -177,6 +248,10 @@ class Document:
             "kernel_width": self.kernel_width,
             "timings_s": dict(self.timings_s),
             "warnings": list(self.warnings),
+            "edges": _vars(self.edges),
+            "sampling": _vars(self.sampling),
+            "stopping": _vars(self.stopping),
+            "faithfulness_cost": _vars(self.faithfulness_cost),
         }
 
     def dumps(self) -> bytes:
@@ -196,15 +271,56 @@ class Document:
             song_top_tags=tuple((x["tag"], x["probability"]) for x in d["song_top_tags"]),
             targets=tuple(TargetRecord(
                 t["tag"], t["surrogate_r2"], t["intercept"], tuple(ComponentRecord(**c) for c in t["components"]),
-                FidelityRecord(**{**t["fidelity"], "components": tuple(t["fidelity"]["components"])}))
+                FidelityRecord(**{**t["fidelity"], "components": tuple(t["fidelity"]["components"])}),
+                _faithfulness_from_json(t.get("faithfulness")))
                 for t in d["targets"]),
             segments=d["segments"], num_components=d["num_components"], num_samples=d["num_samples"],
             unique_samples=d["unique_samples"], exhaustive=d["exhaustive"], seed=d["seed"], top_k=d["top_k"],
-            kernel_width=d["kernel_width"], timings_s=dict(d["timings_s"]), warnings=tuple(d["warnings"]))
+            kernel_width=d["kernel_width"], timings_s=dict(d["timings_s"]), warnings=tuple(d["warnings"]),
+            edges=_record(EdgesRecord, d.get("edges")), sampling=_record(SamplingRecord, d.get("sampling")),
+            stopping=_record(StoppingRecord, d.get("stopping")),
+            faithfulness_cost=_record(CostRecord, d.get("faithfulness_cost")))
 
     @classmethod
     def loads(cls, data: bytes | str) -> Document:
         return cls.from_json(json.loads(data))
+
+
+def _vars(record: object | None) -> dict | None:
+    return None if record is None else vars(record).copy()
+
+
+def _record(cls, d: dict | None):
+    return None if d is None else cls(**d)
+
+
+def _curve_json(c: CurveRecord | None) -> dict | None:
+    return None if c is None else {"probabilities": list(c.probabilities), "auc": c.auc}
+
+
+def _curve_from_json(d: dict | None) -> CurveRecord | None:
+    return None if d is None else CurveRecord(tuple(d["probabilities"]), d["auc"])
+
+
+def _faithfulness_json(f: FaithfulnessRecord | None) -> dict | None:
+    if f is None:
+        return None
+    return {"drop_top_k": {**vars(f.drop_top_k), "components": list(f.drop_top_k.components)},
+            "deletion": _curve_json(f.deletion), "insertion": _curve_json(f.insertion), "stability": f.stability}
+
+
+def _faithfulness_from_json(d: dict | None) -> FaithfulnessRecord | None:
+    if d is None:
+        return None
+    drop = d["drop_top_k"]
+    return FaithfulnessRecord(DropRecord(**{**drop, "components": tuple(drop["components"])}),
+                              _curve_from_json(d["deletion"]), _curve_from_json(d["insertion"]), d["stability"])
+
+
+def _curve(curve) -> CurveRecord | None:
+    if curve is None:
+        return None
+    return CurveRecord(tuple(round(float(p), 6) for p in curve.probabilities), round(curve.auc, 6))
 
 
 def describe(result: ExplainResult) -> Document:
@@ -224,7 +340,13 @@ def describe(result: ExplainResult) -> Document:
             top_k=f.top_k, components=tuple(fact.info[i].name for i in f.components), same_top_tag=f.same_top_tag,
             top_tag=f.top_tag, target_probability=round(f.target_probability, 6),
             original_target_probability=round(float(exp.prediction[t.tag_index]), 6), file=prefix + TOPK_MIX_FILE)
-        targets.append(TargetRecord(t.tag, round(t.surrogate_r2, 6), round(t.intercept, 6), components, fidelity))
+        fa = t.faithfulness
+        faithfulness = FaithfulnessRecord(
+            DropRecord(tuple(fact.info[i].name for i in fa.drop.components), fa.drop.same_top_tag, fa.drop.top_tag,
+                       round(fa.drop.target_probability, 6)),
+            _curve(fa.deletion), _curve(fa.insertion), round(fa.stability, 4))
+        targets.append(TargetRecord(t.tag, round(t.surrogate_r2, 6), round(t.intercept, 6), components, fidelity,
+                                    faithfulness))
     audio = result.audio
     return Document(
         audio=AudioRecord(result.audio_name, audio.pcm_sha256(), audio.sample_rate, audio.channels,
@@ -238,7 +360,12 @@ def describe(result: ExplainResult) -> Document:
         targets=tuple(targets), segments=req.segments, num_components=fact.num_components,
         num_samples=exp.num_samples, unique_samples=exp.unique_samples, exhaustive=exp.masks.exhaustive,
         seed=req.seed, top_k=k, kernel_width=req.kernel_width,
-        timings_s={key: round(v, 4) for key, v in result.timings_s.items()}, warnings=tuple(result.warnings))
+        timings_s={key: round(v, 4) for key, v in result.timings_s.items()}, warnings=tuple(result.warnings),
+        edges=EdgesRecord(fact.edges, fact.fade, round(fact.fade_s, 4)),
+        sampling=SamplingRecord(req.kernel, req.sampling, req.num_samples, req.max_samples, req.stability),
+        stopping=StoppingRecord(exp.stopping.rounds, exp.stopping.masks, exp.stopping.reason,
+                                round(exp.stopping.stability, 4)),
+        faithfulness_cost=CostRecord(exp.metric_calls, round(exp.timings_s.get("fidelity", 0.0), 4)))
 
 
 def artifacts(result: ExplainResult) -> Iterator[tuple[str, np.ndarray]]:

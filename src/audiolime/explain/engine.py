@@ -32,7 +32,7 @@ from audiolime.explain.faithfulness import Curve, Drop, deletion_masks, insertio
 from audiolime.explain.request import ExplainRequest
 from audiolime.explain.sampling import (MaskSet, MaskStream, enumerate_masks, exhaustive_at, mask_set,
                                         round_sizes)
-from audiolime.explain.surrogate import SurrogateFit, anchor_rows, fit_surrogate, row_weights, top_k_stability
+from audiolime.explain.surrogate import SurrogateFit, fit_round
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -275,12 +275,7 @@ class Engine:
             timings["predict"] += time.perf_counter() - t
             events(Event("fit"))
             t = time.perf_counter()
-            y = unique_pred[masks.inverse][:, target_idx]
-            weights = row_weights(masks.masks, request.kernel, request.kernel_width, exhaustive)
-            fit = fit_surrogate(masks.masks, y, weights, request.ridge_alpha)
-            stability = np.ones(len(target_idx)) if exhaustive else top_k_stability(
-                masks.masks, y, weights, request.ridge_alpha, request.top_k, [request.seed, rnd],
-                anchors=anchor_rows(masks.masks, request.kernel), coef=fit.coef)
+            fit, stability = fit_round(masks, unique_pred[masks.inverse][:, target_idx], request, rnd)
             timings["fit"] += time.perf_counter() - t
             reason = ("exhaustive" if exhaustive else "fixed" if not request.adaptive
                       else "stable" if stability.min() >= request.stability
@@ -297,7 +292,7 @@ class Engine:
         """Keep-top-k, drop-top-k and (when on) deletion/insertion curves of every target, as one
         batched evaluation; masks the sampling already evaluated are not run again."""
         d = factorization.num_components
-        curves = request.with_curves
+        curves = request.curves_for(d)
         blocks, chosen = [], []
         for ranking in rankings:
             pos = tuple(rc.component.index for rc in ranking[:request.top_k] if rc.weight > 0)

@@ -119,7 +119,8 @@ def explain_song(audio: Audio, audio_name: str, request: ExplainRequest, tagger:
     model_stems = {k: fit_length(resample(to_mono(v)[None, :], audio.sample_rate, sr_m)[0], w)
                    for k, v in listen.items()}
     fact = StemSegmentFactorization(model_stems, sr_m, request.segments, window_start_s,
-                                    listen_stems=listen, listen_rate=audio.sample_rate)
+                                    listen_stems=listen, listen_rate=audio.sample_rate, edges=request.edges,
+                                    fade=request.fade)
     window = fit_length(mono[None, start_m:start_m + w], w)[0]
     exp = engine.explain(fact, window, target_idx, request, events)
     timings.update(exp.timings_s)

@@ -64,7 +64,7 @@ class ExplainRequest:
     kernel_width: float = 0.25
     ridge_alpha: float = 1.0
     edges: str = "fade"
-    fade: float = 0.5  # cross-fade length as a fraction of the segment length, (0, 1]
+    fade: float = 1.0  # cross-fade length as a fraction of the segment length, (0, 1]
     max_samples: int = 4096  # the cap of adaptive sampling
     stability: float = 0.95  # adaptive sampling stops when this share of bootstrap fits keep the top-k set
     kernel: str = "lime"
@@ -94,10 +94,9 @@ class ExplainRequest:
     def adaptive(self) -> bool:
         return self.num_samples == AUTO
 
-    @property
-    def with_curves(self) -> bool:
-        """Whether deletion/insertion curves are computed (``auto``: while d' <= 48)."""
-        return self.curves == "on" or (self.curves == "auto" and self.num_components <= CURVES_MAX_COMPONENTS)
+    def curves_for(self, num_components: int) -> bool:
+        """Whether deletion/insertion curves are computed over ``num_components`` (``auto``: d' <= 48)."""
+        return self.curves == "on" or (self.curves == "auto" and num_components <= CURVES_MAX_COMPONENTS)
 
     def validate(self) -> ExplainRequest:
         """Check every field against its bounds (the message names the field); returns self."""

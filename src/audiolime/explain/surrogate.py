@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics.pairwise import cosine_distances
 
-from audiolime.explain.sampling import shapley_kernel
+from audiolime.explain.request import ExplainRequest
+from audiolime.explain.sampling import MaskSet, shapley_kernel
 
 BOOTSTRAP_FITS = 100
 SHAP_ANCHOR_WEIGHT = 1e3  # x the total weight of the sampled rows: f(all on), f(all off) as constraints
@@ -122,3 +123,17 @@ def top_k_stability(masks: np.ndarray, targets: np.ndarray, weights: np.ndarray,
         coef, _ = ridge(x, y, counts * weights[None, :], alpha)  # [b, t, d]
         same += (top_set(coef, k) == full[None]).all(axis=-1).sum(axis=0)
     return same / fits
+
+
+def fit_round(masks: MaskSet, targets: np.ndarray, request: ExplainRequest, round_no: int
+              ) -> tuple[SurrogateFit, np.ndarray]:
+    """One round of the method: the surrogate of ``targets [n, t]`` on every drawn mask, and the
+    top-k stability of each target (1 when the masks were enumerated: there is nothing to resample).
+    The bootstrap is seeded by (seed, round), so a replay of a round gives the same stability."""
+    weights = row_weights(masks.masks, request.kernel, request.kernel_width, masks.exhaustive)
+    fit = fit_surrogate(masks.masks, targets, weights, request.ridge_alpha)
+    if masks.exhaustive:
+        return fit, np.ones(fit.coef.shape[0])
+    return fit, top_k_stability(masks.masks, targets, weights, request.ridge_alpha, request.top_k,
+                                [request.seed, round_no], anchors=anchor_rows(masks.masks, request.kernel),
+                                coef=fit.coef)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("audio", "model", "model_version", "tags", "top_n", "window_start_s", "window_duration_s", "segments", "separator_model", "num_samples", "seed", "top_k", "url_ttl_s")
+    __slots__ = ("audio", "model", "model_version", "tags", "top_n", "window_start_s", "window_duration_s", "segments", "separator_model", "num_samples", "seed", "top_k", "url_ttl_s", "edges", "fade", "max_samples", "stability", "kernel", "sampling", "curves")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,13 @@ class ExplainRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     URL_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    FADE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    STABILITY_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    CURVES_FIELD_NUMBER: _ClassVar[int]
     audio: _common_pb2.AudioInput
     model: str
     model_version: int
@@ -36,7 +43,14 @@ class ExplainRequest(_message.Message):
     seed: int
     top_k: int
     url_ttl_s: int
-    def __init__(self, audio: _Optional[_Union[_common_pb2.AudioInput, _Mapping]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., window_start_s: _Optional[float] = ..., window_duration_s: _Optional[float] = ..., segments: _Optional[int] = ..., separator_model: _Optional[str] = ..., num_samples: _Optional[int] = ..., seed: _Optional[int] = ..., top_k: _Optional[int] = ..., url_ttl_s: _Optional[int] = ...) -> None: ...
+    edges: str
+    fade: float
+    max_samples: int
+    stability: float
+    kernel: str
+    sampling: str
+    curves: str
+    def __init__(self, audio: _Optional[_Union[_common_pb2.AudioInput, _Mapping]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., window_start_s: _Optional[float] = ..., window_duration_s: _Optional[float] = ..., segments: _Optional[int] = ..., separator_model: _Optional[str] = ..., num_samples: _Optional[int] = ..., seed: _Optional[int] = ..., top_k: _Optional[int] = ..., url_ttl_s: _Optional[int] = ..., edges: _Optional[str] = ..., fade: _Optional[float] = ..., max_samples: _Optional[int] = ..., stability: _Optional[float] = ..., kernel: _Optional[str] = ..., sampling: _Optional[str] = ..., curves: _Optional[str] = ...) -> None: ...
 
 class TagProbability(_message.Message):
     __slots__ = ("tag", "probability")
@@ -84,19 +98,97 @@ class Fidelity(_message.Message):
     url: str
     def __init__(self, top_k: _Optional[int] = ..., components: _Optional[_Iterable[str]] = ..., same_top_tag: bool = ..., top_tag: _Optional[str] = ..., target_probability: _Optional[float] = ..., original_target_probability: _Optional[float] = ..., url: _Optional[str] = ...) -> None: ...
 
+class DropTopK(_message.Message):
+    __slots__ = ("components", "same_top_tag", "top_tag", "target_probability")
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    SAME_TOP_TAG_FIELD_NUMBER: _ClassVar[int]
+    TOP_TAG_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    components: _containers.RepeatedScalarFieldContainer[str]
+    same_top_tag: bool
+    top_tag: str
+    target_probability: float
+    def __init__(self, components: _Optional[_Iterable[str]] = ..., same_top_tag: bool = ..., top_tag: _Optional[str] = ..., target_probability: _Optional[float] = ...) -> None: ...
+
+class RankCurve(_message.Message):
+    __slots__ = ("probabilities", "auc")
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    AUC_FIELD_NUMBER: _ClassVar[int]
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    auc: float
+    def __init__(self, probabilities: _Optional[_Iterable[float]] = ..., auc: _Optional[float] = ...) -> None: ...
+
+class Faithfulness(_message.Message):
+    __slots__ = ("drop_top_k", "deletion", "insertion", "stability")
+    DROP_TOP_K_FIELD_NUMBER: _ClassVar[int]
+    DELETION_FIELD_NUMBER: _ClassVar[int]
+    INSERTION_FIELD_NUMBER: _ClassVar[int]
+    STABILITY_FIELD_NUMBER: _ClassVar[int]
+    drop_top_k: DropTopK
+    deletion: RankCurve
+    insertion: RankCurve
+    stability: float
+    def __init__(self, drop_top_k: _Optional[_Union[DropTopK, _Mapping]] = ..., deletion: _Optional[_Union[RankCurve, _Mapping]] = ..., insertion: _Optional[_Union[RankCurve, _Mapping]] = ..., stability: _Optional[float] = ...) -> None: ...
+
 class TargetExplanation(_message.Message):
-    __slots__ = ("tag", "surrogate_r2", "intercept", "components", "fidelity")
+    __slots__ = ("tag", "surrogate_r2", "intercept", "components", "fidelity", "faithfulness")
     TAG_FIELD_NUMBER: _ClassVar[int]
     SURROGATE_R2_FIELD_NUMBER: _ClassVar[int]
     INTERCEPT_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     FIDELITY_FIELD_NUMBER: _ClassVar[int]
+    FAITHFULNESS_FIELD_NUMBER: _ClassVar[int]
     tag: str
     surrogate_r2: float
     intercept: float
     components: _containers.RepeatedCompositeFieldContainer[Component]
     fidelity: Fidelity
-    def __init__(self, tag: _Optional[str] = ..., surrogate_r2: _Optional[float] = ..., intercept: _Optional[float] = ..., components: _Optional[_Iterable[_Union[Component, _Mapping]]] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ...) -> None: ...
+    faithfulness: Faithfulness
+    def __init__(self, tag: _Optional[str] = ..., surrogate_r2: _Optional[float] = ..., intercept: _Optional[float] = ..., components: _Optional[_Iterable[_Union[Component, _Mapping]]] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ..., faithfulness: _Optional[_Union[Faithfulness, _Mapping]] = ...) -> None: ...
+
+class SegmentEdges(_message.Message):
+    __slots__ = ("mode", "fade", "fade_s")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FADE_FIELD_NUMBER: _ClassVar[int]
+    FADE_S_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    fade: float
+    fade_s: float
+    def __init__(self, mode: _Optional[str] = ..., fade: _Optional[float] = ..., fade_s: _Optional[float] = ...) -> None: ...
+
+class SamplingInfo(_message.Message):
+    __slots__ = ("kernel", "sampling", "num_samples", "max_samples", "stability_threshold")
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    STABILITY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    kernel: str
+    sampling: str
+    num_samples: int
+    max_samples: int
+    stability_threshold: float
+    def __init__(self, kernel: _Optional[str] = ..., sampling: _Optional[str] = ..., num_samples: _Optional[int] = ..., max_samples: _Optional[int] = ..., stability_threshold: _Optional[float] = ...) -> None: ...
+
+class Stopping(_message.Message):
+    __slots__ = ("rounds", "masks", "reason", "stability")
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STABILITY_FIELD_NUMBER: _ClassVar[int]
+    rounds: int
+    masks: int
+    reason: str
+    stability: float
+    def __init__(self, rounds: _Optional[int] = ..., masks: _Optional[int] = ..., reason: _Optional[str] = ..., stability: _Optional[float] = ...) -> None: ...
+
+class FaithfulnessCost(_message.Message):
+    __slots__ = ("tagger_calls", "seconds")
+    TAGGER_CALLS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    tagger_calls: int
+    seconds: float
+    def __init__(self, tagger_calls: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class AudioInfo(_message.Message):
     __slots__ = ("sha256", "sample_rate", "channels", "duration_s", "window_start_s", "window_duration_s", "window_url", "filename")
@@ -143,7 +235,7 @@ class SeparatorInfo(_message.Message):
     def __init__(self, model: _Optional[str] = ..., stems: _Optional[_Iterable[str]] = ..., residual_rel_rms: _Optional[float] = ..., cache_hit: bool = ...) -> None: ...
 
 class Explanation(_message.Message):
-    __slots__ = ("explanation_id", "audio", "model", "separator", "prediction", "targets", "num_samples", "unique_samples", "exhaustive", "seed", "segments", "top_k", "timings_s", "warnings", "manifest_url", "urls_expire_at")
+    __slots__ = ("explanation_id", "audio", "model", "separator", "prediction", "targets", "num_samples", "unique_samples", "exhaustive", "seed", "segments", "top_k", "timings_s", "warnings", "manifest_url", "urls_expire_at", "edges", "sampling", "stopping", "faithfulness_cost")
     class TimingsSEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +259,10 @@ class Explanation(_message.Message):
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_URL_FIELD_NUMBER: _ClassVar[int]
     URLS_EXPIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    STOPPING_FIELD_NUMBER: _ClassVar[int]
+    FAITHFULNESS_COST_FIELD_NUMBER: _ClassVar[int]
     explanation_id: str
     audio: AudioInfo
     model: ModelInfo
@@ -183,7 +279,11 @@ class Explanation(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     manifest_url: str
     urls_expire_at: _timestamp_pb2.Timestamp
-    def __init__(self, explanation_id: _Optional[str] = ..., audio: _Optional[_Union[AudioInfo, _Mapping]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., separator: _Optional[_Union[SeparatorInfo, _Mapping]] = ..., prediction: _Optional[_Iterable[_Union[TagProbability, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetExplanation, _Mapping]]] = ..., num_samples: _Optional[int] = ..., unique_samples: _Optional[int] = ..., exhaustive: bool = ..., seed: _Optional[int] = ..., segments: _Optional[int] = ..., top_k: _Optional[int] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., warnings: _Optional[_Iterable[str]] = ..., manifest_url: _Optional[str] = ..., urls_expire_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    edges: SegmentEdges
+    sampling: SamplingInfo
+    stopping: Stopping
+    faithfulness_cost: FaithfulnessCost
+    def __init__(self, explanation_id: _Optional[str] = ..., audio: _Optional[_Union[AudioInfo, _Mapping]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., separator: _Optional[_Union[SeparatorInfo, _Mapping]] = ..., prediction: _Optional[_Iterable[_Union[TagProbability, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetExplanation, _Mapping]]] = ..., num_samples: _Optional[int] = ..., unique_samples: _Optional[int] = ..., exhaustive: bool = ..., seed: _Optional[int] = ..., segments: _Optional[int] = ..., top_k: _Optional[int] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., warnings: _Optional[_Iterable[str]] = ..., manifest_url: _Optional[str] = ..., urls_expire_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., edges: _Optional[_Union[SegmentEdges, _Mapping]] = ..., sampling: _Optional[_Union[SamplingInfo, _Mapping]] = ..., stopping: _Optional[_Union[Stopping, _Mapping]] = ..., faithfulness_cost: _Optional[_Union[FaithfulnessCost, _Mapping]] = ...) -> None: ...
 
 class ExplainProgress(_message.Message):
     __slots__ = ("stage", "evaluated", "total")

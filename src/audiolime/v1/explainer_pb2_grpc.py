@@ -52,6 +52,7 @@ class ExplainerServicer(object):
 
     def ExplainStream(self, request, context):
         """Same as Explain, streaming progress (stage; masks evaluated / total) and then the result.
+        Adaptive sampling announces each round as "predict" events whose total grows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

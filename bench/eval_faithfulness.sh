@@ -1,0 +1,24 @@
+#!/bin/sh
+# The measurements behind docs/evaluation.md ("Faithfulness, sampling and edges", issue 12): audioLIME
+# variants vs SLIME vs random on ../shared/audio, musicnn and FCN. Long (hours on a shared 2-core
+# machine); resumable: rerun the same command to continue, or to rebuild the outputs.
+#   sh bench/eval_faithfulness.sh [musicnn|fcn]   (default: both, one after the other)
+set -e
+cd "$(dirname "$0")/.."
+AUDIO=${AUDIOLIME_SHARED:-../shared}/audio
+# one TensorFlow thread per run: on a shared machine more threads only contend
+export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
+COMMON="--k 1 2 3 4 5 --slime-segments 6 --slime-bands 2 --trace-samples 1024 --reference-samples 16384"
+DEFAULT="separator=2stems,segments=6,edges=fade,fade=1.0,kernel=lime,sampling=paired,num_samples=auto,max_samples=4096,stability=0.95"
+TODAY="separator=2stems,segments=6,edges=hard,kernel=lime,sampling=independent,num_samples=1024"
+VARIANTS="--variant default:$DEFAULT,reference --variant shap:$DEFAULT,kernel=shap,reference
+          --variant independent:$DEFAULT,sampling=independent --variant fixed2048:$DEFAULT,num_samples=2048
+          --variant today:$TODAY"
+case "${1:-both}" in
+  musicnn|both) .venv/bin/audiolime evaluate --tagger musicnn-msd --audio "$AUDIO" --windows-per-song 3 $COMMON \
+                  $VARIANTS --variant "hpss:$DEFAULT,separator=2stems+hpss" --out out/eval-faith-musicnn ;;
+esac
+case "${1:-both}" in
+  fcn|both) .venv/bin/audiolime evaluate --tagger fcn-msd --audio "$AUDIO" --windows-per-song 2 $COMMON \
+              $VARIANTS --batch-size 16 --out out/eval-faith-fcn ;;
+esac
