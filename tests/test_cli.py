@@ -65,6 +65,12 @@ def test_document_schema_and_counts(karissa_run, shared: Path):
     comps = doc["targets"][0]["components"]
     assert sorted(c["rank"] for c in comps) == list(range(1, 13))
     assert len({(c["source"], c["segment"]) for c in comps}) == 12
+    assert [c["weight"] for c in comps] == sorted((c["weight"] for c in comps), reverse=True)
+    w = doc["audio"]["window"]
+    assert w["duration_s"] == 3.0 and 0 <= w["start_s"] <= doc["audio"]["duration_s"] - 3
+    for c in comps:
+        assert w["start_s"] - 1e-6 <= c["start_s"] < c["end_s"] <= w["start_s"] + 3 + 1e-6
+    assert {"scan", "separate", "predict", "fit", "fidelity"} <= set(doc["timings_s"])
 
 
 def test_faithfulness_is_in_the_document(karissa_run):
@@ -80,17 +86,11 @@ def test_faithfulness_is_in_the_document(karissa_run):
     assert 0 <= f["deletion"]["auc"] < f["insertion"]["auc"] <= 1  # vocals first: deleting them hurts at once
     assert f["drop_top_k"]["target_probability"] < keep["original_target_probability"]
     assert 0 < doc["faithfulness_cost"]["tagger_calls"] <= 2 + 2 * 13 and doc["faithfulness_cost"]["seconds"] > 0
-    assert [c["weight"] for c in comps] == sorted((c["weight"] for c in comps), reverse=True)
-    w = doc["audio"]["window"]
-    assert w["duration_s"] == 3.0 and 0 <= w["start_s"] <= doc["audio"]["duration_s"] - 3
-    for c in comps:
-        assert w["start_s"] - 1e-6 <= c["start_s"] < c["end_s"] <= w["start_s"] + 3 + 1e-6
-    assert {"scan", "separate", "predict", "fit", "fidelity"} <= set(doc["timings_s"])
 
 
 def test_written_audio_is_the_listenable_decomposition(karissa_run, shared: Path):
-    """WAVs: window is the original excerpt; each component is silent outside its segment; the
-    top-k mix is the sum of its components."""
+    """WAVs: window is the original excerpt; each component is silent outside its segment and the
+    cross-fades around it (half a fade either side); the top-k mix is the sum of its components."""
     doc, out = karissa_run
     window, sr = sf.read(out / "window.wav", always_2d=True)
     assert sr == 44100 and window.shape == (3 * 44100, 2)
@@ -102,9 +102,10 @@ def test_written_audio_is_the_listenable_decomposition(karissa_run, shared: Path
     mix = np.zeros_like(window)
     for c in top:
         audio, _ = sf.read(out / c["file"], always_2d=True)
+        half = int(round(doc["edges"]["fade_s"] / 2 * sr)) + 1
         a, b = int(round((c["start_s"] - doc["audio"]["window"]["start_s"]) * sr)), \
             int(round((c["end_s"] - doc["audio"]["window"]["start_s"]) * sr))
-        assert np.abs(audio[:a]).max(initial=0) == 0 and np.abs(audio[b:]).max(initial=0) == 0
+        assert np.abs(audio[:max(a - half, 0)]).max(initial=0) == 0 and np.abs(audio[b + half:]).max(initial=0) == 0
         assert np.sqrt(np.mean(audio[a:b] ** 2)) > 1e-3  # the sung segment is audible
         mix += audio
     topk, _ = sf.read(out / "topk_mix.wav", always_2d=True)
@@ -179,3 +180,19 @@ def test_short_audio_is_zero_padded_with_warning(capsys, models, bad_files, tmp_
     window, sr = sf.read(out / "window.wav", always_2d=True)
     assert sr == 22050 and window.shape == (int(3 * 22050), 1)
     assert np.abs(window[22050 + 10:]).max() == 0  # padding is silence
+
+
+def test_hpss_separator_in_the_cli(capsys, models, shared, tmp_path):
+    """--separator 2stems+hpss explains vocals / harmonic / percussive x segments from the 2stems
+    weights, with listenable components that still sum to the window."""
+    out = tmp_path / "out"
+    code = main(["explain", str(shared / "audio" / "admiralbob77_-_Choice_-_Drum-bass.ogg"), "--start", "10",
+                 "--separator", "2stems+hpss", "--segments", "2", "--num-samples", "64", "--json", "--out", str(out),
+                 "--model-dir", str(models)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    doc = json.loads(captured.out)
+    assert doc["separator"]["model"] == "2stems+hpss" and doc["separator"]["stems"] == ["vocals", "harmonic", "percussive"]
+    assert doc["num_components"] == 6 and {c["source"] for c in doc["targets"][0]["components"]} == {
+        "vocals", "harmonic", "percussive"}
+    assert doc["separator"]["residual_rel_rms"] < 1e-3 and doc["exhaustive"]

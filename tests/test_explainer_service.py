@@ -219,15 +219,21 @@ def test_second_explain_hits_the_separator_cache(stack, first, second):
 
 
 def test_explain_stream_progress_is_monotonic_and_ends_with_result(stack, first):
-    """ExplainStream: progress events in stage order with non-decreasing evaluated/total, then one result."""
+    """ExplainStream with adaptive sampling (num_samples 0): progress events in stage order with
+    non-decreasing evaluated/total, one total per round, then one result saying how it stopped."""
     stages = ["decode", "scan", "separate", "predict", "fit", "fidelity", "store"]
-    events = list(stack.stub.ExplainStream(request(seed=2), timeout=600))
+    events = list(stack.stub.ExplainStream(request(seed=2, num_samples=0, max_samples=600), timeout=600))
     assert events[-1].HasField("result") and all(e.HasField("progress") for e in events[:-1])
     prog = [e.progress for e in events[:-1]]
-    keys = [(stages.index(p.stage), p.evaluated) for p in prog]
+    keys = [(stages.index(p.stage), p.total, p.evaluated) for p in prog]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     predict = [p for p in prog if p.stage == "predict"]
-    assert predict and predict[-1].evaluated == predict[-1].total == events[-1].result.unique_samples
+    result = events[-1].result
+    assert predict and predict[-1].evaluated == predict[-1].total == result.unique_samples
+    assert len({p.total for p in predict}) == result.stopping.rounds >= 1
+    assert result.stopping.reason in ("stable", "max_samples") and result.num_samples <= 600
+    assert result.sampling.num_samples == 0 and result.sampling.max_samples == 600
+    assert len(result.targets[0].faithfulness.deletion.probabilities) == 13
     assert {"decode", "scan", "separate", "predict", "fit", "store"} <= {p.stage for p in prog}
     assert events[-1].result.targets[0].components[0].source == "vocals"
 

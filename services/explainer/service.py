@@ -178,10 +178,11 @@ class ExplainerService:
                              ("predict", tm.get("scan", 0.0) + tm.get("sample", 0.0) + tm.get("predict", 0.0)),
                              ("fit", tm.get("fit", 0.0)), ("fidelity", tm.get("fidelity", 0.0)), ("store", store_s)):
             metrics.EXPLANATION_STAGE.labels(stage).observe(value)
-        metrics.MASKS_EVALUATED.labels(tagger.name).inc(result.explanation.unique_samples)
+        exp = result.explanation
+        metrics.MASKS_EVALUATED.labels(tagger.name).inc(exp.unique_samples + exp.metric_calls)
         outcome.document = outcome.document.with_timing("store", store_s)
         log.info("explanation published", extra={"explanation_id": explanation_id, "model": tagger.name,
-                                                 "num_samples": req.num_samples,
+                                                 "num_samples": exp.num_samples, "stopping": exp.stopping.reason,
                                                  "separator_cache_hit": outcome.separator_cache_hit,
                                                  "timings_s": outcome.document.timings_s})
         return outcome

@@ -231,8 +231,8 @@ class Engine:
                 memo: MaskPredictions | None = None) -> Explanation:
         """Explain ``targets`` (tag indices; None = top predicted tag) for the analysed ``window``.
 
-        Emits ``predict`` (per round: masks evaluated / drawn so far), ``fit`` and ``fidelity``
-        events. ``memo``: predictions already made for this factorization (evaluation only)."""
+        Emits ``predict`` (per round: masks evaluated / drawn so far; a round's refit and
+        bootstrap belong to it), ``fit`` (sampling has stopped) and ``fidelity`` events. ``memo``: predictions already made for this factorization (evaluation only)."""
         if request.top_k < 1:
             raise InvalidInput(f"top_k must be >= 1, got {request.top_k}")
         if memo is not None and memo.factorization is not factorization:
@@ -273,7 +273,6 @@ class Engine:
             t = time.perf_counter()
             unique_pred = memo(masks.unique, lambda done, n: events(Event("predict", done, n)))
             timings["predict"] += time.perf_counter() - t
-            events(Event("fit"))
             t = time.perf_counter()
             fit, stability = fit_round(masks, unique_pred[masks.inverse][:, target_idx], request, rnd)
             timings["fit"] += time.perf_counter() - t
@@ -281,6 +280,7 @@ class Engine:
                       else "stable" if stability.min() >= request.stability
                       else "max_samples" if rnd == len(sizes) else "")
             if reason:
+                events(Event("fit"))  # once: the stages stay in order (a round's refit belongs to predict)
                 return masks, unique_pred, fit, stability, Stopping(rnd, masks.num_samples, reason,
                                                                     float(stability.min()))
         raise AssertionError("the last round always stops")  # pragma: no cover

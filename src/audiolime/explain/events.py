@@ -1,7 +1,9 @@
 """Progress of an explanation as explicit events ``(stage, done, total)``.
 
 Each stage is announced by the code that runs it (the pipeline, the engine, the service), in
-this order; ``done``/``total`` count tagger windows within ``predict`` (0/0 elsewhere). A sink
+this order; ``done``/``total`` count tagger windows within ``predict`` (0/0 elsewhere). Adaptive
+sampling runs several rounds inside ``predict``: each round's events restart at the masks already
+evaluated and count up to a larger ``total`` (the masks drawn so far). A sink
 may raise (e.g. :class:`audiolime.errors.Cancelled`) to stop the work at the next event.
 """
 
