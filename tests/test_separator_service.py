@@ -45,8 +45,10 @@ def request(content: bytes = b"", uri: str = "", model: str = ""):
 
 
 def read_flac_uri(uri: str) -> tuple[np.ndarray, int]:
+    from urllib.parse import unquote
+
     assert uri.startswith("file://"), uri
-    data, sr = sf.read(uri[len("file://"):], dtype="float32", always_2d=True)
+    data, sr = sf.read(unquote(uri[len("file://"):]), dtype="float32", always_2d=True)
     return data.T, sr
 
 
@@ -185,6 +187,10 @@ def test_hpss_variant_is_served_and_cached_like_any_model(file_server, shared) -
     first = stub(channel).Separate(request(content, model="2stems+hpss"), timeout=300)
     assert first.model == "2stems+hpss" and [s.name for s in first.stems] == ["vocals", "harmonic", "percussive"]
     assert (store / "stems" / "2stems+hpss" / first.audio_sha256 / "manifest.json").is_file()
+    from audiolime.store import LocalStore
+
+    local = LocalStore(store)  # how the explainer reads stems back: the URI names the stored object
+    assert local.get(local.parse_uri(first.stems[0].uri)) == (store / local.parse_uri(first.stems[0].uri)).read_bytes()
     mix = decode(content)
     total = sum(read_flac_uri(s.uri)[0] for s in first.stems)
     err = np.sqrt(np.mean(np.square(total - mix.waveform))) / np.sqrt(np.mean(np.square(mix.waveform)))

@@ -20,7 +20,7 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 from audiolime.errors import InvalidInput, NotFound
 
@@ -231,7 +231,7 @@ class LocalStore(ObjectStore):
         u = urlparse(uri)
         if u.scheme != "file":
             raise InvalidInput(f"{uri!r} is not a file:// URI of this store ({self.root.as_uri()})")
-        path = Path(u.path).resolve()
+        path = Path(unquote(u.path)).resolve()  # uri() percent-encodes (Path.as_uri), e.g. "+" in "2stems+hpss"
         try:
             rel = path.relative_to(self.root)
         except ValueError:
