@@ -157,7 +157,8 @@ def test_explain_ranks_vocals_for_female_vocalists(first):
 
 def test_every_url_serves_the_listenable_decomposition(stack, first, karissa):
     """Every presigned URL answers over HTTP; the WAVs decode; the window is the original excerpt and
-    each component is its stem in its time range (silence elsewhere); the manifest names them all."""
+    each component is its stem in its time range and the cross-fades around it (silence elsewhere);
+    the manifest names them all."""
     (target,) = first.targets
     urls = [c.url for c in target.components if c.url]
     assert len(urls) == 3 and all(c.url == "" for c in target.components[3:])
@@ -175,7 +176,9 @@ def test_every_url_serves_the_listenable_decomposition(stack, first, karissa):
         assert csr == sr and wave.shape == (3 * sr, 2)
         s0 = int(round((comp.start_s - first.audio.window_start_s) * sr))
         s1 = int(round((comp.end_s - first.audio.window_start_s) * sr))
-        outside = np.concatenate([wave[:max(s0 - 64, 0)], wave[s1 + 64:]])
+        half = int(round(first.edges.fade_s / 2 * sr)) + 64  # a fade reaches half its length past the edge
+        assert first.edges.mode == "fade" and half > 64
+        outside = np.concatenate([wave[:max(s0 - half, 0)], wave[s1 + half:]])
         assert np.abs(outside).max() == 0.0 and np.abs(wave[s0:s1]).max() > 1e-3
     status, data = http_get(target.fidelity.url)
     assert status == 200 and sf.read(io.BytesIO(data))[0].shape == (3 * sr, 2)
@@ -555,12 +558,19 @@ def test_cli_explain_server_writes_what_in_process_writes(stack, first, tmp_path
     assert rt["components"][0]["source"] == "vocals"
     assert rt["fidelity"]["components"] == lt["fidelity"]["components"]
     assert max(abs(remote["prediction"][k] - local["prediction"][k]) for k in local["prediction"]) < 1e-4
+    rf, lf = rt["faithfulness"], lt["faithfulness"]
+    for curve in ("deletion", "insertion"):
+        assert np.abs(np.subtract(rf[curve]["probabilities"], lf[curve]["probabilities"])).max() < 1e-4
+        assert abs(rf[curve]["auc"] - lf[curve]["auc"]) < 1e-4
+    assert abs(rf["drop_top_k"]["target_probability"] - lf["drop_top_k"]["target_probability"]) < 1e-4
     for doc in (remote, local):
-        doc.pop("timings_s"), doc["separator"].pop("residual_rel_rms")
+        doc.pop("timings_s"), doc["separator"].pop("residual_rel_rms"), doc["faithfulness_cost"].pop("seconds")
         for t in doc["targets"]:
             for c in t["components"]:
                 c.pop("weight")
             t.pop("surrogate_r2"), t.pop("intercept"), t["fidelity"].pop("target_probability")
+            f = t["faithfulness"]
+            f.pop("deletion"), f.pop("insertion"), f["drop_top_k"].pop("target_probability")
         doc.pop("prediction")
     assert remote == local
     assert sf.read(out_r / "window.wav")[0].tolist() == sf.read(out_l / "window.wav")[0].tolist()
