@@ -10,7 +10,6 @@ from sklearn.linear_model import Ridge
 
 from audiolime.errors import InvalidInput
 from audiolime.explain.engine import Engine, MaskPredictions
-from audiolime.explain.events import Event
 from audiolime.explain.factorization import Component, StemSegmentFactorization, segment_bounds, segment_weights
 from audiolime.explain.faithfulness import area, deletion_masks, insertion_masks
 from audiolime.explain.request import ExplainRequest

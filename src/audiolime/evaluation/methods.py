@@ -177,7 +177,6 @@ def run_random(ctx: WindowContext, primary: Variant, primary_rec: dict, cfg: Eva
     t0 = time.perf_counter()
     request = primary.request(ctx.seed)
     _, memo = ctx.factorization(request)
-    labels = ctx.tagger.labels
     w = np.asarray(primary_rec["weights"])
     d = len(w)
     top = ctx.top
