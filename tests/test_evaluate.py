@@ -335,6 +335,8 @@ def test_aggregate_rates_curves_and_reference_agreement():
     assert ref["same_top3"]["rate"] == pytest.approx(2 / 3, abs=1e-4) and ref["reference_calls_median"] == 4096
     assert ref["calls_ratio_median"] == 0.125 and ref["reached"]["rate"] == pytest.approx(2 / 3, abs=1e-4)
     assert t["random"]["keep"]["1"]["rate"] == 0.25 and t["random"]["keep"]["3"]["n"] == 0
+    assert t["paired"]["random"]["1"] == {"diff": 0.75, "wins": 3, "losses": 0, "n": 3}  # 1 - 0.25 on 3 windows
+    assert t["paired"]["random"]["3"]["n"] == 0 and "v" not in t["paired"]
     assert t["slime"]["windows"] == 0 and t["slime"]["keep"]["1"]["rate"] is None
 
 

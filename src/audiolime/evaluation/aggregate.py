@@ -93,7 +93,30 @@ def aggregate(cfg: EvalConfig, records: Sequence[dict]) -> dict:
         for m in cfg.methods:
             recs = [r for r in by.get((t, m), []) if "not_applicable" not in r["result"]]
             table[t][m] = summarize(cfg, m, recs, random_del)
+        table[t]["paired"] = {m: paired(cfg, by.get((t, cfg.primary.name), []), by.get((t, m), []))
+                              for m in cfg.methods if m != cfg.primary.name}
     return table
+
+
+def paired(cfg: EvalConfig, first: Sequence[dict], other: Sequence[dict]) -> dict:
+    """Keep-top-k of the primary variant minus another method's, on the windows both have, per k:
+    ``{k: {diff, wins, losses, n}}`` (wins: windows where only the primary keeps the top tag;
+    random's keep is a share of draws, so its wins/losses count whole differences of it)."""
+    theirs = {(r["song"], r["window"]): r["result"] for r in other if "not_applicable" not in r["result"]}
+    out = {}
+    for k in cfg.ks:
+        diffs = []
+        for r in first:
+            o = theirs.get((r["song"], r["window"]))
+            if o is None:
+                continue
+            a = next(x for x in r["result"]["rows"] if x["k"] == k)["keep"]
+            b = next(x for x in o["rows"] if x["k"] == k).get("keep")
+            if a is not None and b is not None:
+                diffs.append(float(a) - float(b))
+        out[str(k)] = {"diff": _mean(diffs), "wins": sum(d > 0 for d in diffs), "losses": sum(d < 0 for d in diffs),
+                       "n": len(diffs)}
+    return out
 
 
 def summarize(cfg: EvalConfig, method: str, recs: Sequence[dict], random_by_window: dict) -> dict:

@@ -76,6 +76,13 @@ def markdown(cfg: EvalConfig, table: dict, records: Sequence[dict]) -> str:
         lines += [f"## {t}", "", "### Keep-top-k: the top tag survives on only the top-k components (higher is better)",
                   "", "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         lines += [f"| {m} | " + " | ".join(_cell(rows[m]["keep"][str(k)]) for k in ks) + " |" for m in cfg.methods]
+        lines += ["", f"### Keep-top-k, paired: `{cfg.primary.name}` minus each method on the same windows "
+                  "(difference of rates; wins / losses: windows where only one keeps the top tag)", "",
+                  "| vs | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        for m, cells in rows["paired"].items():
+            lines.append(f"| {m} | " + " | ".join(
+                "n/a" if c["diff"] is None else f"{c['diff']:+.2f} ({c['wins']}/{c['losses']}, n={c['n']})"
+                for c in (cells[str(k)] for k in ks)) + " |")
         lines += ["", "### Drop-top-k: the top tag is lost without the top-k components (higher is better)", "",
                   "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         lines += [f"| {m} | " + " | ".join(_cell(rows[m]["drop"][str(k)]) for k in ks) + " |" for m in cfg.methods]
