@@ -5,7 +5,8 @@
 #   sh bench/eval_faithfulness.sh [musicnn|fcn|musicnn-tau9|fcn-tau10]   (default: musicnn then fcn)
 # musicnn/fcn: the product's resolution (tau = 6, d' = 12: the N = 16384 reference enumerates all
 # 4096 masks exactly); musicnn-tau9/fcn-tau10: the audioLIME paper's temporal resolution, where
-# today's hard edges fail most often (keep/drop and curves only, no reference).
+# today's hard edges fail most often (keep/drop and curves only, no reference; every method at most
+# 1024 masks).
 # The 2stems+hpss variant ran on the first three musicnn windows only (out/eval-faith-musicnn keeps
 # them; add the variant back to compute it for every window: about 13 min per window, since it
 # never reaches the stability threshold at d' = 18 and runs to max_samples).
@@ -28,12 +29,13 @@ case "${1:-both}" in
   fcn|both) .venv/bin/audiolime evaluate --tagger fcn-msd --audio "$AUDIO" --windows-per-song 2 $COMMON \
               $VARIANTS --batch-size 16 --out out/eval-faith-fcn ;;
 esac
-PAPER="--k 1 2 3 4 5 --slime-bands 2 --trace-samples 0"
+# the same budget for all three: adaptive with at most 1024 masks, today's fixed 1024, SLIME's fixed 1024
+PAPER="--k 1 2 3 4 5 --slime-bands 2 --slime-samples 1024 --trace-samples 0"
 case "${1:-both}" in
   musicnn-tau9) .venv/bin/audiolime evaluate --tagger musicnn-msd --audio "$AUDIO" --windows-per-song 3 $PAPER \
-                  --slime-segments 9 --variant "default:$DEFAULT,segments=9" --variant "today:$TODAY,segments=9" \
+                  --slime-segments 9 --variant "default:$DEFAULT,segments=9,max_samples=1024" --variant "today:$TODAY,segments=9" \
                   --out out/eval-faith-musicnn-tau9 ;;
   fcn-tau10) .venv/bin/audiolime evaluate --tagger fcn-msd --audio "$AUDIO" --windows-per-song 2 $PAPER \
-               --slime-segments 10 --variant "default:$DEFAULT,segments=10" --variant "today:$TODAY,segments=10" \
+               --slime-segments 10 --variant "default:$DEFAULT,segments=10,max_samples=1024" --variant "today:$TODAY,segments=10" \
                --batch-size 16 --out out/eval-faith-fcn-tau10 ;;
 esac

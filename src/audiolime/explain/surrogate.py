@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics.pairwise import cosine_distances
+from threadpoolctl import threadpool_limits
 
 from audiolime.explain.request import ExplainRequest
 from audiolime.explain.sampling import MaskSet, shapley_kernel
@@ -106,6 +107,11 @@ def top_k_stability(masks: np.ndarray, targets: np.ndarray, weights: np.ndarray,
     """Per target, the share of ``fits`` bootstrap replicates (rows resampled with replacement,
     anchor rows kept as they are) whose top-k set equals the full fit's (``coef [t, d]``, fitted
     here when not given): ``[t]`` in [0, 1]."""
+    with threadpool_limits(1, user_api="blas"):  # small matrices: see fit_round
+        return _stability(masks, targets, weights, alpha, k, seed, anchors, coef, fits, chunk)
+
+
+def _stability(masks, targets, weights, alpha, k, seed, anchors, coef, fits, chunk) -> np.ndarray:
     x = masks.astype(np.float64)
     y = np.asarray(targets, np.float64).reshape(len(x), -1)
     k = min(k, x.shape[1])
@@ -129,7 +135,16 @@ def fit_round(masks: MaskSet, targets: np.ndarray, request: ExplainRequest, roun
               ) -> tuple[SurrogateFit, np.ndarray]:
     """One round of the method: the surrogate of ``targets [n, t]`` on every drawn mask, and the
     top-k stability of each target (1 when the masks were enumerated: there is nothing to resample).
-    The bootstrap is seeded by (seed, round), so a replay of a round gives the same stability."""
+    The bootstrap is seeded by (seed, round), so a replay of a round gives the same stability.
+
+    BLAS runs single-threaded here: the matrices are small (d' x d'), and on a busy machine waking
+    a BLAS thread pool for each of them cost up to 2 s per round instead of ~10 ms (measured)."""
+    with threadpool_limits(1, user_api="blas"):
+        return _fit_round(masks, targets, request, round_no)
+
+
+def _fit_round(masks: MaskSet, targets: np.ndarray, request: ExplainRequest, round_no: int
+               ) -> tuple[SurrogateFit, np.ndarray]:
     weights = row_weights(masks.masks, request.kernel, request.kernel_width, masks.exhaustive)
     fit = fit_surrogate(masks.masks, targets, weights, request.ridge_alpha)
     if masks.exhaustive:
