@@ -117,6 +117,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{summary.items_computed} computed")
     for t, methods in summary.table.items():
         for m, s in methods.items():
+            if m == "paired":  # the differences between methods, in results.md
+                continue
             keep = "  ".join(f"k={k}: {'n/a' if c['rate'] is None else format(c['rate'], '.2f')}"
                              for k, c in s["keep"].items())
             dele = "n/a" if s["deletion_auc"] is None else format(s["deletion_auc"], ".3f")
