@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from audiolime import errors
+from audiolime.explain.limits import Limits
 from audiolime.explain.request import ExplainRequest
 from audiolime.explain.stems import ChunkPlan, LocalSeparation
 from audiolime.explainer.jobs import FAILED, SUCCEEDED, JobTable
@@ -77,7 +78,7 @@ def core(tmp_path):
     store = LocalStore(tmp_path / "store", public_url="http://127.0.0.1:9/", secret=b"k")
     tagger = FakeTagger()
     service = ExplainerService(store, lambda name, version: tagger, FakeSeparator(),
-                               ServiceConfig(batch_size=16, max_in_flight=4, max_bytes=10 ** 7))
+                               ServiceConfig(batch_size=16, max_in_flight=4, limits=Limits(max_bytes=10 ** 7)))
     return service, tagger, store
 
 

@@ -58,10 +58,11 @@ def normalize_target(target: str) -> str:
     return target if "://" in target or target.startswith(("unix:", "ipv4:", "ipv6:")) else f"dns:///{target}"
 
 
-def make_channel(target: str) -> grpc.Channel:
-    """An insecure channel that balances round-robin over every resolved address."""
+def make_channel(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A channel that balances round-robin over every resolved address; TLS with ``credentials``
+    (:func:`audiolime.tls.channel_credentials`), plaintext without."""
     service_config = {"loadBalancingConfig": [{"round_robin": {}}]}
-    return grpc.insecure_channel(normalize_target(target), options=[
+    options = [
         ("grpc.lb_policy_name", "round_robin"),
         ("grpc.service_config", json.dumps(service_config)),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -70,7 +71,10 @@ def make_channel(target: str) -> grpc.Channel:
         ("grpc.min_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2000),
         ("grpc.keepalive_time_ms", 30000),
-    ])
+    ]
+    if credentials is not None:
+        return grpc.secure_channel(normalize_target(target), credentials, options=options)
+    return grpc.insecure_channel(normalize_target(target), options=options)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 ``file://`` store, the HTTP server of its signed URLs.
 
 Run: ``python -m audiolime.explainer.server --store file:///data --separator HOST:50051
---tagger HOST:8500`` (every flag has an environment fallback; see docs/service-contract.md).
-Imports no TensorFlow.
+--tagger HOST:8500`` (every flag has an environment fallback; see docs/service-contract.md and
+docs/security.md for TLS, tokens and limits). Imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,13 +15,17 @@ import secrets
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from audiolime.explainer.http import make_http_server
 from audiolime.explainer.jobs import JobTable
 from audiolime.explainer.remote import RemoteSeparator, RemoteTagger, RetryPolicy, make_channel
 from audiolime.explainer.service import ExplainerService, ServiceConfig
 from audiolime.explainer.servicer import SERVICE_NAME, ExplainerServicer
-from audiolime.inputs import InputReader
+from audiolime import inputs
+from audiolime.errors import InvalidInput
+from audiolime.explain import limits
+from audiolime.explain.limits import Limits
 from audiolime.server import logs, runtime
 from audiolime.store import ObjectStore, open_store
 from audiolime.v1 import explainer_pb2_grpc
@@ -61,8 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base of local signed URLs (default http://127.0.0.1:<http-port>)")
     p.add_argument("--url-secret", default=env("AUDIOLIME_URL_SECRET", None),
                    help="HMAC key of local signed URLs (default: random per process)")
-    p.add_argument("--max-duration", type=float, default=env("AUDIOLIME_MAX_DURATION", 600.0, float))
-    p.add_argument("--max-bytes", type=int, default=env("AUDIOLIME_MAX_BYTES", 200 * 1024 * 1024, int))
+    limits.add_flags(p, env)
+    inputs.add_flags(p, env)
+    p.add_argument("--auth-tokens", type=Path, default=env("AUDIOLIME_AUTH_TOKENS_FILE", None, Path),
+                   help="bearer-token file (one token per line, optionally name:token); callers without a valid "
+                        "token get UNAUTHENTICATED, health checks exempt ($AUDIOLIME_AUTH_TOKENS_FILE)")
+    p.add_argument("--tls-ca", type=Path, default=env("AUDIOLIME_TLS_CA", None, Path),
+                   help="PEM CA certificate of the separator's and tagger's TLS certificates: turns TLS on for "
+                        "those channels ($AUDIOLIME_TLS_CA)")
+    p.add_argument("--tls-client-cert", type=Path, default=env("AUDIOLIME_TLS_CLIENT_CERT", None, Path),
+                   help="PEM certificate the explainer presents to separator and tagger that require client "
+                        "certificates (mTLS) ($AUDIOLIME_TLS_CLIENT_CERT)")
+    p.add_argument("--tls-client-key", type=Path, default=env("AUDIOLIME_TLS_CLIENT_KEY", None, Path),
+                   help="PEM private key of --tls-client-cert ($AUDIOLIME_TLS_CLIENT_KEY)")
     p.add_argument("--max-jobs", type=int, default=env("AUDIOLIME_MAX_JOBS", 64, int),
                    help="jobs remembered (queued, running, finished) ($AUDIOLIME_MAX_JOBS)")
     p.add_argument("--job-workers", type=int, default=env("AUDIOLIME_JOB_WORKERS", 2, int),
@@ -72,11 +87,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def backend_credentials(args: argparse.Namespace):
+    """TLS credentials of the channels to separator and tagger (None: plaintext)."""
+    if args.tls_ca is None:
+        if args.tls_client_cert or args.tls_client_key:
+            raise InvalidInput("--tls-client-cert/--tls-client-key need --tls-ca")
+        return None
+    from audiolime.tls import channel_credentials
+
+    return channel_credentials(args.tls_ca, args.tls_client_cert, args.tls_client_key)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_logging("explainer", args.log_level)
     if not args.store:
         log.error("--store (or $AUDIOLIME_STORE) is required")
+        return 2
+    try:
+        security = runtime.Security.from_args(args)
+        bounds = Limits.from_args(args)
+        allowed = inputs.parse_locations(args.input_buckets)
+        backend_tls = backend_credentials(args)
+    except InvalidInput as exc:
+        log.error(f"bad configuration: {exc}")
         return 2
     is_local = not args.store.startswith("s3://")
     httpd = None
@@ -95,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A busy separator answers RESOURCE_EXHAUSTED while one separation takes 5-70 s: wait longer.
     separator_policy = RetryPolicy(timeout_s=args.separator_timeout, retries=args.separator_retries,
                                    backoff_s=max(args.tagger_backoff, 1.0), backoff_cap_s=30.0)
-    tagger_channel = make_channel(args.tagger)
-    separator_channel = make_channel(args.separator)
+    tagger_channel = make_channel(args.tagger, backend_tls)
+    separator_channel = make_channel(args.separator, backend_tls)
 
     def tagger_factory(name: str, version: int | None) -> RemoteTagger:
         return RemoteTagger(tagger_channel, name, version, tagger_policy)
@@ -104,15 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     separator = RemoteSeparator(separator_channel, store, separator_policy, args.s3_endpoint, args.s3_region)
     service = ExplainerService(store, tagger_factory, separator,
                                ServiceConfig(batch_size=args.batch_size, max_in_flight=args.max_in_flight,
-                                             max_duration_s=args.max_duration, max_bytes=args.max_bytes),
-                               read_uri=InputReader(store, args.s3_endpoint, args.s3_region))
+                                             limits=bounds),
+                               read_uri=inputs.InputReader(store, args.s3_endpoint, args.s3_region, allowed, bounds))
     jobs = JobTable(service.explain,
                     workers=args.job_workers, max_jobs=args.max_jobs, ttl_s=args.job_ttl)
     servicer = ExplainerServicer(service, jobs)
     try:
         running = runtime.start(
             [runtime.Service(SERVICE_NAME, lambda s: explainer_pb2_grpc.add_ExplainerServicer_to_server(servicer, s))],
-            args.host, args.port, args.metrics_port or None, args.max_workers)
+            args.host, args.port, args.metrics_port or None, args.max_workers, security=security,
+            max_receive_bytes=bounds.max_receive_bytes)
     except OSError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 from audiolime import errors, wire
 from audiolime.explain.events import Event
+from audiolime.explain.limits import check_name
 from audiolime.explainer.convert import job_to_proto, outcome_to_proto
 from audiolime.explainer.jobs import JobTable
 from audiolime.explainer.service import ExplainerService, Job
@@ -73,4 +74,5 @@ class ExplainerServicer(explainer_pb2_grpc.ExplainerServicer):
     def GetExplanation(self, request, context):
         if not request.job_id:
             raise errors.InvalidInput("job_id is required")
+        check_name("job_id", request.job_id, 64)
         return job_to_proto(self.jobs.get(request.job_id))

@@ -40,15 +40,17 @@ def free_base(offsets: tuple[int, ...], host: str = HOST, tries: int = 200) -> i
 
 
 def wait_serving(target: str, proc: subprocess.Popen | None, timeout_s: float, name: str = "server",
-                 poll_s: float = 0.3) -> None:
-    """Poll ``grpc.health.v1`` at ``target`` until the overall status is SERVING.
+                 poll_s: float = 0.3, credentials=None) -> None:
+    """Poll ``grpc.health.v1`` at ``target`` until the overall status is SERVING (over TLS with
+    ``credentials``, :func:`audiolime.tls.channel_credentials`).
 
     Raises RuntimeError when ``proc`` exits first, TimeoutError after ``timeout_s``."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
+    channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if proc is not None and proc.poll() is not None:

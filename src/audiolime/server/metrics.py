@@ -25,3 +25,6 @@ SEPARATION_DURATION = Histogram("audiolime_separation_duration_seconds", "Spleet
 EXPLANATION_STAGE = Histogram("audiolime_explanation_stage_duration_seconds", "explanation stage durations",
                               ["stage"], buckets=LATENCY_BUCKETS)
 MASKS_EVALUATED = Counter("audiolime_masks_evaluated", "perturbation masks evaluated by the tagger", ["model"])
+
+REFUSED = Counter("audiolime_requests_refused", "calls refused before any work, by reason (missing_token, "
+                  "invalid_token, input_location)", ["reason"])
