@@ -75,15 +75,16 @@ class Server:
 
 
 def start_server(module: str, args: list[str], log: Path, env: dict[str, str] | None = None,
-                 timeout: float = 300.0, port: int | None = None) -> Server:
+                 timeout: float = 300.0, port: int | None = None, credentials=None) -> Server:
     """``python -m <module> --host 127.0.0.1 --port P --metrics-port M ARGS`` (stderr -> ``log``),
-    returned once it reports SERVING; on failure it is stopped and its log's tail is shown."""
+    returned once it reports SERVING (checked over TLS with ``credentials``); on failure it is
+    stopped and its log's tail is shown."""
     port, mport = port or free_port(), free_port()
     cmd = [sys.executable, "-m", module, "--host", HOST, "--port", str(port), "--metrics-port", str(mport), *args]
     with open(log, "ab") as err:
         proc = subprocess.Popen(cmd, env={**ENV, **(env or {})}, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        wait_serving(f"{HOST}:{port}", proc, timeout, module.rsplit(".", 2)[-2])
+        wait_serving(f"{HOST}:{port}", proc, timeout, module.rsplit(".", 2)[-2], credentials=credentials)
     except (RuntimeError, TimeoutError) as exc:
         terminate(proc)
         raise RuntimeError(f"{exc}: {log.read_text(errors='replace')[-3000:]}") from None
@@ -92,9 +93,9 @@ def start_server(module: str, args: list[str], log: Path, env: dict[str, str] | 
 
 @contextlib.contextmanager
 def serving(module: str, args: list[str], log: Path, env: dict[str, str] | None = None,
-            timeout: float = 300.0) -> Iterator[Server]:
+            timeout: float = 300.0, credentials=None) -> Iterator[Server]:
     """:func:`start_server` as a context manager that always stops the server."""
-    server = start_server(module, args, log, env, timeout)
+    server = start_server(module, args, log, env, timeout, credentials=credentials)
     try:
         yield server
     finally:

@@ -12,6 +12,7 @@ about whether the object exists), the object's size from its metadata (INVALID_A
 from __future__ import annotations
 
 from collections.abc import Sequence
+import re
 from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import urlparse
@@ -20,6 +21,9 @@ from audiolime.errors import InvalidInput, NotFound, PermissionDenied, Unavailab
 from audiolime.explain.limits import DEFAULT, Limits
 from audiolime.server import metrics
 from audiolime.store import LocalStore, ObjectStore, S3Store, clean_key
+
+
+BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3 bucket naming rules
 
 
 @dataclass(frozen=True)
@@ -34,9 +38,12 @@ class Location:
         """``bucket`` or ``bucket/prefix`` (an ``s3://`` in front is accepted)."""
         t = text.strip().removeprefix("s3://").strip("/")
         bucket, _, prefix = t.partition("/")
-        if not bucket or any(p in (".", "..") for p in prefix.split("/")):
-            raise InvalidInput(f"--input-buckets: {text!r} is not a bucket or bucket/prefix")
-        return cls(bucket, clean_key(prefix) + "/" if prefix else "")
+        try:
+            if not BUCKET.fullmatch(bucket):
+                raise InvalidInput(bucket)
+            return cls(bucket, clean_key(prefix) + "/" if prefix else "")
+        except InvalidInput:
+            raise InvalidInput(f"--input-buckets: {text!r} is not a bucket or bucket/prefix") from None
 
     def allows(self, bucket: str, key: str) -> bool:
         return bucket == self.bucket and key.startswith(self.prefix)

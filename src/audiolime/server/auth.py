@@ -142,6 +142,7 @@ class AuthInterceptor(ServerInterceptor):
         if name is None:
             self._refuse("invalid_token", method_name, context, "invalid bearer token")
         reset = callctx.set_caller(name)
+        log.info("authenticated call", extra={"method": method_name})
         try:
             result = method(request_or_iterator, context)
         except BaseException:
