@@ -326,3 +326,36 @@ def test_client_and_cli_take_the_token_and_the_ca(secured, pki, tokens, monkeypa
     assert cli.returncode == 2
     assert cli.stderr.startswith("audiolime: error: UNAUTHENTICATED: missing bearer token")
     assert len(cli.stderr.strip().splitlines()) == 1
+
+
+def test_tls_channels_reconnect_after_a_backend_restart(pki, tmp_path):
+    """The explainer's TLS channel (make_channel + RetryPolicy, presenting a client certificate to
+    an mTLS server) recovers when the server behind it is killed and started again on its port."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from audiolime.explainer.remote import RetryPolicy, make_channel
+    from audiolime.procs import terminate
+    from audiolime.tls import channel_credentials
+
+    from conftest import start_server
+
+    creds = channel_credentials(pki["ca"], pki["client"].cert, pki["client"].key)
+    args = explainer_args(tmp_path, "--tls-cert", str(pki["server"].cert), "--tls-key", str(pki["server"].key),
+                          "--tls-client-ca", str(pki["ca"]))
+    backend = start_server("audiolime.explainer.server", args, tmp_path / "backend.log", credentials=creds)
+    channel = make_channel(backend.target, creds)
+    check = health_pb2_grpc.HealthStub(channel).Check
+    policy = RetryPolicy(timeout_s=5, retries=40, backoff_s=0.25, backoff_cap_s=1.0)
+    try:
+        assert policy.call(check, health_pb2.HealthCheckRequest(), "health").status == 1
+        backend.proc.kill()
+        backend.proc.wait()
+        with pytest.raises(grpc.RpcError) as exc:
+            check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+        backend = start_server("audiolime.explainer.server", args, tmp_path / "backend.log", credentials=creds,
+                               port=backend.port)
+        assert policy.call(check, health_pb2.HealthCheckRequest(), "health").status == 1
+    finally:
+        channel.close()
+        terminate(backend.proc)

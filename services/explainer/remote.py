@@ -73,8 +73,18 @@ def make_channel(target: str, credentials: grpc.ChannelCredentials | None = None
         ("grpc.keepalive_time_ms", 30000),
     ]
     if credentials is not None:
-        return grpc.secure_channel(normalize_target(target), credentials, options=options)
-    return grpc.insecure_channel(normalize_target(target), options=options)
+        channel = grpc.secure_channel(normalize_target(target), credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(normalize_target(target), options=options)
+    # Keep connecting in the background: gRPC Python only drives a connection attempt while some
+    # thread waits on the channel, and fail-fast calls retried after a sleep do not wait, so a
+    # TLS handshake to a restarted backend would never finish (plaintext only recovers slowly).
+    channel.subscribe(_connectivity_changed, try_to_connect=True)
+    return channel
+
+
+def _connectivity_changed(state: grpc.ChannelConnectivity) -> None:
+    log.debug("channel state", extra={"state": state.name})
 
 
 @dataclass(frozen=True)
