@@ -130,6 +130,56 @@ def s3_client(endpoint: str):
                         aws_secret_access_key="testing")
 
 
+# -- hostile audio --------------------------------------------------------------------------------------
+def flac_header(data: bytes, rate: int | None = None, channels: int | None = None, frames: int | None = None) -> bytes:
+    """A FLAC file whose STREAMINFO claims another sample rate (20 bits), channel count (1-8) or
+    length (36 bits; 0 = unknown); the audio frames are left as they are."""
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0, "not a FLAC file starting with STREAMINFO"
+    at = 8 + 10  # magic, block header, then 10 bytes of block sizes and frame sizes
+    bits = int.from_bytes(data[at:at + 8], "big")
+    old_rate, old_channels, bps, total = bits >> 44, ((bits >> 41) & 7) + 1, (bits >> 36) & 31, bits & ((1 << 36) - 1)
+    rate, channels = old_rate if rate is None else rate, old_channels if channels is None else channels
+    total = total if frames is None else frames
+    packed = (rate << 44) | ((channels - 1) << 41) | (bps << 36) | total
+    return data[:at] + packed.to_bytes(8, "big") + data[at + 8:]
+
+
+def constant_flac(seconds: float, rate: int = 44100, channels: int = 2, value: float = 0.25) -> bytes:
+    """A decoding bomb: ``seconds`` of a constant, which FLAC compresses about 2000x (an hour of
+    44.1 kHz stereo is ~600 KB and decodes to 1.27 GB of float32)."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    block = np.full((rate * 10, channels), value, dtype=np.float32)
+    with sf.SoundFile(buf, "w", rate, channels, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(int(seconds // 10)):
+            f.write(block)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def decoding_bomb() -> bytes:
+    """An hour of 44.1 kHz stereo constant as FLAC: ~600 KB that decodes to 1.27 GB of float32."""
+    return constant_flac(3600)
+
+
+def excerpt(path: Path, seconds: float, start_s: float = 0.0, fmt: str = "FLAC", subtype: str | None = None) -> bytes:
+    """``seconds`` of a real recording from ``start_s``, encoded as ``fmt`` in memory."""
+    import io
+
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    data, sr = sf.read(str(path), start=int(start_s * info.samplerate),
+                       frames=int(seconds * info.samplerate), dtype="float32", always_2d=True)
+    buf = io.BytesIO()
+    sf.write(buf, data, sr, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
 # -- what servers say -------------------------------------------------------------------------------
 def json_logs(path: Path) -> list[dict]:
     """The JSON log records of a server's stderr (TensorFlow's own C++ lines are not JSON)."""
@@ -148,6 +198,19 @@ def wait_metric(mport: int, name: str, at_least: float, timeout: float = 60.0, *
     while metric_value(scrape(mport), name, **labels) < at_least:
         assert time.monotonic() < deadline, f"{name}{labels} never reached {at_least}"
         time.sleep(0.05)
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """Run ``audiolime ARGV`` in-process; it must fail with exactly one ``audiolime: error:`` line."""
+    from audiolime.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0, "expected a failure"
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("audiolime: error:"), err
+    return lines[0]
 
 
 def http_get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
