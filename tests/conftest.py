@@ -30,6 +30,12 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "A
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **S3_ENV}
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--fuzz-examples", type=int, default=2000,
+                     help="requests the stack fuzzer sends (tests/test_fuzz.py; bench/fuzz_stack.py uses 20000)")
+    parser.addoption("--fuzz-report", default=None, help="write the fuzzer's counts and peak RSS to this JSON file")
+
+
 def shared_dir() -> Path:
     return Path(os.environ.get("AUDIOLIME_SHARED", REPO.parent / "shared"))
 

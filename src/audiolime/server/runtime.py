@@ -147,7 +147,7 @@ def start(services: Sequence[Service], host: str, port: int, metrics_port: int |
         credentials = ServerCertificates(security.tls_cert, security.tls_key, security.tls_client_ca).credentials()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[*server_interceptors(), *auth, *extra_interceptors],
+        interceptors=[*server_interceptors(auth), *extra_interceptors],
         options=[("grpc.max_receive_message_length", max_receive_bytes),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],
