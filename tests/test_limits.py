@@ -171,6 +171,17 @@ def test_a_shorter_stream_is_compacted_in_its_own_buffer():
     assert np.shares_memory(_shrink(buf, 7), buf)
 
 
+def test_a_one_frame_recording_resamples(short_flac):
+    """A header that says one frame decodes to [2, 1], and resampling it works (found by the stack
+    fuzzer: numpy calls its transpose contiguous, soxr refused it, the separator said INTERNAL)."""
+    from audiolime.explain.signal import resample
+
+    audio = decode(flac_header(short_flac, rate=8000, frames=1), "one.flac")
+    assert audio.waveform.shape == (2, 1)
+    out = resample(audio.waveform, 8000, 44100)
+    assert out.shape == (2, 6) and out.flags["C_CONTIGUOUS"] and np.abs(out).max() > 0
+
+
 # -- the request ------------------------------------------------------------------------------------
 @dataclass
 class FakeTagger:
