@@ -51,6 +51,8 @@ def make_http_server(host: str, port: int, store: LocalStore | None = None) -> S
             except errors.NotFound:
                 return self._reply(404, b"not found\n", "text/plain", body)
             ctype = mimetypes.guess_type(key)[0] or "application/octet-stream"
+            if ctype.startswith("text/"):
+                ctype += "; charset=utf-8"  # the listening report (explanation.html) is UTF-8
             self._reply(200, data, ctype, body)
 
         def _reply(self, status: int, data: bytes, ctype: str, body: bool) -> None:
