@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ENV, REPO, http_get, model_dir, s3_client, serving, shared_dir, start_server
+from conftest import ENV, REPO, Stack, audiolime_up, http_get, model_dir, s3_client, serving, shared_dir, start_server
 
 KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"  # 133 s, female vocals
 DRUMS = "admiralbob77_-_Choice_-_Drum-bass.ogg"  # 25 s, 1.3 MB
@@ -40,8 +39,7 @@ pytestmark = pytest.mark.slow
 
 
 # -- process helpers -------------------------------------------------------------------------------
-from audiolime.commands.up import PORT_OFFSETS  # noqa: E402
-from audiolime.procs import free_base, free_port, scrape, terminate  # noqa: E402
+from audiolime.procs import free_port, scrape, terminate  # noqa: E402
 from audiolime.procs import metric_value as metric  # noqa: E402
 
 
@@ -74,42 +72,11 @@ def stub(port: int):
 
 
 # -- fixtures ----------------------------------------------------------------------------------------
-class Stack:
-    """``audiolime up`` and the addresses it printed."""
-
-    def __init__(self, proc: subprocess.Popen, base: int, store: Path, lines: list[str]) -> None:
-        self.proc, self.base, self.store, self.lines = proc, base, store, lines
-        self.separator, self.explainer, self.tagger, self.http = base, base + 1, base + 2, base + 3
-        self.metrics = {"separator": base + 10, "explainer": base + 11, "tagger": base + 12}
-        self.stub = stub(self.explainer)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, shared, models) -> Stack:
     """``audiolime up`` on a free port range with a local store; stopped with SIGTERM at the end."""
-    tmp = tmp_path_factory.mktemp("up")
-    base = free_base(PORT_OFFSETS)
-    store = tmp / "store"
-    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "audiolime"), "up", "--base-port", str(base), "--store",
-                             store.as_uri(), "--model-dir", str(model_dir())], env=ENV, stdout=subprocess.PIPE,
-                            stderr=open(tmp / "up.log", "wb"), text=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("try:"):
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(420) or proc.poll() is not None:
-        terminate(proc)
-        pytest.fail(f"audiolime up did not start: {lines}\n{(tmp / 'up.log').read_text()[-3000:]}")
-    s = Stack(proc, base, store, lines)
-    yield s
-    terminate(proc)
+    with audiolime_up(tmp_path_factory.mktemp("up")) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
