@@ -150,7 +150,9 @@ def test_page_content_one_section_per_tag(written):
     assert sections == ["tag-voice-0", "tag-drums-1"]
     for j, t in enumerate(doc.targets):
         section = page.split(f'id="{sections[j]}"')[1].split("</section>")[0]
-        assert ("Kept:" if t.fidelity.same_top_tag else "Lost:") in section
+        f, top = t.fidelity, max(doc.prediction, key=doc.prediction.get)
+        kept = f.same_top_tag if t.tag == top else f.target_probability >= f.original_target_probability
+        assert ("Kept:" if kept else "Lost:") in section and f"p({t.tag}) {f.original_target_probability:.3f}" in section
         assert f"Surrogate R&sup2; {t.surrogate_r2:.3f}" in section
         assert [html.unescape(s) for s in AUDIO_SRC.findall(section)][:3] == \
             ["window.wav", t.fidelity.file, t.fidelity.rest_file]
@@ -167,6 +169,24 @@ def test_page_content_one_section_per_tag(written):
             assert ("pos" in cls.split()) == (c.weight > 0)
         assert 'class="curves"' not in section  # no faithfulness figures in this document
     assert page.count('<tr class="explained">') == 2
+
+
+def test_verdict_follows_the_fidelity_check(written):
+    """For the window's top tag the verdict is the paper's check (same top tag); for another tag, whether
+    the top-k mix keeps its probability; no positive component: nothing to check."""
+    from audiolime.report.view import _verdict
+
+    doc, _ = written
+    t = doc.targets[0]
+    f = replace(t.fidelity, top_k=2, original_target_probability=0.5)
+    cases = [(replace(f, same_top_tag=True, top_tag=t.tag, target_probability=0.1), t.tag, True),
+             (replace(f, same_top_tag=False, top_tag="x", target_probability=0.9), t.tag, False),
+             (replace(f, same_top_tag=False, top_tag="x", target_probability=0.6), "x", True),
+             (replace(f, same_top_tag=True, top_tag="x", target_probability=0.4), "x", False),
+             (replace(f, top_k=0, same_top_tag=False), t.tag, False)]
+    for fidelity, window_top, kept in cases:
+        ok, text = _verdict(replace(t, fidelity=fidelity), window_top)
+        assert ok == kept and text.startswith("Kept:" if kept else ("No component" if not fidelity.top_k else "Lost:"))
 
 
 def test_faithfulness_figures_render_where_present(written):

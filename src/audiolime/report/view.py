@@ -195,6 +195,7 @@ class ReportView:
     facts: tuple[tuple[str, str], ...]
     warnings: tuple[str, ...]
     bars: tuple[Bar, ...]
+    top_bars: int  # how many of the bars are the most probable tags
     bars_of: int
     window_start_s: float
     window_duration_s: float
@@ -236,7 +237,7 @@ def build(doc: Document) -> ReportView:
     )
     return ReportView(
         title=f"What {doc.model.name} heard in {song}", song=song, facts=facts, warnings=doc.warnings,
-        bars=tuple(bars), bars_of=len(ranked), window_start_s=ws, window_duration_s=wd,
+        bars=tuple(bars), top_bars=min(TOP_BARS, len(ranked)), bars_of=len(ranked), window_start_s=ws, window_duration_s=wd,
         window_wave=_wave(a.window_peaks, scale), ticks=_ticks(ws, wd), players=players, targets=targets,
         sha256=a.sha256)
 
@@ -270,17 +271,27 @@ def _target(doc: Document, j: int, t: TargetRecord, window_top: str, stem_player
             players.append(Player(pid, label, src))
     top = tuple(TopComponent(c.rank, c.source, c.segment, c.start_s, c.end_s, c.weight, top_players.get(c.rank))
                 for c in t.components if c.rank <= doc.top_k)
-    change = f"p({t.tag}) {f.original_target_probability:.3f} \u2192 {f.target_probability:.3f}"
-    if f.same_top_tag:
-        verdict = (f"Kept: the mix of only the top-{f.top_k} components is still tagged \u201c{f.top_tag}\u201d first, "
-                   f"like the whole window ({change}).")
-    elif f.top_k == 0:
-        verdict = f"No component raised \u201c{t.tag}\u201d: there is no top-k mix to check."
-    else:
-        verdict = (f"Lost: the mix of only the top-{f.top_k} components is tagged \u201c{f.top_tag}\u201d first, "
-                   f"the whole window \u201c{window_top}\u201d ({change}).")
-    return TargetView(f"tag-{slug(t.tag)}-{j}", t.tag, f.same_top_tag, verdict, t.surrogate_r2, tuple(players),
+    kept, verdict = _verdict(t, window_top)
+    return TargetView(f"tag-{slug(t.tag)}-{j}", t.tag, kept, verdict, t.surrogate_r2, tuple(players),
                       tuple(rows), top, max_w, faithfulness(doc, t))
+
+
+def _verdict(t: TargetRecord, window_top: str) -> tuple[bool, str]:
+    """The fidelity check in one line. For the window's top tag it is the paper's: is the mix of
+    only the top-k components still tagged with it first? For another explained tag: does that
+    mix keep the tag's probability (the window's top tag is then a different one anyway)?"""
+    f = t.fidelity
+    mix = f"the mix of only the top-{f.top_k} components"
+    change = f"p({t.tag}) {f.original_target_probability:.3f} \u2192 {f.target_probability:.3f}"
+    if f.top_k == 0:
+        return False, f"No component raised \u201c{t.tag}\u201d: there is no top-k mix to check."
+    if t.tag == window_top:
+        if f.same_top_tag:
+            return True, f"Kept: {mix} is still tagged \u201c{t.tag}\u201d first, like the whole window; {change}."
+        return False, f"Lost: {mix} is tagged \u201c{f.top_tag}\u201d first, not \u201c{t.tag}\u201d; {change}."
+    kept = f.target_probability >= f.original_target_probability
+    return kept, (f"{'Kept' if kept else 'Lost'}: {mix} {'keeps' if kept else 'lowers'} {change}; it is tagged "
+                  f"\u201c{f.top_tag}\u201d first, the whole window \u201c{window_top}\u201d.")
 
 
 def _wave(peaks: Sequence[float], scale: float) -> Wave:
