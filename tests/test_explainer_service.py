@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -154,7 +155,14 @@ def test_every_url_serves_the_listenable_decomposition(stack, first, karissa):
     root = stack.store / "explanations" / first.explanation_id
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert files == sorted([*(u.split("/o/explanations/")[1].split("/", 1)[1].split("?")[0] for u in urls),
-                            "explanation.json", "topk_mix.wav", "window.wav"])
+                            "explanation.html", "explanation.json", "topk_mix.wav", "rest_mix.wav", "window.wav",
+                            "stem_vocals.wav", "stem_accompaniment.wav"])
+    assert sorted(first.artifact_urls) == sorted(f for f in files if f.endswith(".wav"))
+    heard = {n: sf.read(io.BytesIO(http_get(first.artifact_urls[n])[1]), dtype="float32")[0]
+             for n in ("topk_mix.wav", "rest_mix.wav", "stem_vocals.wav", "stem_accompaniment.wav")}
+    # the complement and the stems: each pair sums to the window (16-bit WAVs, separator residual 1e-5)
+    assert np.abs(heard["topk_mix.wav"] + heard["rest_mix.wav"] - window).max() < 1e-3
+    assert np.abs(heard["stem_vocals.wav"] + heard["stem_accompaniment.wav"] - window).max() < 1e-3
 
 
 def test_expired_and_tampered_urls_are_refused(stack):
@@ -392,6 +400,8 @@ def test_s3_store_presigned_urls(s3_explainer, moto_s3):
     urls = [resp.manifest_url, resp.audio.window_url, resp.targets[0].fidelity.url,
             *(c.url for c in resp.targets[0].components if c.url)]
     assert len(urls) == 6
+    with urllib.request.urlopen(resp.report_url, timeout=30) as page:  # S3 serves the type it was put with
+        assert page.headers["Content-Type"] == "text/html; charset=utf-8" and b"<!DOCTYPE html>" in page.read()
     for url in urls:
         u = urlparse(url)
         assert url.startswith(moto_s3) and u.path.startswith(f"/audiolime-test/results/explanations/{resp.explanation_id}/")
@@ -405,7 +415,7 @@ def test_s3_store_presigned_urls(s3_explainer, moto_s3):
             assert json.loads(data)["audio"]["sha256"] == resp.audio.sha256
     s3 = s3_client(moto_s3)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="audiolime-test", Prefix="results/")["Contents"]]
-    assert all(k.startswith(f"results/explanations/{resp.explanation_id}/") for k in keys) and len(keys) == 6
+    assert all(k.startswith(f"results/explanations/{resp.explanation_id}/") for k in keys) and len(keys) == 10
 
 
 @pytest.mark.parametrize("name,message", [(KARISSA, "more than the limit 1500000"),
@@ -509,7 +519,9 @@ def test_cli_explain_server_writes_what_in_process_writes(stack, first, tmp_path
     assert json.loads((out_r / "explanation.json").read_text()) == remote
     files = lambda d: sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())  # noqa: E731
     assert files(out_r) == files(out_l)
-    assert len(files(out_l)) == 6 and {"explanation.json", "topk_mix.wav", "window.wav"} <= set(files(out_l))
+    assert len(files(out_l)) == 10 and {"explanation.json", "explanation.html", "topk_mix.wav", "rest_mix.wav",
+                                        "window.wav", "stem_vocals.wav"} <= set(files(out_l))
+    assert "sig=" not in (out_r / "explanation.html").read_text()  # the download's report plays local files
     rt, lt = remote["targets"][0], local["targets"][0]
     assert [c["name"] for c in rt["components"]] == [c["name"] for c in lt["components"]]
     assert max(abs(a["weight"] - b["weight"]) for a, b in zip(rt["components"], lt["components"])) < 1e-4
