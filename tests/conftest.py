@@ -269,9 +269,10 @@ def chromium() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: str, tmp_path_factory) -> Iterator:
-    """Headless chromium driven by Playwright (no browser download: Debian's binary, fresh profile)."""
+    """Headless chromium driven by Playwright (no browser download: Debian's binary, fresh profile),
+    closed after the module that uses it."""
     from playwright.sync_api import sync_playwright
 
     profile = tmp_path_factory.mktemp("chromium-profile")
