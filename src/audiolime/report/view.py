@@ -255,7 +255,8 @@ def _target(doc: Document, j: int, t: TargetRecord, window_top: str, stem_player
         cells = []
         for c in sorted((c for c in t.components if c.source == s), key=lambda c: c.segment):
             player = stem_players.get(s) or top_players.get(c.rank)
-            rel0, rel1 = max(0.0, c.start_s - ws), min(wd, c.end_s - ws)
+            rel0 = min(max(0.0, c.start_s - ws), wd)
+            rel1 = min(max(rel0, c.end_s - ws), wd)  # inside the window, even for a hostile document
             cells.append(Cell(
                 c.source, c.segment, c.rank, c.weight, c.start_s, c.end_s, round(rel0, 4), round(rel1, 4),
                 round(100 * rel0 / wd, 3), round(100 * (rel1 - rel0) / wd, 3), round(min(abs(c.weight) / max_w, 1.0), 3),
