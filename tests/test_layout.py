@@ -11,7 +11,7 @@ from conftest import REPO, shared_dir
 PURE = """
 import sys
 for name in ("grpc", "google.protobuf", "tensorflow", "soundfile", "soxr", "boto3", "botocore", "librosa",
-             "rich", "torch", "prometheus_client", "audiolime.server", "audiolime.evaluation"):
+             "rich", "torch", "prometheus_client", "jinja2", "audiolime.server", "audiolime.evaluation"):
     sys.modules[name] = None  # any import of these now fails
 import numpy as np
 from audiolime.explain import (artifacts, document, engine, events, factorization, pipeline, request, sampling,
