@@ -79,6 +79,7 @@ def describe(repo: Path, tag: str) -> dict:
         },
         "ports_open_after_initial_models_load": waits,
         "image": {"base": base, "apt_packages": installed,
+                  "binary": re.search(r"COPY --from=\S+ \S+ (\S*tensorflow_model_server)\n", runtime).group(1),
                   "exec_probe_tools": [t for t in ("curl", "wget") if t in installed]},
     }
 

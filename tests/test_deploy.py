@@ -893,3 +893,25 @@ def test_tf_serving_probes_fit_the_release(helm_template):
     pinned = _find(helm_template("default-values", "tagger.tfserving.image.tag=build-7", "tagger.tfserving.version=2.19.1"),
                    "Deployment", "audiolime-tagger")
     assert _container(pinned)["image"] == "tensorflow/serving:build-7"
+
+
+def test_models_image_ships_the_models_and_the_installer_only(helm_template):
+    """deploy/models/Dockerfile: multi-stage and non-root; its runtime stage holds the set-up models
+    (with their manifest) and the stdlib-only installer, which is its entrypoint (no pip, no
+    TensorFlow); the chart's init container runs exactly the image's default command."""
+    from podsim import parse_dockerfile
+
+    path = REPO / "deploy" / "models" / "Dockerfile"
+    text = path.read_text()
+    image = parse_dockerfile(path)
+    assert image.entrypoint == ["python", "/opt/audiolime/install_models.py"]
+    assert set(image.copies) == {("build", "/image/models", "/opt/audiolime/models"),
+                                 (None, "src/audiolime/modelcopy.py", "/opt/audiolime/install_models.py")}
+    build, runtime = text.split(" AS runtime")
+    assert "audiolime setup --model-dir /build/models --no-demo" in build
+    assert "python -m audiolime.modelcopy manifest /image/models" in build
+    assert "pip" not in runtime and re.search(r"^USER 10001:10001$", runtime, re.M)
+    assert "latest" not in text.lower()
+    init = _find(helm_template("default-values"), "Deployment", "audiolime-separator")["spec"]["template"]["spec"]["initContainers"][0]
+    assert "command" not in init and init["args"] == image.cmd
+
