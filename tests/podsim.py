@@ -419,10 +419,12 @@ class Kubelet:
             if hook and self._exec(hook, grace) != 0:
                 findings.append(f"preStop hook {hook} failed")
             proc.send_signal(signal.SIGTERM)
-            unready_by = time.monotonic() + 5
+            ready = c["readinessProbe"]
+            window = ready.get("periodSeconds", 10) * ready.get("failureThreshold", 3)
+            unready_by = time.monotonic() + window
             while probe("readinessProbe")[0]:
                 if time.monotonic() > unready_by:
-                    findings.append(f"readiness still passing 5 s after SIGTERM (process "
+                    findings.append(f"readiness still passing {window} s after SIGTERM (process "
                                     f"{'alive' if proc.poll() is None else 'gone'}): {tail()}")
                     break
                 time.sleep(0.1)
