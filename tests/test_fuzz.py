@@ -28,9 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audiolime.commands.up import PORT_OFFSETS
-from audiolime.procs import UpProcess, free_base, memory, metric_value, reset_peak, scrape
-from conftest import ENV, HOST, REPO, excerpt, flac_header, json_logs, model_dir
+from audiolime.procs import memory, metric_value, reset_peak, scrape
+from conftest import ENV, HOST, REPO, Stack, audiolime_up, excerpt, flac_header, json_logs
 
 pytestmark = pytest.mark.slow
 
@@ -44,20 +43,20 @@ SONGS = ["admiralbob77_-_Choice_-_Drum-bass.ogg", "Kevin_MacLeod_-_Vibe_Ace.ogg"
 TAGS = ["rock", "female vocalists", "guitar", "electronic", "Rock", "female vocalist", "", " ", "x" * 300]
 
 
-class Stack:
-    """The running ``audiolime up`` and what it takes to talk to it."""
+class SecureStack:
+    """The running ``audiolime up --tls --auth-tokens`` and what it takes to talk to it."""
 
-    def __init__(self, up: UpProcess, base: int, tokens: dict[str, str], log: Path, store: Path) -> None:
+    def __init__(self, up: Stack, tokens: dict[str, str]) -> None:
         from audiolime.tls import channel_credentials
 
-        self.up, self.base, self.tokens, self.log, self.store = up, base, tokens, log, store
+        self.up, self.tokens, self.log, self.store = up, tokens, up.log, up.store
         self.ca = Path(re.search(r"CA (\S+\.pem)", up.lines[0]).group(1))
         self.client = (self.ca.parent / "up.pem", self.ca.parent / "up.key")  # the CA's certificate for `up`
         self.tls = channel_credentials(self.ca)
         self.mtls = channel_credentials(self.ca, *self.client)
-        self.ports = {"separator": base, "explainer": base + 1, "tagger": base + 2}
-        self.metrics = {"separator": base + 10, "explainer": base + 11, "tagger": base + 12}
-        self.pids = {name: up.child(f"audiolime.{name}.server") for name in self.ports}
+        self.ports = {"separator": up.separator, "explainer": up.explainer, "tagger": up.tagger}
+        self.metrics = up.metrics
+        self.pids = {name: up.pid(name) for name in self.ports}
 
     def channel(self, name: str, credentials=None) -> grpc.Channel:
         creds = credentials or (self.tls if name == "explainer" else self.mtls)
@@ -66,16 +65,12 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, shared, models) -> Stack:
+def stack(tmp_path_factory, shared, models) -> SecureStack:
     tmp = tmp_path_factory.mktemp("secure-up")
     tokens = {"alice": secrets.token_urlsafe(24), "bob": secrets.token_urlsafe(24)}
     (tmp / "tokens").write_text("".join(f"{k}:{v}\n" for k, v in tokens.items()))
-    base, store = free_base(PORT_OFFSETS), tmp / "store"
-    up = UpProcess([str(REPO / ".venv" / "bin" / "audiolime"), "up", "--base-port", str(base), "--store",
-                    store.as_uri(), "--model-dir", str(model_dir()), "--tls", "--auth-tokens", str(tmp / "tokens")],
-                   {**ENV, **LIMITS}, tmp / "up.log")
-    yield Stack(up, base, tokens, tmp / "up.log", store)
-    up.stop()
+    with audiolime_up(tmp, "--tls", "--auth-tokens", str(tmp / "tokens"), env=LIMITS) as up:
+        yield SecureStack(up, tokens)
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +282,7 @@ def cases(clips: dict[str, bytes], store: Path):
     return case()
 
 
-def send(stack: Stack, stub, raw_call, case) -> tuple[str, str]:
+def send(stack: SecureStack, stub, raw_call, case) -> tuple[str, str]:
     """Send one case; (status code name, job id if one was submitted)."""
     rpc, request, who, _ = case
     metadata = bearer(stack.tokens[who]) if who in stack.tokens else {

@@ -3,8 +3,9 @@
 publish the result to the object store with the one artifact writer.
 
 Publishing: every artifact is written under ``explanations/<explanation_id>/`` with the names the
-CLI writes locally, ``explanation.json`` last; on failure everything written is deleted again. The
-outcome carries presigned URLs (``url_ttl_s``, default 1 h, at most 7 days).
+CLI writes locally, then the listening report ``explanation.html`` and ``explanation.json`` last; on
+failure everything written is deleted again. The outcome carries presigned URLs (``url_ttl_s``,
+default 1 h, at most 7 days); the published report references its audio by those same URLs.
 
 Backend failures follow :class:`audiolime.explainer.remote.RetryPolicy`: every tagger Predict has
 its own deadline and is retried on transient codes; when the budget is exhausted the request fails
@@ -24,7 +25,7 @@ from typing import Protocol
 from audiolime import errors
 from audiolime.audio import decode, probe
 from audiolime.explain.artifacts import write_explanation
-from audiolime.explain.document import MANIFEST, Document
+from audiolime.explain.document import MANIFEST, REPORT_FILE, Document
 from audiolime.explain.engine import Engine
 from audiolime.explain.events import Event, EventSink, ignore
 from audiolime.explain.limits import Limits
@@ -73,6 +74,7 @@ class ExplainOutcome:
     document: Document  # file references: relative names, as stored
     urls: dict[str, str]  # artifact name -> presigned URL
     manifest_url: str
+    report_url: str
     urls_expire_at: float  # unix time
     separator_cache_hit: bool
     keys: list[str] = field(default_factory=list)
@@ -189,13 +191,20 @@ class ExplainerService:
 
     def _publish(self, result, job: Job, explanation_id: str, cache_hit: bool) -> ExplainOutcome:
         prefix = f"{PREFIX}/{explanation_id}/"
-        doc, names = write_explanation(result, self.store, prefix)
+        expires = time.time() + job.ttl_s
+        signed: dict[str, str] = {}
+
+        def link(name: str) -> str:  # presigning needs no object: the report is written with these
+            if name not in signed:
+                signed[name] = self.store.presign(prefix + name, job.ttl_s)
+            return signed[name]
+
+        doc, names = write_explanation(result, self.store, prefix, links=link)
         try:
-            expires = time.time() + job.ttl_s
-            urls = {n: self.store.presign(prefix + n, job.ttl_s) for n in names}
-            manifest_url = self.store.presign(prefix + MANIFEST, job.ttl_s)
+            urls = {n: link(n) for n in names}
+            report_url, manifest_url = link(REPORT_FILE), link(MANIFEST)
         except BaseException:
             self.store.delete_prefix(prefix)
             raise
-        return ExplainOutcome(explanation_id, doc, urls, manifest_url, expires, cache_hit,
-                              [prefix + n for n in names] + [prefix + MANIFEST])
+        return ExplainOutcome(explanation_id, doc, urls, manifest_url, report_url, expires, cache_hit,
+                              [prefix + n for n in names] + [prefix + REPORT_FILE, prefix + MANIFEST])

@@ -96,42 +96,7 @@ def metric_value(text: str, name: str, **labels: str) -> float:
                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-# -- `audiolime up` as a child process, and what /proc says about processes -------------------------
-class UpProcess:
-    """``audiolime up ARGS`` started with its stdout read line by line; ``lines`` is what it
-    printed (the security line, the addresses, the command to try)."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log_path, timeout_s: float = 420.0) -> None:
-        import threading
-
-        self.lines: list[str] = []
-        ready = threading.Event()
-        with open(log_path, "ab") as err:
-            self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-
-        def read() -> None:
-            for line in self.proc.stdout:
-                self.lines.append(line.rstrip("\n"))
-                if line.startswith("try:"):
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(timeout_s) or self.proc.poll() is not None:
-            terminate(self.proc)
-            raise RuntimeError(f"audiolime up did not start: {self.lines}")
-
-    def child(self, module: str) -> int:
-        """The pid of the service child running ``python -m <module>``."""
-        for pid in child_pids(self.proc.pid):
-            if module in cmdline(pid).split():
-                return pid
-        raise LookupError(f"no child runs {module}")
-
-    def stop(self) -> int | None:
-        return terminate(self.proc)
-
-
+# -- what /proc says about processes ----------------------------------------------------------------
 def child_pids(pid: int) -> list[int]:
     """Direct children of ``pid`` (from /proc)."""
     import glob
