@@ -52,8 +52,10 @@ def test_limits_come_from_flags_with_environment_fallbacks():
     (AudioHeader(4000, 1, 4000), "sample rate 4000 Hz is outside the limits"),
     (AudioHeader(44100, 8, 44100), "8 channels; the limit is 2 (mono or stereo)"),
     (AudioHeader(44100, 2, 44100 * 3600), "3600.0 s is longer than the limit 600 s (--max-duration)"),
+    (AudioHeader(44100, 2, 441), "10.0 ms is shorter than the minimum 100 ms"),
+    (AudioHeader(44100, 2, 0), "contains no samples"),
     (AudioHeader(192000, 2, 192000 * 590), "more than the limit 536870912 bytes (--max-decoded-bytes)"),
-], ids=["rate", "low-rate", "channels", "duration", "decoded-size"])
+], ids=["rate", "low-rate", "channels", "duration", "too-short", "empty", "decoded-size"])
 def test_headers_beyond_the_limits_are_named(header, message):
     """Each header limit refuses with a message naming the value and the limit."""
     with pytest.raises(errors.InvalidInput) as exc:
@@ -171,14 +173,18 @@ def test_a_shorter_stream_is_compacted_in_its_own_buffer():
     assert np.shares_memory(_shrink(buf, 7), buf)
 
 
-def test_a_one_frame_recording_resamples(short_flac):
-    """A header that says one frame decodes to [2, 1], and resampling it works (found by the stack
-    fuzzer: numpy calls its transpose contiguous, soxr refused it, the separator said INTERNAL)."""
+def test_recordings_too_short_to_resample_are_refused(short_flac):
+    """Found by the stack fuzzer: a header saying 1-5 frames decoded to a few samples that resample
+    to nothing at the tagger's rate (the explainer said INTERNAL). Under 0.1 s is now refused from
+    the header; and resampling a [2, 1] array works (numpy calls its transpose contiguous, soxr
+    did not: the separator said INTERNAL)."""
     from audiolime.explain.signal import resample
 
-    audio = decode(flac_header(short_flac, rate=8000, frames=1), "one.flac")
-    assert audio.waveform.shape == (2, 1)
-    out = resample(audio.waveform, 8000, 44100)
+    for rate, frames in ((96000, 1), (8000, 1), (192000, 5), (44100, 4409)):
+        with pytest.raises(errors.InvalidInput, match=r"ms is shorter than the minimum 100 ms"):
+            decode(flac_header(short_flac, rate=rate, frames=frames), "short.flac")
+    assert decode(flac_header(short_flac, frames=4410), "short.flac").num_samples == 4410
+    out = resample(np.full((2, 1), 0.1, np.float32), 8000, 44100)
     assert out.shape == (2, 6) and out.flags["C_CONTIGUOUS"] and np.abs(out).max() > 0
 
 

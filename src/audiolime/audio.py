@@ -77,8 +77,8 @@ def decode(source: str | Path | bytes, name: str | None = None, limits: Limits =
             raise
         except _ERRORS as exc:
             raise InvalidInput(f"{label}: not a readable audio file ({_short(exc)})") from None
-    if waveform.shape[1] == 0:
-        raise InvalidInput(f"{label}: contains no samples")
+    if waveform.shape[1] < header.frames:  # a stream shorter than its header: the limits again
+        limits.check_header(AudioHeader(header.sample_rate, header.channels, waveform.shape[1]), label)
     if float(np.sqrt(sumsq / waveform.size)) < SILENCE_RMS:
         raise InvalidInput(f"{label}: is silent (RMS below {SILENCE_RMS:g}); nothing to explain")
     return Audio(waveform, header.sample_rate)

@@ -51,6 +51,7 @@ class Limits:
     max_sample_rate: int = 192_000
     min_sample_rate: int = 8_000
     max_channels: int = 2  # the separators take mono or stereo
+    min_duration_s: float = 0.1  # shorter resamples to (almost) nothing; 0.1 s to 3 s is zero-padded
     max_tags: int = 10  # target tags of one request (``tags``, or ``top_n`` predicted ones)
     max_window_seconds: float = 65536.0  # num_samples x the tagger's window length, in seconds
     max_component_bytes: int = 512 * MiB  # d' components, model + listening audio, float32
@@ -89,6 +90,11 @@ class Limits:
         if not 1 <= channels <= self.max_channels:
             raise InvalidInput(f"{label}: {channels} channels; the limit is {self.max_channels} (mono or stereo)")
         seconds = frames / rate
+        if frames == 0:
+            raise InvalidInput(f"{label}: contains no samples")
+        if seconds < self.min_duration_s:
+            raise InvalidInput(f"{label}: {seconds * 1000:.1f} ms is shorter than the minimum "
+                               f"{self.min_duration_s * 1000:g} ms")
         if seconds > self.max_duration_s:
             raise InvalidInput(f"{label}: {seconds:.1f} s is longer than the limit {self.max_duration_s:g} s "
                                f"(--max-duration)")
