@@ -223,7 +223,7 @@ def mutations(clips: dict[str, bytes]):
             data = flac_header(flac, rate=draw(st.sampled_from([None, 0, 1, 7999, 8000, 96000, 192001, 655350,
                                                                 (1 << 20) - 1])),
                                channels=draw(st.sampled_from([None, 1, 3, 8])),
-                               frames=draw(st.sampled_from([None, 0, 1, 44100 * 31, (1 << 36) - 1])))
+                               frames=draw(st.sampled_from([None, 0, 1, 4410, 4500, 44100, 44100 * 31, (1 << 36) - 1])))
         return f"{name}:{kind}", bytes(data)
 
     return mutate()
