@@ -282,8 +282,10 @@ def cases(clips: dict[str, bytes], store: Path):
     return case()
 
 
-def send(stack: SecureStack, stub, raw_call, case) -> tuple[str, str]:
-    """Send one case; (status code name, job id if one was submitted)."""
+def send(stack: SecureStack, stub, raw_call, case) -> str:
+    """Send one case; the status code name (of a submitted job: how the job ended)."""
+    from audiolime.v1 import explainer_pb2
+
     rpc, request, who, _ = case
     metadata = bearer(stack.tokens[who]) if who in stack.tokens else {
         "none": (), "wrong": bearer("w" * 32), "basic": (("authorization", "Basic YWxpY2U6cHc="),),
@@ -295,30 +297,37 @@ def send(stack: SecureStack, stub, raw_call, case) -> tuple[str, str]:
             for _ in stub.ExplainStream(request, timeout=300, metadata=metadata):
                 pass
         elif rpc == "Submit":
-            return "OK", stub.SubmitExplanation(request, timeout=60, metadata=metadata).job_id
+            job = stub.SubmitExplanation(request, timeout=60, metadata=metadata).job_id
+            deadline = time.monotonic() + 600
+            while True:  # the job's own outcome counts (the table forgets old jobs, so wait now)
+                state = stub.GetExplanation(explainer_pb2.GetExplanationRequest(job_id=job), timeout=60,
+                                            metadata=metadata)
+                if state.state in (explainer_pb2.ExplanationJob.SUCCEEDED, explainer_pb2.ExplanationJob.FAILED):
+                    return state.error_code or "OK"
+                assert time.monotonic() < deadline, f"job {job} never finished"
+                time.sleep(0.1)
         elif rpc == "Get":
             stub.GetExplanation(request, timeout=60, metadata=metadata)
         else:
             raw_call(request, timeout=60, metadata=metadata)
     except grpc.RpcError as exc:
-        return exc.code().name, ""
-    return "OK", ""
+        return exc.code().name
+    return "OK"
 
 
 def test_fuzzed_requests_get_only_caller_fault_statuses(stack, clips, pytestconfig):
     """Thousands of generated requests (--fuzz-examples): every answer is OK or a caller's-fault
-    code (never INTERNAL, UNKNOWN, UNAVAILABLE...), submitted jobs end the same way, every code of
-    the allowed set is reached, the three processes live and stay SERVING, and the explainer's
-    peak RSS stays under 1 GiB."""
+    code (never INTERNAL, UNKNOWN, UNAVAILABLE...; a submitted job counts as how it ended), every
+    code of the allowed set is reached, the three processes live and stay SERVING, and the
+    explainer's peak RSS stays under 1 GiB."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from audiolime.v1 import explainer_pb2, explainer_pb2_grpc
+    from audiolime.v1 import explainer_pb2_grpc
 
     examples = pytestconfig.getoption("--fuzz-examples")
     counts: collections.Counter = collections.Counter()
     labels: collections.Counter = collections.Counter()
     bad: list = []
-    jobs: list[str] = []
     start = time.monotonic()
     with stack.channel("explainer") as channel:
         stub = explainer_pb2_grpc.ExplainerStub(channel)
@@ -329,30 +338,16 @@ def test_fuzzed_requests_get_only_caller_fault_statuses(stack, clips, pytestconf
                   suppress_health_check=list(HealthCheck))
         @given(case=cases(clips, stack.store))
         def fuzz(case) -> None:
-            code, job = send(stack, stub, raw_call, case)
+            code = send(stack, stub, raw_call, case)
             counts[code] += 1
-            if code == "OK" and case[0] in ("Explain", "ExplainStream"):
+            if code == "OK" and case[0] != "Get":
                 labels[case[3].split(":")[-1]] += 1  # a real explanation, by kind of audio
-            if job:
-                jobs.append(job)
             if code not in ALLOWED:
                 bad.append((code, case[0], case[3]))
             assert code in ALLOWED, (code, case[0], case[3])
 
         fuzz()
-        finished = collections.Counter()
-        for job in jobs:  # background jobs end OK or with a caller's-fault code too
-            deadline = time.monotonic() + 600
-            while True:
-                state = stub.GetExplanation(explainer_pb2.GetExplanationRequest(job_id=job), timeout=60,
-                                            metadata=bearer(stack.tokens["alice"]))
-                if state.state in (explainer_pb2.ExplanationJob.SUCCEEDED, explainer_pb2.ExplanationJob.FAILED):
-                    break
-                assert time.monotonic() < deadline, f"job {job} never finished"
-                time.sleep(0.2)
-            finished[state.error_code or "OK"] += 1
     elapsed = time.monotonic() - start
-    assert set(finished) <= ALLOWED, finished
     total = sum(counts.values())
     assert total >= min(examples, 2000) and not bad, (total, bad)
     assert set(counts) == ALLOWED, counts  # the fuzzer reached every kind of answer, real explanations too
@@ -364,8 +359,8 @@ def test_fuzzed_requests_get_only_caller_fault_statuses(stack, clips, pytestconf
     peaks = {name: memory(pid)[1] for name, pid in stack.pids.items()}
     assert peaks["explainer"] < RSS_BUDGET, peaks["explainer"] / MB
     text = scrape(stack.metrics["explainer"])
-    report = {"requests": total, "seconds": round(elapsed, 1), "codes": dict(counts), "jobs": dict(finished),
-              "explanations": sum(labels.values()) + finished["OK"], "explained_audio": dict(labels), "peak_rss_mb": {k: round(v / MB) for k, v in peaks.items()},
+    report = {"requests": total, "seconds": round(elapsed, 1), "codes": dict(counts),
+              "explanations": sum(labels.values()), "explained_audio": dict(labels), "peak_rss_mb": {k: round(v / MB) for k, v in peaks.items()},
               "refused": {r: metric_value(text, "audiolime_requests_refused_total", reason=r)
                           for r in ("missing_token", "invalid_token", "input_location")}}
     record(pytestconfig, "fuzz", report)
