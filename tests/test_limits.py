@@ -323,6 +323,24 @@ def test_without_an_allow_list_only_the_store_itself(buckets, tmp_path):
         read("s3://private/secret.flac")
 
 
+def test_a_backend_refusing_an_input_uri_is_permission_denied_for_the_caller():
+    """When the separator refuses an input URI (its own --input-buckets), the explainer's caller gets
+    PERMISSION_DENIED, not the UNAVAILABLE of a failing backend."""
+    import grpc
+
+    from audiolime.explainer.remote import backend_error
+
+    class Refused(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.PERMISSION_DENIED
+
+        def details(self):
+            return "audio uri 's3://x/y' is not in an allowed input location (--input-buckets)"
+
+    err = backend_error("separator", Refused())
+    assert isinstance(err, errors.PermissionDenied) and "separator: audio uri" in str(err)
+
+
 # -- the CLI ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("extra,message", [
     ([f"--tag=t{i}" for i in range(11)], "tags: 11 target tags, more than the limit 10 (--max-tags)"),

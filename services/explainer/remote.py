@@ -131,9 +131,10 @@ class RetryPolicy:
 
 def backend_error(what: str, exc: grpc.RpcError) -> errors.AudiolimeError:
     """A backend's failure as the explainer's caller should see it: the caller's own mistakes
-    (INVALID_ARGUMENT, NOT_FOUND) pass through, everything else is the backend being UNAVAILABLE."""
+    (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED for an input URI) pass through, everything
+    else is the backend being UNAVAILABLE."""
     err = errors.from_status(exc.code().name, f"{what}: {exc.details()}", prefix=False)
-    if isinstance(err, (errors.InvalidInput, errors.NotFound)):
+    if isinstance(err, (errors.InvalidInput, errors.NotFound, errors.PermissionDenied)):
         return err
     return errors.Unavailable(f"{what}: {exc.code().name} ({exc.details()})")
 
