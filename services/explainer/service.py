@@ -31,7 +31,6 @@ from audiolime.explain.events import Event, EventSink, ignore
 from audiolime.explain.limits import Limits
 from audiolime.explain.pipeline import Tagger, check, explain_song
 from audiolime.explain.request import ExplainRequest
-from audiolime.explain.signal import Audio
 from audiolime.explain.stems import StemSource
 from audiolime.inputs import InputReader
 from audiolime.server import metrics
