@@ -160,6 +160,18 @@ def flac_header(data: bytes, rate: int | None = None, channels: int | None = Non
     return data[:at] + packed.to_bytes(8, "big") + data[at + 8:]
 
 
+def many_channels_wav(channels: int = 64, rate: int = 8000) -> bytes:
+    """A real 1 s WAV with more channels than any limit allows (FLAC stops at 8; WAV does not)."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.full((rate, channels), 0.1, dtype=np.float32), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
 def constant_flac(seconds: float, rate: int = 44100, channels: int = 2, value: float = 0.25) -> bytes:
     """A decoding bomb: ``seconds`` of a constant, which FLAC compresses about 2000x (an hour of
     44.1 kHz stereo is ~600 KB and decodes to 1.27 GB of float32)."""

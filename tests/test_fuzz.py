@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audiolime.procs import memory, metric_value, reset_peak, scrape
-from conftest import ENV, HOST, REPO, Stack, audiolime_up, excerpt, flac_header, json_logs
+from conftest import ENV, HOST, REPO, Stack, audiolime_up, excerpt, flac_header, json_logs, many_channels_wav
 
 pytestmark = pytest.mark.slow
 
@@ -152,7 +152,7 @@ def test_cli_explains_through_the_secured_stack(stack, clips, tmp_path):
 
 # -- decoding bombs --------------------------------------------------------------------------------------
 def test_decoding_bombs_are_refused_without_memory_growth(stack, decoding_bomb, clips, pytestconfig):
-    """An hour of FLAC (~600 KB, 1.27 GB decoded) and headers claiming 655350 Hz, 8 channels or
+    """An hour of FLAC (~600 KB, 1.27 GB decoded), a FLAC header claiming 655350 Hz, a 64-channel WAV and
     hours are INVALID_ARGUMENT naming the limit, from the explainer and from the separator; the
     peak RSS of each grows by less than 50 MB (the old decoder needed 5 GB for the first). The
     time to the answer is recorded (--fuzz-report), not asserted."""
@@ -161,7 +161,7 @@ def test_decoding_bombs_are_refused_without_memory_growth(stack, decoding_bomb, 
     small = clips["0.flac"]
     bombs = {"hour.flac": (decoding_bomb, "3600.0 s is longer than the limit 30 s"),
              "rate.flac": (flac_header(small, rate=655350), "sample rate 655350 Hz is outside the limits"),
-             "channels.flac": (flac_header(small, channels=8), "8 channels; the limit is 2"),
+             "channels.wav": (many_channels_wav(), "64 channels; the limit is 8"),
              "hours.flac": (flac_header(small, frames=44100 * 3600 * 5), "18000.0 s is longer than the limit 30 s")}
     with stack.channel("explainer") as ech, stack.channel("separator") as sch:
         explain = explainer_pb2_grpc.ExplainerStub(ech).Explain

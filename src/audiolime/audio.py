@@ -5,7 +5,6 @@ The waveform type and its numpy helpers live with the method in :mod:`audiolime.
 
 from __future__ import annotations
 
-import ctypes
 import io
 import re
 from collections.abc import Iterator
@@ -16,12 +15,24 @@ import numpy as np
 import soundfile as sf
 
 from audiolime.errors import InvalidInput
-from audiolime.explain.limits import DEFAULT, SF_COUNT_MAX, AudioHeader, Limits
+from audiolime.explain.limits import DEFAULT, SF_COUNT_MAX, AudioHeader, Limits, decoded_channels
 from audiolime.explain.signal import Audio
 
 SILENCE_RMS = 1e-5  # about -100 dBFS: below this the recording carries nothing to explain
 BLOCK_FRAMES = 1 << 16  # frames decoded per step: the decoder's working memory beyond the song itself
 _ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OverflowError, MemoryError)
+
+# Downmix of 3-8 channels to stereo (rows: left, right), in the channel order WAV and FLAC define
+# for each count, with ITU-R BS.775's coefficients: centre and surrounds at -3 dB, LFE dropped.
+_G = 0.7071
+DOWNMIX: dict[int, np.ndarray] = {n: np.asarray(m, dtype=np.float32) for n, m in {
+    3: [[1, 0, _G], [0, 1, _G]],  # FL FR FC
+    4: [[1, 0, _G, 0], [0, 1, 0, _G]],  # FL FR BL BR
+    5: [[1, 0, _G, _G, 0], [0, 1, _G, 0, _G]],  # FL FR FC BL BR
+    6: [[1, 0, _G, 0, _G, 0], [0, 1, _G, 0, 0, _G]],  # FL FR FC LFE BL BR
+    7: [[1, 0, _G, 0, 0.5, _G, 0], [0, 1, _G, 0, 0.5, 0, _G]],  # FL FR FC LFE BC SL SR
+    8: [[1, 0, _G, 0, _G, 0, _G, 0], [0, 1, _G, 0, 0, _G, 0, _G]],  # FL FR FC LFE BL BR SL SR
+}.items()}
 
 
 def _label(source: str | Path | bytes, name: str | None) -> str:
@@ -85,8 +96,10 @@ def decode(source: str | Path | bytes, name: str | None = None, limits: Limits =
 
 
 def _read(f: sf.SoundFile, channels: int, frames: int, label: str) -> tuple[np.ndarray, float]:
-    """At most ``frames`` frames into one ``[channels, frames]`` buffer; (waveform, sum of squares)."""
-    out = np.empty((channels, frames), dtype=np.float32)
+    """At most ``frames`` frames into one ``[channels, frames]`` buffer (3-8 channels mixed down to
+    stereo block by block, so the buffer never holds more than two); (waveform, sum of squares)."""
+    mix = DOWNMIX.get(channels)
+    out = np.empty((decoded_channels(channels), frames), dtype=np.float32)
     block = np.empty((min(BLOCK_FRAMES, max(frames, 1)), channels), dtype=np.float32)
     n, sumsq = 0, 0.0
     while n < frames:
@@ -96,8 +109,9 @@ def _read(f: sf.SoundFile, channels: int, frames: int, label: str) -> tuple[np.n
             break  # shorter than its header said (a truncated file)
         if not np.isfinite(part).all():
             raise InvalidInput(f"{label}: contains NaN or infinite samples")
-        sumsq += float(np.square(part, dtype=np.float64).sum())
-        out[:, n:n + got] = part.T
+        decoded = part.T if mix is None else mix @ part.T
+        sumsq += float(np.square(decoded, dtype=np.float64).sum())
+        out[:, n:n + got] = decoded
         n += got
     return _shrink(out, n), sumsq
 
@@ -108,10 +122,10 @@ def _shrink(out: np.ndarray, n: int) -> np.ndarray:
     channels, frames = out.shape
     if n == frames:
         return out
-    base, size = out.ctypes.data, out.itemsize
-    for c in range(1, channels):  # channel 0 is already in place; the others move down
-        ctypes.memmove(base + c * n * size, base + c * frames * size, n * size)
-    return out.reshape(-1)[:channels * n].reshape(channels, n)
+    flat = out.reshape(-1)
+    for c in range(1, channels):  # channel 0 is already in place; the other one moves down
+        flat[c * n:(c + 1) * n] = flat[c * frames:c * frames + n]  # numpy buffers overlapping moves
+    return flat[:channels * n].reshape(channels, n)
 
 
 def _short(exc: Exception) -> str:

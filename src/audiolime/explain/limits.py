@@ -27,6 +27,11 @@ RECEIVE_OVERHEAD_BYTES = 1 * MiB  # a request's fields besides its audio (names 
 SF_COUNT_MAX = 2 ** 63 - 1  # libsndfile's "length unknown"
 
 
+def decoded_channels(channels: int) -> int:
+    """Channels of the decoded waveform: mono and stereo as they are, 3-8 mixed down to stereo."""
+    return min(channels, 2)
+
+
 @dataclass(frozen=True)
 class AudioHeader:
     """What an audio file's header says, read without decoding."""
@@ -47,10 +52,10 @@ class Limits:
 
     max_bytes: int = 200 * MiB  # encoded input: inline content or the object a URI names
     max_duration_s: float = 600.0
-    max_decoded_bytes: int = 512 * MiB  # frames x channels x 4 (float32)
+    max_decoded_bytes: int = 512 * MiB  # frames x decoded channels (at most 2) x 4 (float32)
     max_sample_rate: int = 192_000
     min_sample_rate: int = 8_000
-    max_channels: int = 2  # the separators take mono or stereo
+    max_channels: int = 8  # 3-8 channels are mixed down to stereo while decoding (the separators take 1 or 2)
     min_duration_s: float = 0.1  # shorter resamples to (almost) nothing; 0.1 s to 3 s is zero-padded
     max_tags: int = 10  # target tags of one request (``tags``, or ``top_n`` predicted ones)
     max_window_seconds: float = 65536.0  # num_samples x the tagger's window length, in seconds
@@ -88,7 +93,7 @@ class Limits:
             raise InvalidInput(f"{label}: sample rate {rate} Hz is outside the limits "
                                f"{self.min_sample_rate}..{self.max_sample_rate} Hz")
         if not 1 <= channels <= self.max_channels:
-            raise InvalidInput(f"{label}: {channels} channels; the limit is {self.max_channels} (mono or stereo)")
+            raise InvalidInput(f"{label}: {channels} channels; the limit is {self.max_channels}")
         seconds = frames / rate
         if frames == 0:
             raise InvalidInput(f"{label}: contains no samples")
@@ -98,10 +103,10 @@ class Limits:
         if seconds > self.max_duration_s:
             raise InvalidInput(f"{label}: {seconds:.1f} s is longer than the limit {self.max_duration_s:g} s "
                                f"(--max-duration)")
-        decoded = frames * channels * BYTES_PER_SAMPLE
+        decoded = frames * decoded_channels(channels) * BYTES_PER_SAMPLE
         if decoded > self.max_decoded_bytes:
             raise InvalidInput(f"{label}: decodes to {decoded} bytes ({seconds:.1f} s x {rate} Hz x "
-                               f"{channels} channels), more than the limit {self.max_decoded_bytes} bytes "
+                               f"{decoded_channels(channels)} channels), more than the limit {self.max_decoded_bytes} bytes "
                                f"(--max-decoded-bytes)")
 
     # -- the request ---------------------------------------------------------------------------
