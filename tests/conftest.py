@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: where ../shared and the models are, real servers as processes on
-loopback (started, waited for SERVING, always stopped), a moto S3 server, JSON logs and metrics.
+loopback (started, waited for SERVING, always stopped), a moto S3 server, JSON logs and metrics,
+and the fake tagger/separator behind the explainer core's protocols for in-process tests.
 
 Missing shared material or models fail loudly: a test suite that silently skips its real-data
 tests would pass while testing nothing.
@@ -8,10 +9,12 @@ tests would pass while testing nothing.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -155,3 +158,80 @@ def http_get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+# -- fakes for in-process tests of the explainer core -------------------------------------------------
+RATE = 44100
+LABELS = ["voice", "drums", "strings"]
+
+
+class FakeTagger:
+    """1 s windows at 8 kHz; 'voice' grows with the energy of the window's first half. Records
+    the request id of every call (to check that context reaches worker threads). ``hold_after``
+    calls, further calls wait for ``gate`` (to keep an explanation running)."""
+
+    name, version, labels, sample_rate, window_samples = "fake", 1, LABELS, 8000, 8000
+
+    def __init__(self, fail_after: int | None = None, hold_after: int | None = None) -> None:
+        self.calls: list[tuple[int, str]] = []
+        self.fail_after = fail_after
+        self.hold_after = hold_after
+        self.gate = threading.Event()
+        self._lock = threading.Lock()
+
+    def predict(self, x):
+        import numpy as np
+
+        from audiolime import errors
+        from audiolime.server import context as callctx
+
+        with self._lock:
+            self.calls.append((len(x), callctx.current_request_id()))
+            n = len(self.calls)
+            if self.fail_after is not None and n > self.fail_after:
+                raise errors.Unavailable("tagger Predict: UNAVAILABLE after 6 attempts")
+        if self.hold_after is not None and n > self.hold_after:
+            self.gate.wait(60)
+        half = x.shape[1] // 2
+        e1 = np.sqrt(np.mean(x[:, :half] ** 2, axis=1))
+        e2 = np.sqrt(np.mean(x[:, half:] ** 2, axis=1))
+        return np.stack([np.tanh(5 * e1), np.tanh(5 * e2), 0.1 + 0 * e1], axis=1).astype(np.float32)
+
+
+class FakeSeparator:
+    """The separator client: a local separation whose 'vocals' are the left channel's share."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def stems(self, audio, model: str):
+        from audiolime.explain.stems import ChunkPlan, LocalSeparation
+
+        self.requests += 1
+        source = LocalSeparation(lambda w: {"vocals": w * 0.7, "accompaniment": w * 0.3}, model, ChunkPlan(0, 0))
+        source.cache_hit = False
+        return source
+
+
+def song(seconds: float = 4.0) -> bytes:
+    """A 4 s stereo tone as WAV bytes (the fakes' test input)."""
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = 0.3 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 0.5 * t))
+    buf = io.BytesIO()
+    sf.write(buf, np.stack([x, 0.5 * x], axis=1).astype(np.float32), RATE, format="WAV")
+    return buf.getvalue()
+
+
+def fake_job(**kw):
+    """A small explanation of :func:`song` for the fake tagger (fields of ExplainRequest)."""
+    from audiolime.explain.request import ExplainRequest
+    from audiolime.explainer.service import Job
+    from audiolime.wire import AudioSource
+
+    fields = dict(tags=("voice",), num_samples=200, segments=4, top_k=2)
+    url_ttl_s = kw.pop("url_ttl_s", 0)
+    fields.update(kw)
+    return Job(ExplainRequest(model="fake", **fields), AudioSource(content=song(), filename="tone.wav"), url_ttl_s)

@@ -190,11 +190,28 @@ class ExplainerService:
         prefix = f"{PREFIX}/{explanation_id}/"
         doc, names = write_explanation(result, self.store, prefix)
         try:
-            expires = time.time() + job.ttl_s
-            urls = {n: self.store.presign(prefix + n, job.ttl_s) for n in names}
-            manifest_url = self.store.presign(prefix + MANIFEST, job.ttl_s)
+            return self._signed(explanation_id, doc, names, job.ttl_s, cache_hit)
         except BaseException:
             self.store.delete_prefix(prefix)
             raise
+
+    def present(self, explanation_id: str, ttl_s: int, cache_hit: bool, not_after: float | None = None,
+                store_s: float | None = None) -> ExplainOutcome:
+        """A published explanation read back from the store (by any replica) with fresh URLs valid
+        ``ttl_s`` seconds, but never past ``not_after`` (when the objects are deleted)."""
+        prefix = f"{PREFIX}/{explanation_id}/"
+        doc = Document.loads(self.store.get(prefix + MANIFEST))
+        if not_after is not None:
+            ttl_s = int(max(1, min(ttl_s, not_after - time.time())))
+        if store_s is not None:
+            doc = doc.with_timing("store", store_s)
+        return self._signed(explanation_id, doc, doc.files(), ttl_s, cache_hit)
+
+    def _signed(self, explanation_id: str, doc: Document, names: list[str], ttl_s: int,
+                cache_hit: bool) -> ExplainOutcome:
+        prefix = f"{PREFIX}/{explanation_id}/"
+        expires = time.time() + ttl_s
+        urls = {n: self.store.presign(prefix + n, ttl_s) for n in names}
+        manifest_url = self.store.presign(prefix + MANIFEST, ttl_s)
         return ExplainOutcome(explanation_id, doc, urls, manifest_url, expires, cache_hit,
                               [prefix + n for n in names] + [prefix + MANIFEST])

@@ -1,5 +1,7 @@
 """Server lifecycle: gRPC server with health and reflection, metrics HTTP endpoint, and
-SIGTERM handling (stop accepting, report NOT_SERVING, drain in-flight RPCs within a grace period)."""
+SIGTERM handling: report NOT_SERVING, stop accepting RPCs, let in-flight RPCs and background work
+(``on_drain`` hooks, e.g. the explainer's jobs) finish within one grace period, then run the
+``on_stop`` hooks (close channels last)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -65,27 +68,38 @@ class RunningServer:
     health: health.HealthServicer
     names: list[str]
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    on_drain: list[Callable[[float], None]] = field(default_factory=list)  # called with the deadline
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, refuse new RPCs, let in-flight ones finish within ``grace`` seconds."""
+        """Report NOT_SERVING, refuse new RPCs, let in-flight ones and the ``on_drain`` hooks
+        finish within ``grace`` seconds (one deadline, ``time.monotonic()``), then ``on_stop``."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        started = time.monotonic()
+        deadline = started + grace
         self.health.enter_graceful_shutdown()
         log.info("draining", extra={"grace_period_s": grace})
-        self.server.stop(grace).wait()
+        rpcs_done = self.server.stop(grace)
+        for drain in self.on_drain:
+            drain(deadline)
+        rpcs_done.wait()
         for callback in self.on_stop:
             callback()
-        log.info("stopped")
+        log.info("stopped", extra={"drain_s": round(time.monotonic() - started, 3)})
 
 
 def start(services: Sequence[Service], host: str, port: int, metrics_port: int | None, max_workers: int = 16,
-          extra_interceptors: Sequence[grpc.ServerInterceptor] = ()) -> RunningServer:
-    """Start a gRPC server hosting ``services`` plus health and reflection."""
+          extra_interceptors: Sequence[grpc.ServerInterceptor] = (),
+          maximum_concurrent_rpcs: int | None = None) -> RunningServer:
+    """Start a gRPC server hosting ``services`` plus health and reflection. With
+    ``maximum_concurrent_rpcs``, gRPC itself answers RESOURCE_EXHAUSTED beyond that many calls
+    instead of queueing them for a handler thread without bound."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[*server_interceptors(), *extra_interceptors],
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],
