@@ -132,6 +132,46 @@ def s3_client(endpoint: str):
                         aws_secret_access_key="testing")
 
 
+# -- the explainer stack: arguments, requests, stubs ---------------------------------------------------
+KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"  # 133 s, female vocals
+DRUMS = "admiralbob77_-_Choice_-_Drum-bass.ogg"  # 25 s, 1.3 MB
+VIBE = "Kevin_MacLeod_-_Vibe_Ace.ogg"  # 61 s, 1.45 MB
+TAG = "female vocalists"
+
+
+def tagger_args(batching: Path) -> list[str]:
+    """Our tagger serving musicnn-msd with server-side batching from ``batching``."""
+    return ["--model-base-path", str(model_dir() / "serving" / "musicnn-msd"), "--model-name", "musicnn-msd",
+            "--enable-batching", "--batching-parameters-file", str(batching)]
+
+
+BATCHING = ("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1000 }\n"
+            "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 100 }\n")
+
+
+def explainer_args(store: str, separator: int, tagger: int, *extra: str) -> list[str]:
+    return ["--store", store, "--separator", f"{HOST}:{separator}", "--tagger", f"{HOST}:{tagger}", *extra]
+
+
+def explain_request(name: str = KARISSA, **kw):
+    """An ExplainRequest of a shared recording (musicnn, 'female vocalists', N=128, seed 0, top 3)."""
+    from audiolime.v1 import common_pb2, explainer_pb2
+
+    fields = dict(model="musicnn-msd", tags=[TAG], num_samples=128, seed=0, top_k=3)
+    fields.update(kw)
+    content = (shared_dir() / "audio" / name).read_bytes()
+    return explainer_pb2.ExplainRequest(audio=common_pb2.AudioInput(content=content, filename=name), **fields)
+
+
+def explainer_stub(port: int):
+    import grpc
+
+    from audiolime.v1 import explainer_pb2_grpc
+
+    ch = grpc.insecure_channel(f"{HOST}:{port}", options=[("grpc.max_send_message_length", 256 << 20)])
+    return explainer_pb2_grpc.ExplainerStub(ch)
+
+
 # -- what servers say -------------------------------------------------------------------------------
 def json_logs(path: Path) -> list[dict]:
     """The JSON log records of a server's stderr (TensorFlow's own C++ lines are not JSON)."""

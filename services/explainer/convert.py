@@ -26,7 +26,7 @@ def job_to_proto(job: JobView, outcome: ExplainOutcome | None = None) -> explain
     pb = explainer_pb2.ExplanationJob(job_id=job.job_id, state=explainer_pb2.ExplanationJob.State.Value(job.state),
                                       progress=wire.event_to_proto(job.progress), attempt=job.attempt,
                                       created_at=_timestamp(job.record.created_at),
-                                      cancel_requested=job.cancel_requested)
+                                      cancel_requested=job.cancel_requested, worker=job.worker)
     if outcome is not None:
         pb.result.CopyFrom(outcome_to_proto(outcome))
     if job.result is not None:

@@ -326,13 +326,14 @@ class JobRunner:
                 return self._cancelled(run.attempt)
             raise
         except errors.AudiolimeError as exc:
-            return ResultRecord(FAILED, run.attempt, time.time(), error_code=exc.code, error_message=str(exc))
+            return ResultRecord(FAILED, run.attempt, time.time(), error_code=exc.code, error_message=str(exc),
+                                worker=self.worker_id)
         except Exception:  # noqa: BLE001 - reported as INTERNAL, details only in the log
             log.exception("job failed", extra={"job_id": record.job_id})
             return ResultRecord(FAILED, run.attempt, time.time(), error_code="INTERNAL",
-                                error_message=f"internal error (job {record.job_id})")
+                                error_message=f"internal error (job {record.job_id})", worker=self.worker_id)
         return ResultRecord(SUCCEEDED, run.attempt, time.time(), outcome.explanation_id, outcome.separator_cache_hit,
-                            float(outcome.document.timings_s.get("store", 0.0)))
+                            float(outcome.document.timings_s.get("store", 0.0)), worker=self.worker_id)
 
     def _heartbeat(self, run: _Run) -> None:
         """Renew the lease (every lease/3, and with progress at most every few seconds) and watch
@@ -362,10 +363,9 @@ class JobRunner:
     def _finish(self, record: JobRecord, result: ResultRecord) -> bool:
         return self.jobs.finish(record, result)
 
-    @staticmethod
-    def _cancelled(attempt: int) -> ResultRecord:
+    def _cancelled(self, attempt: int) -> ResultRecord:
         return ResultRecord(CANCELLED, attempt, time.time(), error_code="CANCELLED",
-                            error_message="cancelled by CancelExplanation")
+                            error_message="cancelled by CancelExplanation", worker=self.worker_id)
 
     def _release(self, run: _Run) -> None:
         with self._lock:

@@ -102,6 +102,7 @@ class ResultRecord:
     store_s: float = 0.0
     error_code: str = ""
     error_message: str = ""
+    worker: str = ""
 
     def dumps(self) -> bytes:
         return json.dumps({"version": RECORD_VERSION, **asdict(self)}).encode()
@@ -169,6 +170,7 @@ class JobView:
     result: ResultRecord | None = None
     expires_at: float | None = None
     cancel_requested: bool = False
+    worker: str = ""
 
     @property
     def job_id(self) -> str:
@@ -290,11 +292,13 @@ class JobStore:
         """Another worker took a later attempt, or the job already has its result."""
         return self.store.exists(self.claim_key(job_id, attempt + 1)) or self.store.exists(self._result_key(job_id))
 
-    def progress(self, job_id: str, attempt: int) -> Event:
+    def progress(self, job_id: str, attempt: int) -> tuple[Event, str]:
+        """The attempt's last reported progress and its worker."""
         try:
-            return Event(**json.loads(self.store.get(self.claim_key(job_id, attempt)))["progress"])
+            body = json.loads(self.store.get(self.claim_key(job_id, attempt)))
+            return Event(**body["progress"]), str(body["worker"])
         except (errors.NotFound, ValueError, KeyError, TypeError):
-            return Event("")
+            return Event(""), ""
 
     # -- cancellation --------------------------------------------------------------------------
     def request_cancel(self, job_id: str) -> None:
@@ -339,13 +343,13 @@ class JobStore:
         result = self.result(job_id)
         if result is not None:
             return JobView(record, result.state, result.attempt, Event("store") if result.state == SUCCEEDED
-                           else Event(""), result, result.finished_at + self.ttl_s)
+                           else Event(""), result, result.finished_at + self.ttl_s, worker=result.worker)
         claims = self.claims(job_id)
         latest = claims[-1] if claims else None
         cancel = self.cancel_requested(job_id)
         if latest is not None and latest.live(self.clock(), self.lease_s):
-            return JobView(record, RUNNING, latest.attempt, self.progress(job_id, latest.attempt),
-                           cancel_requested=cancel)
+            progress, worker = self.progress(job_id, latest.attempt)
+            return JobView(record, RUNNING, latest.attempt, progress, cancel_requested=cancel, worker=worker)
         return JobView(record, QUEUED, latest.attempt if latest else 0, cancel_requested=cancel)
 
     # -- expiry --------------------------------------------------------------------------------

@@ -140,15 +140,20 @@ class Place:
             if stop is not None and stop():
                 self.close()
                 raise Cancelled("the caller went away while waiting")
+        gone = stop is not None and stop()  # the caller may have left just as the slot came free
         with adm._lock:
-            if self._state != WAITING:  # closed meanwhile (the caller left)
-                adm._slots.release()
-                raise Cancelled("the caller went away while waiting")
-            self._state = RUNNING
-            self.ran = True
-            adm.running += 1
-            adm.waiting -= 1
-            adm._export()
+            if not gone and not adm._closed and self._state == WAITING:
+                self._state = RUNNING
+                self.ran = True
+                adm.running += 1
+                adm.waiting -= 1
+                adm._export()
+        if not self.ran:
+            adm._slots.release()
+            self.close()
+            if adm.closed and not gone:
+                raise Unavailable(f"{adm.component} is shutting down; retry on another replica")
+            raise Cancelled("the caller went away while waiting")
         try:
             yield
         finally:

@@ -222,7 +222,7 @@ class CancelExplanationRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class ExplanationJob(_message.Message):
-    __slots__ = ("job_id", "state", "progress", "result", "error_code", "error_message", "created_at", "finished_at", "attempt", "expires_at", "cancel_requested")
+    __slots__ = ("job_id", "state", "progress", "result", "error_code", "error_message", "created_at", "finished_at", "attempt", "expires_at", "cancel_requested", "worker")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[ExplanationJob.State]
@@ -248,6 +248,7 @@ class ExplanationJob(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: ExplanationJob.State
     progress: ExplainProgress
@@ -259,4 +260,5 @@ class ExplanationJob(_message.Message):
     attempt: int
     expires_at: _timestamp_pb2.Timestamp
     cancel_requested: bool
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[ExplanationJob.State, str]] = ..., progress: _Optional[_Union[ExplainProgress, _Mapping]] = ..., result: _Optional[_Union[Explanation, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: bool = ...) -> None: ...
+    worker: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[ExplanationJob.State, str]] = ..., progress: _Optional[_Union[ExplainProgress, _Mapping]] = ..., result: _Optional[_Union[Explanation, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: bool = ..., worker: _Optional[str] = ...) -> None: ...
