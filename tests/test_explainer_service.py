@@ -409,7 +409,9 @@ def test_s3_store_presigned_urls(s3_explainer, moto_s3):
             assert json.loads(data)["audio"]["sha256"] == resp.audio.sha256
     s3 = s3_client(moto_s3)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="audiolime-test", Prefix="results/")["Contents"]]
-    assert all(k.startswith(f"results/explanations/{resp.explanation_id}/") for k in keys) and len(keys) == 6
+    results = [k for k in keys if not k.startswith("results/expiry/")]  # besides: when to delete it (TTL)
+    assert all(k.startswith(f"results/explanations/{resp.explanation_id}/") for k in results) and len(results) == 6
+    assert [k.rsplit("-", 1)[-1] for k in keys if k.startswith("results/expiry/")] == [resp.explanation_id]
 
 
 @pytest.mark.parametrize("name,message", [(KARISSA, "more than the limit 1500000"),

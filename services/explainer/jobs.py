@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from audiolime import errors
@@ -52,6 +53,23 @@ class JobConfig:
         if self.max_attempts < 1 or self.max_queued < 0:
             raise errors.InvalidInput("job attempts must be >= 1 and max queued >= 0")
         return self
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Failures of the object store itself (unreachable S3, a full disk) are UNAVAILABLE to callers,
+    never INTERNAL: the request can be retried."""
+    try:
+        yield
+    except errors.AudiolimeError:
+        raise
+    except Exception as exc:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, (BotoCoreError, ClientError, OSError)):
+            log.warning("object store failure", extra={"error": str(exc)})
+            raise errors.Unavailable("the object store is unavailable; retry later") from None
+        raise
 
 
 class Interrupted(errors.Cancelled):
@@ -146,12 +164,13 @@ class JobRunner:
             validate(job)  # malformed requests fail at submission, not later
         if self._draining.is_set():
             raise errors.Unavailable("explainer is shutting down; retry on another replica")
-        self._admit()
-        key = self.jobs.stage_input(job.audio.content) if job.audio.content is not None else None
-        with self._submit_lock:  # exact on one replica; across replicas the bound may be passed by a few
+        with store_errors():
             self._admit()
-            record = self.jobs.create(new_job_id(), callctx.current_caller(), job.request, job.audio.filename,
-                                      job.url_ttl_s, input_key=key, input_uri=job.audio.uri)
+            key = self.jobs.stage_input(job.audio.content) if job.audio.content is not None else None
+            with self._submit_lock:  # exact on one replica; across replicas the bound may be passed by a few
+                self._admit()
+                record = self.jobs.create(new_job_id(), callctx.current_caller(), job.request, job.audio.filename,
+                                          job.url_ttl_s, input_key=key, input_uri=job.audio.uri)
         metrics.JOB_EVENTS.labels("submitted").inc()
         log.info("job submitted", extra={"job_id": record.job_id})
         self._wake.set()
@@ -165,7 +184,8 @@ class JobRunner:
 
     def get(self, job_id: str) -> JobView:
         """The job as the caller may see it: another caller's job does not exist for them."""
-        view = self.jobs.view(job_id)
+        with store_errors():
+            view = self.jobs.view(job_id)
         if view.record.owner != callctx.current_caller():
             raise self.jobs.not_found(job_id)
         with self._lock:
@@ -179,13 +199,14 @@ class JobRunner:
         view = self.get(job_id)
         if view.state in TERMINAL:
             return view
-        self.jobs.request_cancel(job_id)
-        with self._lock:
-            run = self._running.get(job_id)
-        if run is not None:
-            run.stop("cancel")
-        elif view.state == QUEUED:
-            self._finish(view.record, self._cancelled(view.attempt))
+        with store_errors():
+            self.jobs.request_cancel(job_id)
+            with self._lock:
+                run = self._running.get(job_id)
+            if run is not None:
+                run.stop("cancel")
+            elif view.state == QUEUED:
+                self._finish(view.record, self._cancelled(view.attempt))
         log.info("job cancel requested", extra={"job_id": job_id})
         return self.get(job_id)
 

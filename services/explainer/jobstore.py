@@ -30,7 +30,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from audiolime import errors
 from audiolime.explain.events import Event
@@ -56,6 +56,13 @@ def check_job_id(job_id: str) -> str:
     if not JOB_ID.fullmatch(job_id):
         raise errors.InvalidInput(f"job_id must be 32 lowercase hex digits, got {job_id[:64]!r}")
     return job_id
+
+
+def _known(cls, d: dict) -> dict:
+    """The fields of ``cls`` in ``d``: a record written by a newer replica (a rolling upgrade) still
+    loads; fields it lacks take their defaults."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 def explanation_id(job_id: str, attempt: int) -> str:
@@ -84,10 +91,9 @@ class JobRecord:
 
     @classmethod
     def loads(cls, data: bytes) -> JobRecord:
-        d = json.loads(data)
-        d.pop("version", None)
-        req = d.pop("request")
-        return cls(request=ExplainRequest(**{**req, "tags": tuple(req["tags"])}), **d)
+        d = _known(cls, json.loads(data))
+        req = _known(ExplainRequest, d.pop("request"))
+        return cls(request=ExplainRequest(**{**req, "tags": tuple(req.get("tags", ()))}), **d)
 
 
 @dataclass(frozen=True)
@@ -109,9 +115,7 @@ class ResultRecord:
 
     @classmethod
     def loads(cls, data: bytes) -> ResultRecord:
-        d = json.loads(data)
-        d.pop("version", None)
-        return cls(**d)
+        return cls(**_known(cls, json.loads(data)))
 
 
 @dataclass(frozen=True)

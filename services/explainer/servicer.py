@@ -67,8 +67,14 @@ class ExplainerServicer(explainer_pb2_grpc.ExplainerServicer):
     def _explain(self, job: Job, context, events: EventSink) -> ExplainOutcome:
         with self.admission.place() as place, place.run(stop=caller_gone(context)):
             outcome = self.service.explain(job, events)
-        self.jobs.expire_later(outcome, job.ttl_s)
+        self._expire_later(outcome, job)
         return outcome
+
+    def _expire_later(self, outcome: ExplainOutcome, job: Job) -> None:
+        try:
+            self.jobs.expire_later(outcome, job.ttl_s)
+        except Exception:  # noqa: BLE001 - the explanation is published; only its clean-up is not scheduled
+            log.exception("could not schedule the result's expiry", extra={"explanation_id": outcome.explanation_id})
 
     def Explain(self, request, context):
         job = self.service.validate(job_from_proto(request))  # bad requests: INVALID_ARGUMENT even when busy
@@ -84,7 +90,7 @@ class ExplainerServicer(explainer_pb2_grpc.ExplainerServicer):
                 try:
                     with place.run(stop=caller_gone(context)):
                         outcome["result"] = self.service.explain(job, watching(context, events.put))
-                    self.jobs.expire_later(outcome["result"], job.ttl_s)
+                    self._expire_later(outcome["result"], job)
                 except (errors.Cancelled, errors.DeadlineExceeded) as exc:  # nobody is listening any more
                     log.info("explanation stopped", extra={"reason": str(exc)})
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the RPC thread
@@ -118,5 +124,9 @@ class ExplainerServicer(explainer_pb2_grpc.ExplainerServicer):
         if view.state == SUCCEEDED:
             r = view.result
             ttl = view.record.url_ttl_s or DEFAULT_URL_TTL_S
-            outcome = self.service.present(r.explanation_id, ttl, r.separator_cache_hit, view.expires_at, r.store_s)
+            try:
+                outcome = self.service.present(r.explanation_id, ttl, r.separator_cache_hit, view.expires_at,
+                                               r.store_s)
+            except errors.NotFound:  # expired between reading the result and its manifest
+                raise self.jobs.jobs.not_found(view.job_id) from None
         return job_to_proto(view, outcome)
