@@ -138,7 +138,8 @@ def load(stack: Stack, song: Path, args) -> None:
     req = request(song, tags=["female vocalists"], num_samples=args.num_samples, seed=0)
     t = time.perf_counter()
     exp.stub.Explain(req, timeout=1800)  # warm: separates the song once (cached for the rest)
-    print(f"warm-up explanation (with separation): {time.perf_counter() - t:.1f} s", flush=True)
+    print(f"warm-up explanation (with separation): {time.perf_counter() - t:.1f} s; explainer RSS after it "
+          f"{rss_mb(exp.pid, 'VmRSS'):.0f} MB (peak {rss_mb(exp.pid):.0f} MB)", flush=True)
     rpc_results: list = []
     sampler_stop = threading.Event()
     peak_rss = [0.0]
@@ -256,7 +257,7 @@ def recovery(stack: Stack, song: Path, args) -> None:
     job = wait_job(b.stub, job_id)
     done = time.perf_counter() - t_kill
     print(f"SIGKILL mid-job, lease {args.lease:g} s: resumed by the other replica after {takeover:.1f} s, "
-          f"SUCCEEDED {done:.1f} s after the kill (state {State.Name(job.state)}, attempt {job.attempt})", flush=True)
+          f"SUCCEEDED {done:.1f} s after the kill (state {State.State.Name(job.state)}, attempt {job.attempt})", flush=True)
 
     c = stack.explainer(store, "--job-lease", str(args.lease), "--grace-period", "2")
     job_id = c.stub.SubmitExplanation(req, timeout=60).job_id
@@ -281,7 +282,7 @@ def recovery(stack: Stack, song: Path, args) -> None:
     exited = time.perf_counter() - t_term
     job = wait_job(b.stub, job_id)
     print(f"SIGTERM mid-job, grace {args.grace:g} s: the job finished on the same replica "
-          f"(attempt {job.attempt}, {State.Name(job.state)}), which exited {code} after {exited:.1f} s")
+          f"(attempt {job.attempt}, {State.State.Name(job.state)}), which exited {code} after {exited:.1f} s")
     print(f"store half-written: {half_written(store) or 'nothing'}")
 
 

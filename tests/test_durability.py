@@ -3,8 +3,8 @@ tagger (musicnn) shared by the module, explainers started, killed (SIGKILL), pau
 stopped (SIGTERM) per test, on the file store and on a moto S3 server; and ``audiolime up``
 killed mid-job and started again on the same store.
 
-Requests are small (a 25 s song, N = 128-256) and the song is separated once, then served from the
-separator's cache; leases are a few seconds.
+Requests are small (a 25 s song, N = 128 except where a job must outlive a signal) and the song is
+separated once, then served from the separator's cache; leases are a few seconds.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ LEASE = "3"
 
 
 def drums(**kw):
-    """An ExplainRequest of DRUMS (25 s), its top tag, N = 192 by default."""
-    return explain_request(DRUMS, **{"tags": [], "top_n": 1, "num_samples": 192, **kw})
+    """An ExplainRequest of DRUMS (25 s), its top tag, N = 128 by default."""
+    return explain_request(DRUMS, **{"tags": [], "top_n": 1, "num_samples": 128, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +184,7 @@ def test_two_explainers_share_jobs_and_a_paused_one_never_publishes(explainers, 
     the same answer for every job (including those the other one ran)."""
     e = explainers(((tmp_path / "shared-store").as_uri(), []))
     a, b = e.start(), e.start()
-    jobs = [(a if i % 2 else b).stub.SubmitExplanation(drums(seed=i, num_samples=128), timeout=60).job_id
-            for i in range(3)]
+    jobs = [(a if i % 2 else b).stub.SubmitExplanation(drums(seed=i), timeout=60).job_id for i in range(3)]
     job = wait_job(a, jobs[0], predicting)
     paused = next(s for s in (a, b) if job.worker.endswith(f"-{s.proc.pid}"))
     other = b if paused is a else a
@@ -229,7 +228,7 @@ def test_sigterm_with_too_short_a_grace_period_hands_the_job_to_another_replica(
     lease and exits 0; the other replica resumes it at once (the lease is 120 s, never reached)."""
     e = explainers(((tmp_path / "store").as_uri(), []))
     a = e.start("--grace-period", "1", "--job-lease", "120")
-    job_id = a.stub.SubmitExplanation(drums(num_samples=320), timeout=60).job_id
+    job_id = a.stub.SubmitExplanation(drums(num_samples=256), timeout=60).job_id
     wait_job(a, job_id, predicting)
     b = e.start("--job-lease", "120")
     a.proc.send_signal(signal.SIGTERM)

@@ -253,6 +253,10 @@ class JobRunner:
             if taken is not None:
                 record, attempt = taken
                 run = _Run(record, attempt)
+                if self._draining.is_set():  # shutdown began while claiming: hand it straight back
+                    self._release(run)
+                    slot.release()
+                    return
                 with self._lock:
                     self._running[record.job_id] = run
                 threading.Thread(target=self._work, args=(run, slot), name=f"job-{record.job_id[:8]}",
