@@ -115,6 +115,7 @@ def wait_job(server, job_id: str, until=lambda j: j.state in DONE, timeout: floa
         job = get(server, job_id)
         if until(job):
             return job
+        assert job.state not in DONE, f"job {job_id} ended before the awaited moment: {State.State.Name(job.state)}"
         assert time.monotonic() < deadline, f"job {job_id} stuck: {job}"
         time.sleep(0.1)
 
@@ -336,7 +337,8 @@ def test_up_killed_mid_job_and_started_again_on_the_same_store_finishes_it(tmp_p
     store, base = tmp_path / "store", free_base(PORT_OFFSETS)
     up = start_up(store, base, tmp_path / "up.log")
     try:
-        job_id = explainer_stub(base + 1).SubmitExplanation(drums(), timeout=60).job_id
+        # up's explainer: batches of 64, 4 in flight; N = 1024 keeps the job in "predict" for a while
+        job_id = explainer_stub(base + 1).SubmitExplanation(drums(num_samples=1024), timeout=60).job_id
         wait_job(explainer_stub(base + 1), job_id, predicting)
         up.kill()
         up.wait()
@@ -345,8 +347,8 @@ def test_up_killed_mid_job_and_started_again_on_the_same_store_finishes_it(tmp_p
             assert time.monotonic() < deadline, "services outlived audiolime up"
             time.sleep(0.2)
         up = start_up(store, base, tmp_path / "up.log")
-        job = wait_job(explainer_stub(base + 1), job_id)
-        assert job.state == State.SUCCEEDED and job.attempt == 2, job.error_message
+        job = wait_job(explainer_stub(base + 1), job_id)  # (attempt 3 if the tagger was not ready for attempt 2)
+        assert job.state == State.SUCCEEDED and job.attempt >= 2, job.error_message
         assert_downloads(job)
     finally:
         terminate(up)

@@ -246,8 +246,44 @@ def test_a_job_whose_workers_keep_dying_fails_after_max_attempts(store, replicas
     assert jobs.claim(record.job_id, 1, "w1") and jobs.claim(record.job_id, 2, "w2")
     r = replicas(store, lease_s=1.0, max_attempts=2)
     view = r.wait(record.job_id)
-    assert view.state == FAILED and view.result.error_code == "UNAVAILABLE" and "2 times" in view.result.error_message
+    assert view.state == FAILED and view.result.error_code == "UNAVAILABLE" and "interrupted 2 times" in \
+        view.result.error_message
     assert r.tagger.calls == []
+
+
+class DownTagger(FakeTagger):
+    """A tagger whose backend is UNAVAILABLE (past the retry budget) while ``down`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = threading.Event()
+        self.down.set()
+
+    def predict(self, x):
+        if self.down.is_set():
+            self.calls.append((len(x), "down"))
+            raise errors.Unavailable("tagger Predict: UNAVAILABLE after 6 attempts")
+        return super().predict(x)
+
+
+def test_a_job_whose_backend_is_down_is_retried_later_then_fails_when_attempts_run_out(store, replicas):
+    """A backend UNAVAILABLE past its retry budget does not fail a job at once: it is handed back
+    and retried after a lease (and succeeds once the backend is back); a backend that stays down
+    fails it with UNAVAILABLE after --job-attempts attempts."""
+    tagger = DownTagger()
+    r = replicas(store, tagger, lease_s=0.5, max_attempts=2)
+    job_id = r.runner.submit(fake_job(), r.service.validate)
+    until(lambda: any(k.endswith(".000001.retry") for k in keys(store, "claims/")), what="attempt 1 handed back")
+    assert r.runner.get(job_id).state == QUEUED
+    tagger.down.clear()
+    view = r.wait(job_id)
+    assert view.state == SUCCEEDED and view.attempt == 2
+    tagger.down.set()
+    job_id = r.runner.submit(fake_job(seed=3), r.service.validate)
+    view = r.wait(job_id)
+    assert view.state == FAILED and view.attempt == 2 and view.result.error_code == "UNAVAILABLE"
+    assert "tagger Predict" in view.result.error_message and keys(store, "explanations/") == \
+        [k for k in keys(store, "explanations/") if "-2/" in k]
 
 
 def test_finished_jobs_expire_with_their_artifacts_and_input(store, replicas):

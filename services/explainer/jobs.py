@@ -40,7 +40,7 @@ class JobConfig:
     lease_s: float = 30.0  # a claim not renewed for this long is taken over
     poll_s: float = 1.0  # queue scans; a running job checks for cancellation this often
     ttl_s: float = 3600.0  # a finished job (state and artifacts) is deleted this long after it ended
-    max_attempts: int = 3  # workers lost (killed, not shut down) before the job fails
+    max_attempts: int = 5  # attempts lost to dead workers or unavailable backends before the job fails
     max_queued: int = 8  # waiting jobs in the store; more submissions -> RESOURCE_EXHAUSTED
     sweep_s: float = 60.0  # how often expired jobs are deleted
 
@@ -237,7 +237,7 @@ class JobRunner:
         waiting = snap.waiting()
         metrics.JOBS.labels("waiting").set(len(waiting))
         metrics.JOBS.labels("running").set(len(snap.entries) - len(waiting))
-        for entry in waiting:
+        for entry in snap.claimable():
             with self._lock:
                 if entry.job_id in self._running:
                     continue
@@ -277,13 +277,13 @@ class JobRunner:
             return None
         claims = snap.claims.get(job_id, [])
         last = max((c.attempt for c in claims), default=0)
-        lost = sum(1 for c in claims if not c.released)
+        lost = sum(1 for c in claims if c.counts)
         if self.jobs.cancel_requested(job_id):
             self._finish(record, self._cancelled(last))
             return None
         if lost >= self.config.max_attempts:
-            err = errors.Unavailable(f"the explanation's worker stopped {lost} times without finishing "
-                                     f"(killed or out of memory?); giving up")
+            err = errors.Unavailable(f"the explanation was interrupted {lost} times (workers killed or out of "
+                                     f"memory, or backends unavailable); giving up")
             self._finish(record, ResultRecord(FAILED, last, time.time(), error_code=err.code, error_message=str(err)))
             return None
         if not self.jobs.claim(job_id, last + 1, self.worker_id):
@@ -302,6 +302,8 @@ class JobRunner:
             result = self._execute(run)
             if run.reason in ("drain", "lost") and result.state != SUCCEEDED:
                 raise Interrupted(run.reason)  # a failure caused by stopping is not the job's outcome
+            if result.error_code == errors.Unavailable.code and self._retry(run, result):
+                return
             if self._finish(run.record, result):
                 metrics.JOB_EVENTS.labels(result.state.lower()).inc()
                 log.info("job finished", extra={"job_id": job_id, "attempt": run.attempt, "state": result.state,
@@ -387,6 +389,19 @@ class JobRunner:
     # -- endings --------------------------------------------------------------------------------
     def _finish(self, record: JobRecord, result: ResultRecord) -> bool:
         return self.jobs.finish(record, result)
+
+    def _retry(self, run: _Run, result: ResultRecord) -> bool:
+        """A backend stayed unavailable past its retry budget: hand the job back to be retried after
+        a lease (by any replica) unless its attempts are used up."""
+        used = sum(1 for c in self.jobs.claims(run.record.job_id) if c.counts)
+        if used >= self.config.max_attempts:
+            return False
+        self.jobs.release(run.record.job_id, run.attempt, retry=True)
+        run.released = True
+        metrics.JOB_EVENTS.labels("retried").inc()
+        log.warning("backend unavailable: job handed back for a later attempt",
+                    extra={"job_id": run.record.job_id, "attempt": run.attempt, "error": result.error_message})
+        return True
 
     def _cancelled(self, attempt: int) -> ResultRecord:
         return ResultRecord(CANCELLED, attempt, time.time(), error_code="CANCELLED",

@@ -8,6 +8,7 @@ job outlives the process that ran it. Layout (under the store's prefix)::
     claims/<job id>.<attempt>          a worker's lease on the job, created only if absent,
                                        rewritten to renew it (and report progress)
     claims/<job id>.<attempt>.released the worker gave the job back (graceful shutdown)
+    claims/<job id>.<attempt>.retry    ... because a backend was unavailable: retried after a lease
     explanations/<job id>-<attempt>/   that attempt's artifacts, explanation.json last
     jobs/<job id>/result.json          SUCCEEDED / FAILED / CANCELLED: created only if absent,
                                        so exactly one attempt's outcome is ever the job's
@@ -40,7 +41,7 @@ from audiolime.store import ObjectStore
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 JOB_ID = re.compile(r"[0-9a-f]{32}")
-_CLAIM = re.compile(r"claims/([0-9a-f]{32})\.(\d+)(\.released)?$")
+_CLAIM = re.compile(r"claims/([0-9a-f]{32})\.(\d+)(?:\.(released|retry))?$")
 EXPLANATIONS = "explanations"
 RECORD_VERSION = 1
 
@@ -120,15 +121,29 @@ class ResultRecord:
 
 @dataclass(frozen=True)
 class Claim:
-    """One attempt's lease as listed: ``modified`` is when it was last renewed (store clock)."""
+    """One attempt's lease as listed: ``modified`` is when it was last renewed (store clock);
+    ``retry_at`` is set when it was handed back because a backend was unavailable."""
 
     job_id: str
     attempt: int
     modified: float
     released: bool = False
+    retry_at: float | None = None
 
     def live(self, now: float, lease_s: float) -> bool:
-        return not self.released and now - self.modified < lease_s
+        """A worker holds the job."""
+        return not self.released and self.retry_at is None and now - self.modified < lease_s
+
+    def blocks(self, now: float, lease_s: float) -> bool:
+        """No new attempt may start yet: a worker holds it, or it waits a lease before a retry."""
+        if self.retry_at is not None:
+            return now - self.retry_at < lease_s
+        return self.live(now, lease_s)
+
+    @property
+    def counts(self) -> bool:
+        """An attempt used up (graceful hand-overs are free)."""
+        return not self.released
 
 
 @dataclass(frozen=True)
@@ -158,6 +173,13 @@ class Snapshot:
     def waiting(self) -> list[QueueEntry]:
         """Unfinished jobs no worker holds (never claimed, or their worker stopped), oldest first."""
         return [e for e in self.entries if not self.is_running(e.job_id)]
+
+    def claimable(self) -> list[QueueEntry]:
+        """Waiting jobs a worker may take now (not backing off before a retry), oldest first."""
+        def free(e: QueueEntry) -> bool:
+            c = self.latest(e.job_id)
+            return c is None or not c.blocks(self.now, self.lease_s)
+        return [e for e in self.entries if free(e)]
 
     def running(self) -> list[QueueEntry]:
         return [e for e in self.entries if self.is_running(e.job_id)]
@@ -258,18 +280,21 @@ class JobStore:
     def _claims(self, prefix: str) -> dict[str, list[Claim]]:
         seen: dict[tuple[str, int], Claim] = {}
         released: set[tuple[str, int]] = set()
+        retry: dict[tuple[str, int], float] = {}
         for o in self.store.list(prefix):
             m = _CLAIM.match(o.key)
             if not m:
                 continue
             k = (m.group(1), int(m.group(2)))
-            if m.group(3):
+            if m.group(3) == "released":
                 released.add(k)
+            elif m.group(3) == "retry":
+                retry[k] = o.modified
             else:
                 seen[k] = Claim(k[0], k[1], o.modified)
         out: dict[str, list[Claim]] = {}
         for k, c in seen.items():
-            out.setdefault(k[0], []).append(Claim(c.job_id, c.attempt, c.modified, k in released))
+            out.setdefault(k[0], []).append(Claim(c.job_id, c.attempt, c.modified, k in released, retry.get(k)))
         return out
 
     def claims(self, job_id: str) -> list[Claim]:
@@ -288,9 +313,10 @@ class JobStore:
         return json.dumps({"worker": worker, "attempt": attempt, "renewed_at": self.clock(),
                            "progress": asdict(progress)}).encode()
 
-    def release(self, job_id: str, attempt: int) -> None:
-        """Give the job back: the next attempt may start at once instead of after the lease."""
-        self.store.put(self.claim_key(job_id, attempt) + ".released", b"")
+    def release(self, job_id: str, attempt: int, retry: bool = False) -> None:
+        """Give the job back: the next attempt may start at once instead of after the lease (or,
+        with ``retry``, after one lease: a backend was unavailable; this attempt counts)."""
+        self.store.put(self.claim_key(job_id, attempt) + (".retry" if retry else ".released"), b"")
 
     def superseded(self, job_id: str, attempt: int) -> bool:
         """Another worker took a later attempt, or the job already has its result."""

@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "resumes the job ($AUDIOLIME_JOB_LEASE)")
     p.add_argument("--job-poll", type=float, default=env("AUDIOLIME_JOB_POLL", 1.0, float),
                    help="seconds between queue scans and cancellation checks ($AUDIOLIME_JOB_POLL)")
-    p.add_argument("--job-attempts", type=int, default=env("AUDIOLIME_JOB_ATTEMPTS", 3, int),
-                   help="workers a job may lose (killed, not shut down) before it fails ($AUDIOLIME_JOB_ATTEMPTS)")
+    p.add_argument("--job-attempts", type=int, default=env("AUDIOLIME_JOB_ATTEMPTS", 5, int),
+                   help="attempts a job may lose to killed workers or unavailable backends (then retried after a "
+                        "lease) before it fails ($AUDIOLIME_JOB_ATTEMPTS)")
     p.add_argument("--job-ttl", type=float, default=env("AUDIOLIME_JOB_TTL", 3600.0, float),
                    help="seconds a finished job (state and artifacts) is kept; unary results are kept as long, "
                         "or as long as their URLs live ($AUDIOLIME_JOB_TTL)")
