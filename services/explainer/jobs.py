@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 RunFn = Callable[[Job, EventSink, str], ExplainOutcome]
 PROGRESS_WRITE_S = 2.0  # progress reaches the store at most this often (and with every renewal)
+EVENTS = ("submitted", "claimed", "resumed", "succeeded", "failed", "cancelled", "released", "retried", "lost",
+          "discarded", "expired")
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,11 @@ class JobRunner:
         self._draining = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        metrics.ADMISSION_REJECTED.labels(admission.component, "job")  # every series exported from the start
+        for event in EVENTS:
+            metrics.JOB_EVENTS.labels(event)
+        for state in ("waiting", "running"):
+            metrics.JOBS.labels(state)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> JobRunner:

@@ -42,6 +42,7 @@ class Admission:
         self.running = 0
         self.waiting = 0
         self._export()
+        metrics.ADMISSION_REJECTED.labels(component, "request")  # exported as 0 before the first refusal
 
     def _export(self) -> None:
         self._gauge.labels("running").set(self.running)
