@@ -53,14 +53,17 @@ def backends(tmp_path_factory, shared, models):
     terminate(sep.proc)
 
 
+def s3_store(moto: str) -> tuple[str, list[str]]:
+    """A fresh bucket on the moto S3 server: (store URL, the explainer's extra flags)."""
+    bucket = f"jobs-{uuid.uuid4().hex[:12]}"
+    s3_client(moto).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/results", ["--s3-endpoint", moto]
+
+
 @pytest.fixture(params=["file", "s3"])
 def store_url(request, tmp_path, moto_s3):
     """A fresh job store: a directory, or a bucket on the moto S3 server."""
-    if request.param == "file":
-        return (tmp_path / "store").as_uri(), []
-    bucket = f"jobs-{uuid.uuid4().hex[:12]}"
-    s3_client(moto_s3).create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/results", ["--s3-endpoint", moto_s3]
+    return ((tmp_path / "store").as_uri(), []) if request.param == "file" else s3_store(moto_s3)
 
 
 class Explainers:
@@ -178,12 +181,12 @@ def test_sigkill_while_running_a_fresh_explainer_finishes_the_job(explainers, st
     assert metric_value(scrape(second.metrics_port), "audiolime_explainer_job_events_total", event="resumed") == 1
 
 
-def test_two_explainers_share_jobs_and_a_paused_one_never_publishes(explainers, backends, tmp_path, moto_s3):
-    """Two explainers on one store take jobs from the same queue. The one running the first job is
+def test_two_explainers_share_jobs_and_a_paused_one_never_publishes(explainers, backends, moto_s3):
+    """Two explainers on one S3 store take jobs from the same queue. The one running the first job is
     paused (SIGSTOP) past its lease, so the other resumes it; continued, the paused one notices and
     stops. Every job has exactly one explanation, the one its result names, and both replicas give
     the same answer for every job (including those the other one ran)."""
-    e = explainers(((tmp_path / "shared-store").as_uri(), []))
+    e = explainers(s3_store(moto_s3))
     a, b = e.start(), e.start()
     jobs = [(a if i % 2 else b).stub.SubmitExplanation(drums(seed=i), timeout=60).job_id for i in range(3)]
     job = wait_job(a, jobs[0], predicting)
