@@ -220,7 +220,7 @@ class JobRunner:
     def expire_later(self, outcome: ExplainOutcome, url_ttl_s: int) -> None:
         """A unary/stream result is deleted after the job TTL, but never before its URLs expire."""
         eid = outcome.explanation_id
-        self.jobs.expire_at(time.time() + max(self.config.ttl_s, url_ttl_s), eid, [f"explanations/{eid}/"])
+        self.jobs.expire_at(self.jobs.clock() + max(self.config.ttl_s, url_ttl_s), eid, [f"explanations/{eid}/"])
 
     # -- taking jobs ----------------------------------------------------------------------------
     def _loop(self) -> None:
