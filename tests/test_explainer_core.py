@@ -37,8 +37,12 @@ def test_publishes_artifacts_then_manifest_with_urls(core):
     stored = json.loads((prefix / "explanation.json").read_text())
     assert stored == {**outcome.document.to_json(), "timings_s": stored["timings_s"]}
     names = sorted(p.relative_to(prefix).as_posix() for p in prefix.rglob("*.wav"))
-    assert names == sorted(outcome.urls) and len(names) == 2 + 2  # window, top-2, top-k mix
+    assert names == sorted(outcome.urls) and len(names) == 1 + 2 + 2 + 2  # window, stems, top-2, top-k mix, rest
     assert all(u.startswith("http://127.0.0.1:9/o/explanations/") and "sig=" in u for u in outcome.urls.values())
+    assert outcome.report_url.startswith("http://127.0.0.1:9/o/explanations/") and "explanation.html" in outcome.report_url
+    report = (prefix / "explanation.html").read_text()  # published: it plays the presigned URLs
+    assert set(re.findall(r'<audio id="[^"]+" controls preload="metadata" src="([^"]+)"', report)) == \
+        {u.replace("&", "&amp;") for u in outcome.urls.values()}
     published = outcome.published()
     assert published.audio.window_file == outcome.urls["window.wav"]
     assert [c.file for c in published.targets[0].components[:2]] == [outcome.urls[c.file] for c in

@@ -109,7 +109,8 @@ def test_a_job_runs_once_and_any_replica_reports_it(store, replicas):
     view = b.wait(job_id)
     assert view.state == SUCCEEDED and view.attempt == 1 and view.result.explanation_id == f"{job_id}-1"
     outcome = b.service.present(view.result.explanation_id, 600, False, view.expires_at)
-    assert outcome.document.targets[0].tag == "voice" and len(outcome.urls) == 4
+    assert outcome.document.targets[0].tag == "voice" and len(outcome.urls) == 7  # window, stems, top-2, mixes
+    assert f"/o/explanations/{job_id}-1/explanation.html" in outcome.report_url
     assert all(f"/o/explanations/{job_id}-1/" in u for u in outcome.urls.values())
     assert keys(store, "queue/") == [] and keys(store, "claims/") == []
     assert {k.split("/")[1] for k in keys(store, "explanations/")} == {f"{job_id}-1"}

@@ -12,7 +12,8 @@ from audiolime.v1 import explainer_pb2
 
 def outcome_to_proto(outcome: ExplainOutcome) -> explainer_pb2.Explanation:
     return wire.explanation_to_proto(outcome.published(), outcome.explanation_id, outcome.manifest_url,
-                                     outcome.urls_expire_at, outcome.separator_cache_hit)
+                                     outcome.urls_expire_at, outcome.separator_cache_hit,
+                                     report_url=outcome.report_url, artifact_urls=outcome.urls)
 
 
 def _timestamp(seconds: float) -> Timestamp:

@@ -3,8 +3,9 @@
 publish the result to the object store with the one artifact writer.
 
 Publishing: every artifact is written under ``explanations/<explanation_id>/`` with the names the
-CLI writes locally, ``explanation.json`` last; on failure everything written is deleted again. The
-outcome carries presigned URLs (``url_ttl_s``, default 1 h, at most 7 days).
+CLI writes locally, then the listening report ``explanation.html`` and ``explanation.json`` last; on
+failure everything written is deleted again. The outcome carries presigned URLs (``url_ttl_s``,
+default 1 h, at most 7 days); the published report references its audio by those same URLs.
 
 Backend failures follow :class:`audiolime.explainer.remote.RetryPolicy`: every tagger Predict has
 its own deadline and is retried on transient codes; when the budget is exhausted the request fails
@@ -24,7 +25,7 @@ from typing import Protocol
 from audiolime import errors
 from audiolime.audio import decode
 from audiolime.explain.artifacts import write_explanation
-from audiolime.explain.document import MANIFEST, Document
+from audiolime.explain.document import MANIFEST, REPORT_FILE, Document
 from audiolime.explain.engine import Engine
 from audiolime.explain.events import Event, EventSink, ignore
 from audiolime.explain.pipeline import Tagger, check, explain_song
@@ -72,6 +73,7 @@ class ExplainOutcome:
     document: Document  # file references: relative names, as stored
     urls: dict[str, str]  # artifact name -> presigned URL
     manifest_url: str
+    report_url: str
     urls_expire_at: float  # unix time
     separator_cache_hit: bool
     keys: list[str] = field(default_factory=list)
@@ -188,9 +190,16 @@ class ExplainerService:
 
     def _publish(self, result, job: Job, explanation_id: str, cache_hit: bool) -> ExplainOutcome:
         prefix = f"{PREFIX}/{explanation_id}/"
-        doc, names = write_explanation(result, self.store, prefix)
+        signed: dict[str, str] = {}
+
+        def link(name: str) -> str:  # presigning needs no object: the report is written with these
+            if name not in signed:
+                signed[name] = self.store.presign(prefix + name, job.ttl_s)
+            return signed[name]
+
+        doc, names = write_explanation(result, self.store, prefix, links=link)
         try:
-            return self._signed(explanation_id, doc, names, job.ttl_s, cache_hit)
+            return self._signed(explanation_id, doc, names, job.ttl_s, cache_hit, link)
         except BaseException:
             self.store.delete_prefix(prefix)
             raise
@@ -198,7 +207,8 @@ class ExplainerService:
     def present(self, explanation_id: str, ttl_s: int, cache_hit: bool, not_after: float | None = None,
                 store_s: float | None = None) -> ExplainOutcome:
         """A published explanation read back from the store (by any replica) with fresh URLs valid
-        ``ttl_s`` seconds, but never past ``not_after`` (when the objects are deleted)."""
+        ``ttl_s`` seconds, but never past ``not_after`` (when the objects are deleted). The report's
+        own audio links are the ones signed when it was published."""
         prefix = f"{PREFIX}/{explanation_id}/"
         doc = Document.loads(self.store.get(prefix + MANIFEST))
         if not_after is not None:
@@ -207,11 +217,13 @@ class ExplainerService:
             doc = doc.with_timing("store", store_s)
         return self._signed(explanation_id, doc, doc.files(), ttl_s, cache_hit)
 
-    def _signed(self, explanation_id: str, doc: Document, names: list[str], ttl_s: int,
-                cache_hit: bool) -> ExplainOutcome:
+    def _signed(self, explanation_id: str, doc: Document, names: list[str], ttl_s: int, cache_hit: bool,
+                link: Callable[[str], str] | None = None) -> ExplainOutcome:
         prefix = f"{PREFIX}/{explanation_id}/"
+        if link is None:
+            def link(name: str) -> str:
+                return self.store.presign(prefix + name, ttl_s)
         expires = time.time() + ttl_s
-        urls = {n: self.store.presign(prefix + n, ttl_s) for n in names}
-        manifest_url = self.store.presign(prefix + MANIFEST, ttl_s)
-        return ExplainOutcome(explanation_id, doc, urls, manifest_url, expires, cache_hit,
-                              [prefix + n for n in names] + [prefix + MANIFEST])
+        urls = {n: link(n) for n in names}
+        return ExplainOutcome(explanation_id, doc, urls, link(MANIFEST), link(REPORT_FILE), expires, cache_hit,
+                              [prefix + n for n in names] + [prefix + REPORT_FILE, prefix + MANIFEST])

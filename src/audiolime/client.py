@@ -98,12 +98,13 @@ def fetch(url: str, timeout_s: float = 60.0) -> bytes:
 
 def download(explanation: explainer_pb2.Explanation, out_dir: Path) -> dict:
     """Download every artifact and the manifest into ``out_dir`` with the one artifact writer
-    (artifacts first, the manifest last, nothing left on failure); return the manifest document."""
+    (artifacts first, then the listening report, rendered here so that it plays the local files
+    and not URLs that expire, the manifest last, nothing left on failure); return the document."""
     from audiolime.store import LocalStore
 
     manifest_bytes = fetch(explanation.manifest_url)
     manifest = Document.loads(manifest_bytes)
     urls = wire.urls_by_file(manifest, explanation)
-    write_files(LocalStore(Path(out_dir)), "", ((name, fetch(url), "application/octet-stream")
-                                                for name, url in urls.items()), manifest_bytes)
+    write_files(LocalStore(Path(out_dir)), "", ((name, fetch(url), "audio/wav") for name, url in urls.items()),
+                manifest, manifest_bytes)
     return json.loads(manifest_bytes)

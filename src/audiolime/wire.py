@@ -76,8 +76,10 @@ def event_to_proto(event: Event) -> explainer_pb2.ExplainProgress:
 
 
 def explanation_to_proto(doc: Document, explanation_id: str, manifest_url: str, urls_expire_at: float,
-                         separator_cache_hit: bool) -> explainer_pb2.Explanation:
-    """A published explanation: ``doc``'s file references are presigned URLs."""
+                         separator_cache_hit: bool, report_url: str = "",
+                         artifact_urls: dict[str, str] | None = None) -> explainer_pb2.Explanation:
+    """A published explanation: ``doc``'s file references are presigned URLs; ``artifact_urls``
+    maps every artifact's relative name to its URL."""
     a, m, sep = doc.audio, doc.model, doc.separator
     expires = Timestamp()
     expires.FromSeconds(int(urls_expire_at))
@@ -94,7 +96,7 @@ def explanation_to_proto(doc: Document, explanation_id: str, manifest_url: str, 
         prediction=[explainer_pb2.TagProbability(tag=t, probability=p) for t, p in doc.prediction.items()],
         num_samples=doc.num_samples, unique_samples=doc.unique_samples, exhaustive=doc.exhaustive, seed=doc.seed,
         segments=doc.segments, top_k=doc.top_k, timings_s=doc.timings_s, warnings=list(doc.warnings),
-        manifest_url=manifest_url, urls_expire_at=expires)
+        manifest_url=manifest_url, urls_expire_at=expires, report_url=report_url, artifact_urls=artifact_urls or {})
     for t in doc.targets:
         f = t.fidelity
         pb.targets.append(explainer_pb2.TargetExplanation(
@@ -110,8 +112,14 @@ def explanation_to_proto(doc: Document, explanation_id: str, manifest_url: str, 
 
 
 def urls_by_file(manifest: Document, pb: explainer_pb2.Explanation) -> dict[str, str]:
-    """Relative artifact name (from the stored manifest) -> presigned URL (from the response),
-    walking both descriptions of the same explanation side by side."""
+    """Relative artifact name (from the stored manifest) -> presigned URL (from the response's
+    ``artifact_urls``; from a server without them, by walking both descriptions side by side).
+    Only names the manifest references are returned, every one of them or an error."""
+    if pb.artifact_urls:
+        missing = [f for f in manifest.files() if f not in pb.artifact_urls]
+        if missing:
+            raise InvalidInput(f"the response has no URL for {', '.join(missing[:3])}")
+        return {f: pb.artifact_urls[f] for f in manifest.files()}
     pairs = [(manifest.audio.window_file, pb.audio.window_url)]
     if len(manifest.targets) != len(pb.targets):
         raise InvalidInput("the manifest and the response describe different explanations")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
 
 from audiolime.commands.args import add_model_dir, integer, number, positive_int
@@ -78,10 +80,10 @@ class ProgressBar:
 def cmd_explain(args: argparse.Namespace) -> int:
     request = request_from_args(args)
     if args.server:
-        doc = _explain_remote(args, request)
+        doc, published = _explain_remote(args, request)
     else:
-        doc = _explain_local(args, request)
-    _print(args, doc)
+        doc, published = _explain_local(args, request), None
+    _print(args, doc, published)
     return 0
 
 
@@ -108,7 +110,8 @@ def _explain_local(args: argparse.Namespace, request: ExplainRequest) -> dict:
     return doc.to_json()
 
 
-def _explain_remote(args: argparse.Namespace, request: ExplainRequest) -> dict:
+def _explain_remote(args: argparse.Namespace, request: ExplainRequest) -> tuple[dict, str | None]:
+    """The document, and a line naming the published report (its URL and until when it works)."""
     from audiolime import errors, wire
     from audiolime.client import ExplainerClient, download, fetch
 
@@ -125,18 +128,34 @@ def _explain_remote(args: argparse.Namespace, request: ExplainRequest) -> dict:
                 progress(Event(event.progress.stage, event.progress.evaluated, event.progress.total))
     if result is None:
         raise errors.RemoteError("UNKNOWN: the stream ended without a result")
-    return download(result, args.out) if args.out else json.loads(fetch(result.manifest_url))
+    doc = download(result, args.out) if args.out else json.loads(fetch(result.manifest_url))
+    published = None
+    if result.report_url:
+        until = time.strftime("%Y-%m-%d %H:%M", time.localtime(result.urls_expire_at.seconds))
+        published = f"published report (its links work until {until}): {result.report_url}"
+    return doc, published
 
 
-def _print(args: argparse.Namespace, doc: dict) -> None:
+def _print(args: argparse.Namespace, doc: dict, published: str | None) -> None:
+    """The document (a table, or JSON on stdout), then where its listening reports are: the last
+    lines of the human output, or stderr beside ``--json``."""
+    from audiolime.explain.document import REPORT_FILE
+
+    lines = [f"listening report: {args.out / REPORT_FILE} (open it in a browser)"] if args.out else []
+    lines += [published] if published else []
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
+        for line in lines:
+            print(f"audiolime: {line}", file=sys.stderr)
         return
     from rich.console import Console
 
-    from audiolime.report import print_document
+    from audiolime.report.terminal import print_document
 
-    print_document(doc, Console(), str(args.out) if args.out else None)
+    console = Console()
+    print_document(doc, console, str(args.out) if args.out else None)
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

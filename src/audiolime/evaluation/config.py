@@ -13,8 +13,8 @@ from audiolime.evaluation.paper import PAPER_KS
 from audiolime.explain.request import check_num_samples, stems_of
 
 METHODS = ("audiolime", "slime", "random")
-FCN_CONVERT_HINT = ("python -m audiolime.tagger.fcn_convert --pth /work/shared/models/fcn-msd/best_model.pth "
-                    "--model-base {serving}")
+FCN_CONVERT_HINT = ("`audiolime setup` (converts it when PyTorch is installed: the `convert` extra), or "
+                    "python -m audiolime.tagger.fcn_convert --model-base {serving} [--pth best_model.pth]")
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,14 @@ class StemSegmentFactorization:
         """``masks [b, d']`` (0/1) -> model inputs ``[b, samples]``: one matrix product."""
         return np.asarray(masks, dtype=np.float32) @ self.components
 
+    def listen_stem(self, source: str) -> np.ndarray:
+        """One stem over the whole window as heard, ``[channels, samples]``: the sum of its
+        segments, so each of its components is exactly a time range of it."""
+        if self.listen_components is None:
+            raise InvalidInput("this factorization has no listenable stems")
+        i = self.sources.index(source)
+        return self.listen_components[i * self.segments:(i + 1) * self.segments].sum(axis=0)
+
     def compose_listen(self, mask: np.ndarray) -> np.ndarray:
         """One mask ``[d']`` -> listenable audio ``[channels, samples]``."""
         if self.listen_components is None:

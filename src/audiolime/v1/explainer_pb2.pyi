@@ -143,7 +143,7 @@ class SeparatorInfo(_message.Message):
     def __init__(self, model: _Optional[str] = ..., stems: _Optional[_Iterable[str]] = ..., residual_rel_rms: _Optional[float] = ..., cache_hit: bool = ...) -> None: ...
 
 class Explanation(_message.Message):
-    __slots__ = ("explanation_id", "audio", "model", "separator", "prediction", "targets", "num_samples", "unique_samples", "exhaustive", "seed", "segments", "top_k", "timings_s", "warnings", "manifest_url", "urls_expire_at")
+    __slots__ = ("explanation_id", "audio", "model", "separator", "prediction", "targets", "num_samples", "unique_samples", "exhaustive", "seed", "segments", "top_k", "timings_s", "warnings", "manifest_url", "urls_expire_at", "report_url", "artifact_urls")
     class TimingsSEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,13 @@ class Explanation(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ArtifactUrlsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     EXPLANATION_ID_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +174,8 @@ class Explanation(_message.Message):
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_URL_FIELD_NUMBER: _ClassVar[int]
     URLS_EXPIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    REPORT_URL_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_URLS_FIELD_NUMBER: _ClassVar[int]
     explanation_id: str
     audio: AudioInfo
     model: ModelInfo
@@ -183,7 +192,9 @@ class Explanation(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     manifest_url: str
     urls_expire_at: _timestamp_pb2.Timestamp
-    def __init__(self, explanation_id: _Optional[str] = ..., audio: _Optional[_Union[AudioInfo, _Mapping]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., separator: _Optional[_Union[SeparatorInfo, _Mapping]] = ..., prediction: _Optional[_Iterable[_Union[TagProbability, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetExplanation, _Mapping]]] = ..., num_samples: _Optional[int] = ..., unique_samples: _Optional[int] = ..., exhaustive: bool = ..., seed: _Optional[int] = ..., segments: _Optional[int] = ..., top_k: _Optional[int] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., warnings: _Optional[_Iterable[str]] = ..., manifest_url: _Optional[str] = ..., urls_expire_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    report_url: str
+    artifact_urls: _containers.ScalarMap[str, str]
+    def __init__(self, explanation_id: _Optional[str] = ..., audio: _Optional[_Union[AudioInfo, _Mapping]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., separator: _Optional[_Union[SeparatorInfo, _Mapping]] = ..., prediction: _Optional[_Iterable[_Union[TagProbability, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetExplanation, _Mapping]]] = ..., num_samples: _Optional[int] = ..., unique_samples: _Optional[int] = ..., exhaustive: bool = ..., seed: _Optional[int] = ..., segments: _Optional[int] = ..., top_k: _Optional[int] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., warnings: _Optional[_Iterable[str]] = ..., manifest_url: _Optional[str] = ..., urls_expire_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., report_url: _Optional[str] = ..., artifact_urls: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ExplainProgress(_message.Message):
     __slots__ = ("stage", "evaluated", "total")

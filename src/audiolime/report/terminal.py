@@ -1,4 +1,4 @@
-"""Human-readable rendering of an explanation document (the CLI's table output)."""
+"""The terminal rendering of an explanation document (the CLI's table output)."""
 
 from __future__ import annotations
 
@@ -37,4 +37,5 @@ def print_document(doc: dict, console: Console, out_dir: str | None = None) -> N
                   f"{', exhaustive' if doc['exhaustive'] else ''}), seed {doc['seed']}; "
                   + ", ".join(f"{k} {v:.2f}s" for k, v in doc["timings_s"].items()))
     if out_dir:
-        console.print(f"wrote {out_dir}/explanation.json and the WAV files listed above")
+        console.print(f"wrote {out_dir}/explanation.json, the WAV files listed above, each stem's and the "
+                      "complement's (rest_mix.wav)", markup=False, highlight=False)
