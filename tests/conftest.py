@@ -42,6 +42,12 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "A
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **S3_ENV}
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--fuzz-examples", type=int, default=2000,
+                     help="requests the stack fuzzer sends (tests/test_fuzz.py; bench/fuzz_stack.py uses 20000)")
+    parser.addoption("--fuzz-report", default=None, help="write the fuzzer's counts and peak RSS to this JSON file")
+
+
 def shared_dir() -> Path:
     return Path(os.environ.get("AUDIOLIME_SHARED", REPO.parent / "shared"))
 
@@ -87,15 +93,16 @@ class Server:
 
 
 def start_server(module: str, args: list[str], log: Path, env: dict[str, str] | None = None,
-                 timeout: float = 300.0, port: int | None = None) -> Server:
+                 timeout: float = 300.0, port: int | None = None, credentials=None) -> Server:
     """``python -m <module> --host 127.0.0.1 --port P --metrics-port M ARGS`` (stderr -> ``log``),
-    returned once it reports SERVING; on failure it is stopped and its log's tail is shown."""
+    returned once it reports SERVING (checked over TLS with ``credentials``); on failure it is
+    stopped and its log's tail is shown."""
     port, mport = port or free_port(), free_port()
     cmd = [sys.executable, "-m", module, "--host", HOST, "--port", str(port), "--metrics-port", str(mport), *args]
     with open(log, "ab") as err:
         proc = subprocess.Popen(cmd, env={**ENV, **(env or {})}, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        wait_serving(f"{HOST}:{port}", proc, timeout, module.rsplit(".", 2)[-2])
+        wait_serving(f"{HOST}:{port}", proc, timeout, module.rsplit(".", 2)[-2], credentials=credentials)
     except (RuntimeError, TimeoutError) as exc:
         terminate(proc)
         raise RuntimeError(f"{exc}: {log.read_text(errors='replace')[-3000:]}") from None
@@ -104,9 +111,9 @@ def start_server(module: str, args: list[str], log: Path, env: dict[str, str] | 
 
 @contextlib.contextmanager
 def serving(module: str, args: list[str], log: Path, env: dict[str, str] | None = None,
-            timeout: float = 300.0) -> Iterator[Server]:
+            timeout: float = 300.0, credentials=None) -> Iterator[Server]:
     """:func:`start_server` as a context manager that always stops the server."""
-    server = start_server(module, args, log, env, timeout)
+    server = start_server(module, args, log, env, timeout, credentials=credentials)
     try:
         yield server
     finally:
@@ -181,6 +188,56 @@ def explainer_stub(port: int):
     return explainer_pb2_grpc.ExplainerStub(ch)
 
 
+# -- hostile audio --------------------------------------------------------------------------------------
+def flac_header(data: bytes, rate: int | None = None, channels: int | None = None, frames: int | None = None) -> bytes:
+    """A FLAC file whose STREAMINFO claims another sample rate (20 bits), channel count (1-8) or
+    length (36 bits; 0 = unknown); the audio frames are left as they are."""
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0, "not a FLAC file starting with STREAMINFO"
+    at = 8 + 10  # magic, block header, then 10 bytes of block sizes and frame sizes
+    bits = int.from_bytes(data[at:at + 8], "big")
+    old_rate, old_channels, bps, total = bits >> 44, ((bits >> 41) & 7) + 1, (bits >> 36) & 31, bits & ((1 << 36) - 1)
+    rate, channels = old_rate if rate is None else rate, old_channels if channels is None else channels
+    total = total if frames is None else frames
+    packed = (rate << 44) | ((channels - 1) << 41) | (bps << 36) | total
+    return data[:at] + packed.to_bytes(8, "big") + data[at + 8:]
+
+
+def constant_flac(seconds: float, rate: int = 44100, channels: int = 2, value: float = 0.25) -> bytes:
+    """A decoding bomb: ``seconds`` of a constant, which FLAC compresses about 2000x (an hour of
+    44.1 kHz stereo is ~600 KB and decodes to 1.27 GB of float32)."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    block = np.full((rate * 10, channels), value, dtype=np.float32)
+    with sf.SoundFile(buf, "w", rate, channels, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(int(seconds // 10)):
+            f.write(block)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def decoding_bomb() -> bytes:
+    """An hour of 44.1 kHz stereo constant as FLAC: ~600 KB that decodes to 1.27 GB of float32."""
+    return constant_flac(3600)
+
+
+def excerpt(path: Path, seconds: float, start_s: float = 0.0, fmt: str = "FLAC", subtype: str | None = None) -> bytes:
+    """``seconds`` of a real recording from ``start_s``, encoded as ``fmt`` in memory."""
+    import io
+
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    data, sr = sf.read(str(path), start=int(start_s * info.samplerate),
+                       frames=int(seconds * info.samplerate), dtype="float32", always_2d=True)
+    buf = io.BytesIO()
+    sf.write(buf, data, sr, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
 # -- what servers say -------------------------------------------------------------------------------
 def json_logs(path: Path) -> list[dict]:
     """The JSON log records of a server's stderr (TensorFlow's own C++ lines are not JSON)."""
@@ -199,6 +256,19 @@ def wait_metric(mport: int, name: str, at_least: float, timeout: float = 60.0, *
     while metric_value(scrape(mport), name, **labels) < at_least:
         assert time.monotonic() < deadline, f"{name}{labels} never reached {at_least}"
         time.sleep(0.05)
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """Run ``audiolime ARGV`` in-process; it must fail with exactly one ``audiolime: error:`` line."""
+    from audiolime.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0, "expected a failure"
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("audiolime: error:"), err
+    return lines[0]
 
 
 def http_get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
@@ -290,29 +360,39 @@ def fake_job(**kw):
 class Stack:
     """``audiolime up`` and the addresses it printed (ports from ``base``: see commands/up.py)."""
 
-    def __init__(self, proc: subprocess.Popen, base: int, store: Path, lines: list[str]) -> None:
+    def __init__(self, proc: subprocess.Popen, base: int, store: Path, lines: list[str], log: Path) -> None:
         import grpc
 
         from audiolime.v1 import explainer_pb2_grpc
 
-        self.proc, self.base, self.store, self.lines = proc, base, store, lines
+        self.proc, self.base, self.store, self.lines, self.log = proc, base, store, lines, log
         self.separator, self.explainer, self.tagger, self.http = base, base + 1, base + 2, base + 3
         self.metrics = {"separator": base + 10, "explainer": base + 11, "tagger": base + 12}
         channel = grpc.insecure_channel(f"{HOST}:{self.explainer}", options=[("grpc.max_send_message_length", 256 << 20)])
-        self.stub = explainer_pb2_grpc.ExplainerStub(channel)
+        self.stub = explainer_pb2_grpc.ExplainerStub(channel)  # plaintext: for the default (unsecured) stack
+
+    def pid(self, component: str) -> int:
+        """The process id of one service (``separator``, ``tagger``, ``explainer``)."""
+        from audiolime.procs import child_pids, cmdline
+
+        for pid in child_pids(self.proc.pid):
+            if f"audiolime.{component}.server" in cmdline(pid).split():
+                return pid
+        raise LookupError(f"audiolime up runs no {component}")
 
 
 @contextlib.contextmanager
-def audiolime_up(tmp: Path) -> Iterator[Stack]:
-    """``audiolime up`` on a free port range with a local store under ``tmp``; stopped at the end."""
+def audiolime_up(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """``audiolime up ARGS`` on a free port range with a local store under ``tmp`` (environment:
+    ``ENV`` plus ``env``); stopped at the end."""
     from audiolime.commands.up import PORT_OFFSETS
     from audiolime.procs import free_base
 
     base = free_base(PORT_OFFSETS)
-    store = tmp / "store"
+    store, log = tmp / "store", tmp / "up.log"
     proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "audiolime"), "up", "--base-port", str(base), "--store",
-                             store.as_uri(), "--model-dir", str(model_dir())], env=ENV, stdout=subprocess.PIPE,
-                            stderr=open(tmp / "up.log", "wb"), text=True)
+                             store.as_uri(), "--model-dir", str(model_dir()), *args], env={**ENV, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=open(log, "wb"), text=True)
     lines: list[str] = []
     ready = threading.Event()
 
@@ -326,9 +406,9 @@ def audiolime_up(tmp: Path) -> Iterator[Stack]:
     threading.Thread(target=read, daemon=True).start()
     if not ready.wait(420) or proc.poll() is not None:
         terminate(proc)
-        pytest.fail(f"audiolime up did not start: {lines}\n{(tmp / 'up.log').read_text()[-3000:]}")
+        pytest.fail(f"audiolime up did not start: {lines}\n{log.read_text()[-3000:]}")
     try:
-        yield Stack(proc, base, store, lines)
+        yield Stack(proc, base, store, lines, log)
     finally:
         terminate(proc)
 

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from audiolime.cli import main
+from conftest import cli_error
 
 KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"
 
@@ -105,16 +106,6 @@ def test_out_has_the_listening_report(karissa_run):
     assert f"audiolime: listening report: {out / 'explanation.html'} (open it in a browser)" in stderr
 
 
-def _error(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code != 0, "expected a failure"
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("audiolime: error:"), err
-    return lines[0]
-
-
 @pytest.fixture()
 def bad_files(tmp_path: Path) -> dict[str, Path]:
     files = {"text": tmp_path / "notes.ogg", "empty": tmp_path / "empty.wav", "silent": tmp_path / "silent.wav",
@@ -137,7 +128,7 @@ def test_bad_audio_is_one_line_error(capsys, tmp_path, bad_files, case, extra, m
     """Unreadable, non-audio, empty and silent inputs fail with one line, exit 2, no --out written."""
     song = bad_files.get(case, tmp_path / "does-not-exist.mp3")
     out = tmp_path / "out"
-    line = _error(capsys, ["explain", str(song), "--out", str(out), *extra])
+    line = cli_error(capsys, ["explain", str(song), "--out", str(out), *extra])
     assert message in line and not out.exists()
 
 
@@ -155,7 +146,7 @@ def test_bad_parameters_are_one_line_errors(capsys, shared, models, tmp_path, ex
     """Out-of-range parameters, unknown tags and models: one line naming the problem, nothing in --out."""
     out = tmp_path / "out"
     argv = ["explain", str(shared / "audio" / KARISSA), "--out", str(out), "--model-dir", str(models), *extra]
-    line = _error(capsys, argv)
+    line = cli_error(capsys, argv)
     assert message in line
     assert not out.exists()
 

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -24,9 +23,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiolime.procs import free_base, free_port, metric_value, port_free, scrape, terminate
+from audiolime.procs import free_port, metric_value, scrape, terminate
 from audiolime.v1 import explainer_pb2
-from conftest import (BATCHING, DRUMS, ENV, REPO, explain_request, explainer_args, explainer_stub, http_get,
+from conftest import (BATCHING, DRUMS, audiolime_up, explain_request, explainer_args, explainer_stub, http_get,
                       model_dir, s3_client, start_server, tagger_args, wait_metric)
 
 pytestmark = pytest.mark.slow
@@ -320,39 +319,30 @@ def test_admission_refuses_beyond_the_limits_and_cancelled_work_stops(explainers
 
 
 # -- audiolime up ---------------------------------------------------------------------------------------
-def start_up(store: Path, base: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "audiolime"), "up", "--base-port", str(base), "--store",
-                             store.as_uri(), "--model-dir", str(model_dir())],
-                            env={**ENV, "AUDIOLIME_JOB_LEASE": LEASE}, stdout=subprocess.PIPE,
-                            stderr=open(log, "ab"), text=True)
-    for line in proc.stdout:
-        if line.startswith("try:"):
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc
-    terminate(proc)
-    raise AssertionError(f"audiolime up did not start: {log.read_text()[-3000:]}")
+def alive(pid: int) -> bool:
+    """Whether a process runs (an exited one not yet reaped, a zombie, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 def test_up_killed_mid_job_and_started_again_on_the_same_store_finishes_it(tmp_path, shared, models):
     """SIGKILL ``audiolime up`` while a job runs (its services die with it), start it again with the
     same --store: the job is resumed and GetExplanation returns SUCCEEDED with URLs that download."""
-    from audiolime.commands.up import PORT_OFFSETS
-
-    store, base = tmp_path / "store", free_base(PORT_OFFSETS)
-    up = start_up(store, base, tmp_path / "up.log")
-    try:
+    env = {"AUDIOLIME_JOB_LEASE": LEASE}
+    with audiolime_up(tmp_path, env=env) as first:
         # up's explainer: batches of 64, 4 in flight; N = 1024 keeps the job in "predict" for a while
-        job_id = explainer_stub(base + 1).SubmitExplanation(drums(num_samples=1024), timeout=60).job_id
-        wait_job(explainer_stub(base + 1), job_id, predicting)
-        up.kill()
-        up.wait()
+        job_id = first.stub.SubmitExplanation(drums(num_samples=1024), timeout=60).job_id
+        wait_job(first.stub, job_id, predicting)
+        services = [first.pid(c) for c in ("separator", "tagger", "explainer")]
+        first.proc.kill()
+        first.proc.wait()
         deadline = time.monotonic() + 30
-        while not all(port_free(base + d) for d in PORT_OFFSETS):  # the services died with up
+        while any(alive(pid) for pid in services):  # the services died with up
             assert time.monotonic() < deadline, "services outlived audiolime up"
             time.sleep(0.2)
-        up = start_up(store, base, tmp_path / "up.log")
-        job = wait_job(explainer_stub(base + 1), job_id)  # (attempt 3 if the tagger was not ready for attempt 2)
+    with audiolime_up(tmp_path, env=env) as second:  # the same store, tmp_path/store
+        job = wait_job(second.stub, job_id)  # (attempt 3 if the tagger was not ready for attempt 2)
         assert job.state == State.SUCCEEDED and job.attempt >= 2, job.error_message
         assert_downloads(job)
-    finally:
-        terminate(up)

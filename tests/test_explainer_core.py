@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from audiolime import errors
+from audiolime.explain.limits import Limits
 from audiolime.explainer.remote import RetryPolicy
 from audiolime.explainer.service import ExplainerService, ServiceConfig
 from audiolime.server import context as callctx
@@ -24,7 +25,7 @@ def core(tmp_path):
     store = LocalStore(tmp_path / "store", public_url="http://127.0.0.1:9/", secret=b"k")
     tagger = FakeTagger()
     service = ExplainerService(store, lambda name, version: tagger, FakeSeparator(),
-                               ServiceConfig(batch_size=16, max_in_flight=4, max_bytes=10 ** 7))
+                               ServiceConfig(batch_size=16, max_in_flight=4, limits=Limits(max_bytes=10 ** 7)))
     return service, tagger, store
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from audiolime import errors
+from audiolime.explain.limits import Limits
 from audiolime.explainer.jobs import JobConfig, JobRunner
 from audiolime.explainer.jobstore import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore
 from audiolime.explainer.service import ExplainerService, ServiceConfig
@@ -38,7 +39,7 @@ class Replica:
                  max_concurrent: int = 2, lease_s: float = 1.5, **config) -> None:
         self.tagger = tagger or FakeTagger()
         self.service = ExplainerService(store, lambda name, version: self.tagger, FakeSeparator(),
-                                        ServiceConfig(batch_size=16, max_in_flight=2, max_bytes=10 ** 7))
+                                        ServiceConfig(batch_size=16, max_in_flight=2, limits=Limits(max_bytes=10 ** 7)))
         self.admission = Admission(max_concurrent, config.get("max_queued", 8), metrics.EXPLANATIONS, "explainer",
                                    "explanations")
         cfg = JobConfig(lease_s=lease_s, poll_s=0.05, **config)

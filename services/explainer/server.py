@@ -3,8 +3,8 @@
 ``file://`` store, the HTTP server of its signed URLs.
 
 Run: ``python -m audiolime.explainer.server --store file:///data --separator HOST:50051
---tagger HOST:8500`` (every flag has an environment fallback; see docs/service-contract.md).
-Imports no TensorFlow.
+--tagger HOST:8500`` (every flag has an environment fallback; see docs/service-contract.md and
+docs/security.md for TLS, tokens and limits). Imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,15 +17,18 @@ import socket
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
-from audiolime import errors
+from audiolime import inputs
+from audiolime.errors import InvalidInput
+from audiolime.explain import limits
+from audiolime.explain.limits import Limits
 from audiolime.explainer.http import make_http_server
 from audiolime.explainer.jobs import JobConfig, JobRunner
 from audiolime.explainer.jobstore import JobStore
 from audiolime.explainer.remote import RemoteSeparator, RemoteTagger, RetryPolicy, make_channel
 from audiolime.explainer.service import ExplainerService, ServiceConfig
 from audiolime.explainer.servicer import SERVICE_NAME, ExplainerServicer
-from audiolime.inputs import InputReader
 from audiolime.server import logs, metrics, runtime
 from audiolime.server.admission import Admission
 from audiolime.store import ObjectStore, check_conditional_writes, open_store
@@ -66,8 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base of local signed URLs (default http://127.0.0.1:<http-port>)")
     p.add_argument("--url-secret", default=env("AUDIOLIME_URL_SECRET", None),
                    help="HMAC key of local signed URLs (default: random per process)")
-    p.add_argument("--max-duration", type=float, default=env("AUDIOLIME_MAX_DURATION", 600.0, float))
-    p.add_argument("--max-bytes", type=int, default=env("AUDIOLIME_MAX_BYTES", 200 * 1024 * 1024, int))
+    limits.add_flags(p, env)
+    inputs.add_flags(p, env)
+    p.add_argument("--auth-tokens", type=Path, default=env("AUDIOLIME_AUTH_TOKENS_FILE", None, Path),
+                   help="bearer-token file (one token per line, optionally name:token); callers without a valid "
+                        "token get UNAUTHENTICATED, health checks exempt ($AUDIOLIME_AUTH_TOKENS_FILE)")
+    p.add_argument("--tls-ca", type=Path, default=env("AUDIOLIME_TLS_CA", None, Path),
+                   help="PEM CA certificate of the separator's and tagger's TLS certificates: turns TLS on for "
+                        "those channels ($AUDIOLIME_TLS_CA)")
+    p.add_argument("--tls-client-cert", type=Path, default=env("AUDIOLIME_TLS_CLIENT_CERT", None, Path),
+                   help="PEM certificate the explainer presents to separator and tagger that require client "
+                        "certificates (mTLS) ($AUDIOLIME_TLS_CLIENT_CERT)")
+    p.add_argument("--tls-client-key", type=Path, default=env("AUDIOLIME_TLS_CLIENT_KEY", None, Path),
+                   help="PEM private key of --tls-client-cert ($AUDIOLIME_TLS_CLIENT_KEY)")
     p.add_argument("--max-concurrent", type=int, default=env("AUDIOLIME_MAX_CONCURRENT", 4, int),
                    help="explanations running at once on this replica: unary, stream and jobs "
                         "($AUDIOLIME_MAX_CONCURRENT)")
@@ -88,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def backend_credentials(args: argparse.Namespace):
+    """TLS credentials of the channels to separator and tagger (None: plaintext)."""
+    if args.tls_ca is None:
+        if args.tls_client_cert or args.tls_client_key:
+            raise InvalidInput("--tls-client-cert/--tls-client-key need --tls-ca")
+        return None
+    from audiolime.tls import channel_credentials
+
+    return channel_credentials(args.tls_ca, args.tls_client_cert, args.tls_client_key)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_logging("explainer", args.log_level)
@@ -95,12 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("--store (or $AUDIOLIME_STORE) is required")
         return 2
     try:
+        security = runtime.Security.from_args(args)
+        bounds = Limits.from_args(args)
+        allowed = inputs.parse_locations(args.input_buckets)
+        backend_tls = backend_credentials(args)
         job_config = JobConfig(lease_s=args.job_lease, poll_s=args.job_poll, ttl_s=args.job_ttl,
                                max_attempts=args.job_attempts, max_queued=args.max_queued,
                                sweep_s=min(60.0, max(args.job_poll, args.job_ttl / 4))).check()
         admission = Admission(args.max_concurrent, args.max_queued, metrics.EXPLANATIONS, "explainer", "explanations")
-    except (errors.InvalidInput, ValueError) as exc:
-        log.error("bad job or admission settings", extra={"error": str(exc)})
+    except (InvalidInput, ValueError) as exc:
+        log.error(f"bad configuration: {exc}")
         return 2
     if args.max_concurrent + args.max_queued >= args.max_workers:
         log.error("--max-concurrent + --max-queued must be below --max-workers: waiting and running explanations "
@@ -134,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A busy separator answers RESOURCE_EXHAUSTED while one separation takes 5-70 s: wait longer.
     separator_policy = RetryPolicy(timeout_s=args.separator_timeout, retries=args.separator_retries,
                                    backoff_s=max(args.tagger_backoff, 1.0), backoff_cap_s=30.0)
-    tagger_channel = make_channel(args.tagger)
-    separator_channel = make_channel(args.separator)
+    tagger_channel = make_channel(args.tagger, backend_tls)
+    separator_channel = make_channel(args.separator, backend_tls)
 
     def tagger_factory(name: str, version: int | None) -> RemoteTagger:
         return RemoteTagger(tagger_channel, name, version, tagger_policy)
@@ -143,15 +172,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     separator = RemoteSeparator(separator_channel, store, separator_policy, args.s3_endpoint, args.s3_region)
     service = ExplainerService(store, tagger_factory, separator,
                                ServiceConfig(batch_size=args.batch_size, max_in_flight=args.max_in_flight,
-                                             max_duration_s=args.max_duration, max_bytes=args.max_bytes),
-                               read_uri=InputReader(store, args.s3_endpoint, args.s3_region))
+                                             limits=bounds),
+                               read_uri=inputs.InputReader(store, args.s3_endpoint, args.s3_region, allowed, bounds))
     worker_id = f"{socket.gethostname()}-{os.getpid()}"
     jobs = JobRunner(JobStore(store, args.job_lease, args.job_ttl), service.explain, admission, worker_id, job_config)
     servicer = ExplainerServicer(service, jobs, admission)
     try:
         running = runtime.start(
             [runtime.Service(SERVICE_NAME, lambda s: explainer_pb2_grpc.add_ExplainerServicer_to_server(servicer, s))],
-            args.host, args.port, args.metrics_port or None, args.max_workers,
+            args.host, args.port, args.metrics_port or None, args.max_workers, security=security,
+            max_receive_bytes=bounds.max_receive_bytes,
             maximum_concurrent_rpcs=4 * args.max_workers)  # a flood beyond: RESOURCE_EXHAUSTED from gRPC
     except OSError as exc:
         log.error("cannot start", extra={"error": str(exc)})

@@ -23,15 +23,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from audiolime import errors
-from audiolime.audio import decode
+from audiolime.audio import decode, probe
 from audiolime.explain.artifacts import write_explanation
 from audiolime.explain.document import MANIFEST, REPORT_FILE, Document
 from audiolime.explain.engine import Engine
 from audiolime.explain.events import Event, EventSink, ignore
+from audiolime.explain.limits import Limits
 from audiolime.explain.pipeline import Tagger, check, explain_song
 from audiolime.explain.request import ExplainRequest
-from audiolime.explain.signal import Audio
 from audiolime.explain.stems import StemSource
+from audiolime.inputs import InputReader
 from audiolime.server import metrics
 from audiolime.store import ObjectStore
 from audiolime.wire import AudioSource
@@ -60,8 +61,7 @@ class Job:
 class ServiceConfig:
     batch_size: int = 64
     max_in_flight: int = 4
-    max_duration_s: float = 600.0
-    max_bytes: int = 200 * 1024 * 1024
+    limits: Limits = field(default_factory=Limits)
     tagger_cache_s: float = 30.0
 
 
@@ -123,7 +123,7 @@ class ExplainerService:
     def __init__(self, store: ObjectStore, tagger_factory: TaggerFactory, separator: SeparatorClient,
                  config: ServiceConfig = ServiceConfig(), read_uri: Callable[[str], bytes] | None = None) -> None:
         self.store = store
-        self.read_uri = read_uri or (lambda uri: store.get(store.parse_uri(uri)))
+        self.read_uri = read_uri or InputReader(store, limits=config.limits)
         self.separator = separator
         self.config = config
         self._taggers = _TaggerCache(tagger_factory, config.tagger_cache_s)
@@ -131,45 +131,45 @@ class ExplainerService:
     # -- checks before any work --------------------------------------------------------------
     def validate(self, job: Job) -> Job:
         """Everything that can be checked without the audio or the backends."""
-        job.request.validate()
+        job.request.validate(self.config.limits)
         job.audio.check()
-        if job.audio.content is not None and len(job.audio.content) > self.config.max_bytes:
-            raise errors.InvalidInput(f"audio is {len(job.audio.content)} bytes, more than the limit "
-                                      f"{self.config.max_bytes}")
+        if job.audio.content is not None:
+            self.config.limits.check_size(len(job.audio.content), "audio")
         if not 0 <= job.url_ttl_s <= MAX_URL_TTL_S:
             raise errors.InvalidInput(f"url_ttl_s must be between 0 and {MAX_URL_TTL_S} (7 days), got {job.url_ttl_s}")
         return job
 
-    def _decode(self, audio: AudioSource) -> Audio:
-        content = audio.content
-        if content is None:
-            try:
-                content = self.read_uri(audio.uri)
-            except errors.NotFound as exc:
-                raise errors.InvalidInput(f"audio uri: {exc}") from None
-            if len(content) > self.config.max_bytes:
-                raise errors.InvalidInput(f"{audio.uri} is {len(content)} bytes, more than the limit "
-                                          f"{self.config.max_bytes}")
-        decoded = decode(content, audio.name)
-        if decoded.duration_s > self.config.max_duration_s:
-            raise errors.InvalidInput(f"{audio.name}: {decoded.duration_s:.1f} s is longer than the limit "
-                                      f"{self.config.max_duration_s:g} s")
-        return decoded
+    def _content(self, audio: AudioSource) -> bytes:
+        """The encoded audio: inline, or read by URI (allow-list and size checked first)."""
+        if audio.content is not None:
+            return audio.content
+        try:
+            return self.read_uri(audio.uri)
+        except errors.NotFound as exc:
+            raise errors.InvalidInput(f"audio uri: {exc}") from None
 
     # -- the request -------------------------------------------------------------------------
     def explain(self, job: Job, events: EventSink = ignore, explanation_id: str | None = None) -> ExplainOutcome:
-        """Explain, publish to the store, return the outcome with presigned URLs."""
+        """Explain, publish to the store, return the outcome with presigned URLs.
+
+        Checks run cheapest first, each before the work it protects: the request's fields, the
+        audio's size and header, the request against the tagger and the header (tags, cost,
+        component memory), and only then decoding and separation."""
         self.validate(job)
-        req = job.request
+        req, limits = job.request, self.config.limits
         events(Event("decode"))
         t = time.perf_counter()
-        audio = self._decode(job.audio)
+        content = self._content(job.audio)
+        header = probe(content, job.audio.name, limits)
         decode_s = time.perf_counter() - t
         tagger = self._taggers.get(req.model, req.model_version)
-        check(req, tagger, audio)  # unknown tags, bad windows: before any separation
+        check(req, tagger, header, limits)  # unknown tags, bad windows, too costly: before decoding
+        t = time.perf_counter()
+        audio = decode(content, job.audio.name, limits)
+        decode_s += time.perf_counter() - t
         source = self.separator.stems(job.audio, req.separator)
         engine = Engine(tagger.predict, tagger.labels, self.config.batch_size, self.config.max_in_flight)
-        result = explain_song(audio, job.audio.name, req, tagger, source, engine, events)
+        result = explain_song(audio, job.audio.name, req, tagger, source, engine, events, limits)
         events(Event("store"))
         explanation_id = explanation_id or uuid.uuid4().hex
         t = time.perf_counter()

@@ -1,8 +1,9 @@
 """Separation service core (no gRPC): decode, cache lookup, admission control, chunked Spleeter.
 
-* Input: encoded audio bytes or an object-store URI (``s3://bucket/key``, or a URI of the
-  configured store), at most ``max_bytes`` encoded and ``max_duration_s`` decoded, else
-  ``InvalidInput``.
+* Input: encoded audio bytes or an object-store URI (``s3://bucket/key`` in an allowed input
+  location, or a URI of the configured store), within the same :class:`~audiolime.explain.limits.Limits`
+  as the explainer's (size, then the header, before anything is decoded), else ``InvalidInput``
+  (``PermissionDenied`` for a URI outside the allowed locations).
 * Cache key: sha256 of the decoded PCM + model name; entries live in the object store
   (see :mod:`audiolime.separator.cache`). A hit skips Spleeter.
 * Bounded concurrency: at most ``max_concurrency`` separations run at once and at most
@@ -30,6 +31,7 @@ import numpy as np
 
 from audiolime import audio as audiolib
 from audiolime.errors import InvalidInput, ModelNotFound
+from audiolime.explain.limits import MAX_URI_CHARS, Limits, check_name
 from audiolime.explain.signal import Audio, resample
 from audiolime.explain.stems import STEM_RATE, ChunkPlan, separate_chunked
 from audiolime.inputs import InputReader
@@ -52,8 +54,7 @@ class Separator(Protocol):
 
 @dataclass(frozen=True)
 class SeparatorConfig:
-    max_duration_s: float = 600.0
-    max_bytes: int = 200 * 1024 * 1024
+    limits: Limits = field(default_factory=Limits)
     max_concurrency: int = 1
     max_queue: int = 8
     chunk_s: float = 30.0  # rounded to whole Spleeter segments; 0 = never chunk
@@ -88,11 +89,12 @@ class SeparationService:
         self.separators = dict(separators)
         self.cache = cache
         self.config = config
-        self.read_uri = read_uri or InputReader(cache.store)
+        self.read_uri = read_uri or InputReader(cache.store, limits=config.limits)
         self.admission = Admission(config.max_concurrency, config.max_queue, metrics.SEPARATIONS, "separator",
                                    "separations")
 
     def model(self, name: str) -> Separator:
+        check_name("model", name)
         name = name or self.config.default_model
         try:
             return self.separators[name]
@@ -101,23 +103,17 @@ class SeparationService:
                                 f"(loaded: {', '.join(sorted(self.separators)) or 'none'})") from None
 
     def load_audio(self, content: bytes | None, uri: str | None, filename: str = "") -> Audio:
-        """Decode the input within the configured size and duration limits."""
+        """Decode the input within the configured limits (size and header before decoding)."""
+        check_name("audio.filename", filename)
         if uri:
+            check_name("audio.uri", uri, MAX_URI_CHARS)
             content = self.read_uri(uri)
             label = filename or uri
         else:
             label = filename or "audio content"
         if not content:
             raise InvalidInput("no audio given: set audio.content or audio.uri")
-        if len(content) > self.config.max_bytes:
-            raise InvalidInput(f"{label}: {len(content)} bytes exceeds the limit of {self.config.max_bytes} bytes")
-        audio = audiolib.decode(content, label)
-        if audio.duration_s > self.config.max_duration_s:
-            raise InvalidInput(f"{label}: {audio.duration_s:.1f} s exceeds the limit of "
-                               f"{self.config.max_duration_s:g} s")
-        if audio.channels > 2:
-            raise InvalidInput(f"{label}: {audio.channels} channels; only mono and stereo are supported")
-        return audio
+        return audiolib.decode(content, label, self.config.limits)
 
     def separate(self, content: bytes | None = None, uri: str | None = None, model: str = "",
                  filename: str = "") -> SeparateResult:

@@ -32,7 +32,7 @@ from urllib.parse import quote, urlparse
 from audiolime.errors import InvalidInput, NotFound
 
 
-def _clean_key(key: str) -> str:
+def clean_key(key: str) -> str:
     """Reject keys that could escape the store (absolute, ``..``, empty segments)."""
     k = key.strip("/")
     parts = k.split("/")
@@ -69,8 +69,13 @@ class ObjectStore(ABC):
         """Every object whose key starts with ``prefix`` (a plain string prefix), sorted by key."""
 
     @abstractmethod
-    def get(self, key: str) -> bytes:
-        """The object's bytes; raises ``audiolime.errors.NotFound`` when it does not exist."""
+    def get(self, key: str, limit: int | None = None) -> bytes:
+        """The object's bytes (at most the first ``limit``); raises ``audiolime.errors.NotFound``
+        when it does not exist."""
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """The object's size in bytes, without reading it; ``NotFound`` when it does not exist."""
 
     @abstractmethod
     def exists(self, key: str) -> bool:
@@ -116,7 +121,7 @@ class S3Store(ObjectStore):
                           s3={"addressing_style": "path"} if endpoint_url else None))
 
     def _full(self, key: str) -> str:
-        k = _clean_key(key)
+        k = clean_key(key)
         return f"{self.prefix}/{k}" if self.prefix else k
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
@@ -145,11 +150,23 @@ class S3Store(ObjectStore):
                     for o in page.get("Contents", [])]
         return sorted(out, key=lambda o: o.key)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, limit: int | None = None) -> bytes:
+        from botocore.exceptions import ClientError
+
+        extra = {} if limit is None else {"Range": f"bytes=0-{max(limit, 1) - 1}"}
+        try:
+            body = self._client.get_object(Bucket=self.bucket, Key=self._full(key), **extra)["Body"]
+            return body.read() if limit is None else body.read(limit)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"object {self.uri(key)} does not exist") from None
+            raise
+
+    def size(self, key: str) -> int:
         from botocore.exceptions import ClientError
 
         try:
-            return self._client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+            return int(self._client.head_object(Bucket=self.bucket, Key=self._full(key))["ContentLength"])
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 raise NotFound(f"object {self.uri(key)} does not exist") from None
@@ -193,7 +210,7 @@ class S3Store(ObjectStore):
             if not path.startswith(self.prefix + "/"):
                 raise InvalidInput(f"{uri!r} is not under s3://{self.bucket}/{self.prefix}/")
             path = path[len(self.prefix) + 1:]
-        return _clean_key(path)
+        return clean_key(path)
 
 
 def sign(secret: bytes, key: str, expires: int) -> str:
@@ -222,7 +239,7 @@ class LocalStore(ObjectStore):
         self.secret = secret
 
     def path(self, key: str) -> Path:
-        return self.root / _clean_key(key)
+        return self.root / clean_key(key)
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         dest = self.path(key)
@@ -274,11 +291,18 @@ class LocalStore(ObjectStore):
                     out.append(ObjectInfo(key, st.st_size, st.st_mtime))
         return sorted(out, key=lambda o: o.key)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, limit: int | None = None) -> bytes:
         try:
-            return self.path(key).read_bytes()
+            with open(self.path(key), "rb") as f:
+                return f.read() if limit is None else f.read(limit)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"object {self.uri(key)} does not exist") from None
+
+    def size(self, key: str) -> int:
+        path = self.path(key)
+        if not path.is_file():
+            raise NotFound(f"object {self.uri(key)} does not exist")
+        return path.stat().st_size
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -305,13 +329,13 @@ class LocalStore(ObjectStore):
     def presign(self, key: str, ttl_s: int = 3600) -> str:
         if not self.public_url or not self.secret:
             raise InvalidInput("local store has no public URL / URL secret configured; cannot sign URLs")
-        k = _clean_key(key)
+        k = clean_key(key)
         expires = int(time.time()) + int(ttl_s)
         return f"{self.public_url}/o/{quote(k)}?expires={expires}&sig={sign(self.secret, k, expires)}"
 
     def verify(self, key: str, expires: int | str, sig: str) -> bool:
         """Check a signed URL's parameters against this store's secret."""
-        return bool(self.secret) and verify(_clean_key(key), expires, sig, self.secret)
+        return bool(self.secret) and verify(clean_key(key), expires, sig, self.secret)
 
     def parse_uri(self, uri: str) -> str:
         u = urlparse(uri)
@@ -322,7 +346,7 @@ class LocalStore(ObjectStore):
             rel = path.relative_to(self.root)
         except ValueError:
             raise InvalidInput(f"{uri!r} is not under {self.root.as_uri()}") from None
-        return _clean_key(rel.as_posix())
+        return clean_key(rel.as_posix())
 
 
 def check_conditional_writes(store: ObjectStore, prefix: str = "jobs/") -> bool:

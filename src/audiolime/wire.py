@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from audiolime.errors import InvalidInput
 from audiolime.explain.document import Document
 from audiolime.explain.events import Event
+from audiolime.explain.limits import MAX_URI_CHARS, check_name
 from audiolime.explain.request import ExplainRequest
 from audiolime.v1 import common_pb2, explainer_pb2
 
@@ -32,6 +33,9 @@ class AudioSource:
     def check(self) -> AudioSource:
         if (self.content is None) == (self.uri is None):
             raise InvalidInput("audio: give exactly one of content (bytes) or uri")
+        check_name("audio.filename", self.filename)
+        if self.uri is not None:
+            check_name("audio.uri", self.uri, MAX_URI_CHARS)
         return self
 
 

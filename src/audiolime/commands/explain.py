@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 from audiolime.commands.args import add_model_dir, integer, number, positive_int
+from audiolime.explain import limits
 from audiolime.explain.events import Event
+from audiolime.explain.limits import Limits
 from audiolime.explain.request import ExplainRequest
 
 D = ExplainRequest  # the defaults, read from the one request model
@@ -44,14 +46,18 @@ def add_explain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tagger", default=D.model, help=f"tagger model (default {D.model})")
     p.add_argument("--separator", default=D.separator, help=f"separator model (default {D.separator})")
     p.add_argument("--batch-size", type=positive_int(1, 4096), default=64, help="windows per tagger call")
-    p.add_argument("--server", default=None, help="use the explainer service at HOST:PORT instead of in-process models")
+    p.add_argument("--server", default=None, help="use the explainer service at HOST:PORT instead of in-process models "
+                                                  "(bearer token from $AUDIOLIME_TOKEN)")
+    p.add_argument("--ca", type=Path, default=None, help="with --server: PEM CA certificate of the server's TLS "
+                                                         "certificate (turns TLS on)")
     add_model_dir(p)
+    limits.add_flags(p)
 
 
 def request_from_args(args: argparse.Namespace) -> ExplainRequest:
     return ExplainRequest(model=args.tagger, tags=tuple(args.tag or ()), window_start_s=args.start,
                           segments=args.segments, separator=args.separator, num_samples=args.num_samples,
-                          seed=args.seed, top_k=args.top_k).validate()
+                          seed=args.seed, top_k=args.top_k).validate(Limits.from_args(args))
 
 
 class ProgressBar:
@@ -97,15 +103,16 @@ def _explain_local(args: argparse.Namespace, request: ExplainRequest) -> dict:
     from audiolime.local import load_separator, load_tagger, quiet_tensorflow
     from audiolime.store import LocalStore
 
-    audio = decode(args.song)  # bad audio fails before any model loads
+    bounds = Limits.from_args(args)
+    audio = decode(args.song, limits=bounds)  # bad audio fails before any model loads
     quiet_tensorflow()
     tagger = load_tagger(args.model_dir, request.model, request.model_version or None)
-    check(request, tagger, audio)  # bad tags, segments, start: fail before loading the separator
+    check(request, tagger, audio, bounds)  # bad tags, segments, start, cost: fail before loading the separator
     separator = load_separator(args.model_dir, request.separator)
     source = LocalSeparation(lambda wave: separator.separate(wave, STEM_RATE).stems, separator.name)
     engine = Engine(tagger.predict, tagger.labels, batch_size=args.batch_size)
     with ProgressBar() as progress:
-        result = explain_song(audio, str(args.song), request, tagger, source, engine, progress)
+        result = explain_song(audio, str(args.song), request, tagger, source, engine, progress, bounds)
     doc = write_explanation(result, LocalStore(args.out))[0] if args.out else describe(result)
     return doc.to_json()
 
@@ -113,14 +120,14 @@ def _explain_local(args: argparse.Namespace, request: ExplainRequest) -> dict:
 def _explain_remote(args: argparse.Namespace, request: ExplainRequest) -> tuple[dict, str | None]:
     """The document, and a line naming the published report (its URL and until when it works)."""
     from audiolime import errors, wire
+    from audiolime.audio import probe
     from audiolime.client import ExplainerClient, download, fetch
 
     song = Path(args.song)
-    if not song.is_file():
-        raise errors.InvalidInput(f"{song}: no such file")
+    probe(song, limits=Limits.from_args(args))  # size and header before reading and uploading it
     pb = wire.request_to_proto(request, wire.AudioSource(content=song.read_bytes(), filename=str(args.song)))
     result = None
-    with ExplainerClient(args.server) as client, ProgressBar() as progress:
+    with ExplainerClient(args.server, ca=args.ca) as client, ProgressBar() as progress:
         for event in client.explain_stream(pb):
             if event.HasField("result"):
                 result = event.result

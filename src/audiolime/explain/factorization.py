@@ -83,6 +83,13 @@ class StemSegmentFactorization:
     def num_components(self) -> int:
         return len(self.info)
 
+    @staticmethod
+    def memory_bytes(num_components: int, samples: int, listen_samples: int = 0, listen_channels: int = 0) -> int:
+        """Bytes of the float32 component signals a factorization holds: ``[d', samples]`` for the
+        tagger plus ``[d', channels, listen_samples]`` to listen to (building them takes about as
+        much again, transiently)."""
+        return 4 * num_components * (samples + listen_channels * listen_samples)
+
     def compose(self, masks: np.ndarray) -> np.ndarray:
         """``masks [b, d']`` (0/1) -> model inputs ``[b, samples]``: one matrix product."""
         return np.asarray(masks, dtype=np.float32) @ self.components
