@@ -1,7 +1,8 @@
 """Shared fixtures and helpers: where ../shared and the models are, real servers as processes on
 loopback (started, waited for SERVING, always stopped), ``audiolime up``, a moto S3 server, JSON
-logs and metrics, a small explanation made without models, a real headless browser (Debian's
-``chromium``) and the Nu Html Checker.
+logs and metrics, a small explanation made without models, the fake tagger/separator behind the
+explainer core's protocols for in-process tests, a real headless browser (Debian's ``chromium``)
+and the Nu Html Checker.
 
 Missing shared material, models or tools fail loudly: a test suite that silently skips its
 real-data tests would pass while testing nothing.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -146,6 +148,46 @@ def s3_client(endpoint: str):
                         aws_secret_access_key="testing")
 
 
+# -- the explainer stack: arguments, requests, stubs ---------------------------------------------------
+KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"  # 133 s, female vocals
+DRUMS = "admiralbob77_-_Choice_-_Drum-bass.ogg"  # 25 s, 1.3 MB
+VIBE = "Kevin_MacLeod_-_Vibe_Ace.ogg"  # 61 s, 1.45 MB
+TAG = "female vocalists"
+
+
+def tagger_args(batching: Path) -> list[str]:
+    """Our tagger serving musicnn-msd with server-side batching from ``batching``."""
+    return ["--model-base-path", str(model_dir() / "serving" / "musicnn-msd"), "--model-name", "musicnn-msd",
+            "--enable-batching", "--batching-parameters-file", str(batching)]
+
+
+BATCHING = ("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1000 }\n"
+            "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 100 }\n")
+
+
+def explainer_args(store: str, separator: int, tagger: int, *extra: str) -> list[str]:
+    return ["--store", store, "--separator", f"{HOST}:{separator}", "--tagger", f"{HOST}:{tagger}", *extra]
+
+
+def explain_request(name: str = KARISSA, **kw):
+    """An ExplainRequest of a shared recording (musicnn, 'female vocalists', N=128, seed 0, top 3)."""
+    from audiolime.v1 import common_pb2, explainer_pb2
+
+    fields = dict(model="musicnn-msd", tags=[TAG], num_samples=128, seed=0, top_k=3)
+    fields.update(kw)
+    content = (shared_dir() / "audio" / name).read_bytes()
+    return explainer_pb2.ExplainRequest(audio=common_pb2.AudioInput(content=content, filename=name), **fields)
+
+
+def explainer_stub(port: int):
+    import grpc
+
+    from audiolime.v1 import explainer_pb2_grpc
+
+    ch = grpc.insecure_channel(f"{HOST}:{port}", options=[("grpc.max_send_message_length", 256 << 20)])
+    return explainer_pb2_grpc.ExplainerStub(ch)
+
+
 # -- hostile audio --------------------------------------------------------------------------------------
 def flac_header(data: bytes, rate: int | None = None, channels: int | None = None, frames: int | None = None) -> bytes:
     """A FLAC file whose STREAMINFO claims another sample rate (20 bits), channel count (1-8) or
@@ -247,6 +289,83 @@ def http_get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+# -- fakes for in-process tests of the explainer core -------------------------------------------------
+RATE = 44100
+LABELS = ["voice", "drums", "strings"]
+
+
+class FakeTagger:
+    """1 s windows at 8 kHz; 'voice' grows with the energy of the window's first half. Records
+    the request id of every call (to check that context reaches worker threads). ``hold_after``
+    calls, further calls wait for ``gate`` (to keep an explanation running)."""
+
+    name, version, labels, sample_rate, window_samples = "fake", 1, LABELS, 8000, 8000
+
+    def __init__(self, fail_after: int | None = None, hold_after: int | None = None) -> None:
+        self.calls: list[tuple[int, str]] = []
+        self.fail_after = fail_after
+        self.hold_after = hold_after
+        self.gate = threading.Event()
+        self._lock = threading.Lock()
+
+    def predict(self, x):
+        import numpy as np
+
+        from audiolime import errors
+        from audiolime.server import context as callctx
+
+        with self._lock:
+            self.calls.append((len(x), callctx.current_request_id()))
+            n = len(self.calls)
+            if self.fail_after is not None and n > self.fail_after:
+                raise errors.Unavailable("tagger Predict: UNAVAILABLE after 6 attempts")
+        if self.hold_after is not None and n > self.hold_after:
+            self.gate.wait(60)
+        half = x.shape[1] // 2
+        e1 = np.sqrt(np.mean(x[:, :half] ** 2, axis=1))
+        e2 = np.sqrt(np.mean(x[:, half:] ** 2, axis=1))
+        return np.stack([np.tanh(5 * e1), np.tanh(5 * e2), 0.1 + 0 * e1], axis=1).astype(np.float32)
+
+
+class FakeSeparator:
+    """The separator client: a local separation whose 'vocals' are the left channel's share."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def stems(self, audio, model: str):
+        from audiolime.explain.stems import ChunkPlan, LocalSeparation
+
+        self.requests += 1
+        source = LocalSeparation(lambda w: {"vocals": w * 0.7, "accompaniment": w * 0.3}, model, ChunkPlan(0, 0))
+        source.cache_hit = False
+        return source
+
+
+def song(seconds: float = 4.0) -> bytes:
+    """A 4 s stereo tone as WAV bytes (the fakes' test input)."""
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = 0.3 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 0.5 * t))
+    buf = io.BytesIO()
+    sf.write(buf, np.stack([x, 0.5 * x], axis=1).astype(np.float32), RATE, format="WAV")
+    return buf.getvalue()
+
+
+def fake_job(**kw):
+    """A small explanation of :func:`song` for the fake tagger (fields of ExplainRequest)."""
+    from audiolime.explain.request import ExplainRequest
+    from audiolime.explainer.service import Job
+    from audiolime.wire import AudioSource
+
+    fields = dict(tags=("voice",), num_samples=200, segments=4, top_k=2)
+    url_ttl_s = kw.pop("url_ttl_s", 0)
+    fields.update(kw)
+    return Job(ExplainRequest(model="fake", **fields), AudioSource(content=song(), filename="tone.wav"), url_ttl_s)
 
 
 # -- audiolime up ------------------------------------------------------------------------------------

@@ -26,15 +26,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ENV, REPO, Stack, audiolime_up, http_get, model_dir, s3_client, serving, shared_dir, start_server
+from conftest import (BATCHING, DRUMS, ENV, KARISSA, REPO, TAG, VIBE, Stack, audiolime_up, explainer_args,
+                      explainer_stub, http_get, model_dir, s3_client, serving, shared_dir, start_server, tagger_args)
+from conftest import explain_request as request
 
-KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"  # 133 s, female vocals
-DRUMS = "admiralbob77_-_Choice_-_Drum-bass.ogg"  # 25 s, 1.3 MB
-VIBE = "Kevin_MacLeod_-_Vibe_Ace.ogg"  # 61 s, 1.45 MB
-TAG = "female vocalists"
 N = 128
 HOST = "127.0.0.1"
 PY = sys.executable
+stub = explainer_stub
 
 pytestmark = pytest.mark.slow
 
@@ -42,34 +41,6 @@ pytestmark = pytest.mark.slow
 # -- process helpers -------------------------------------------------------------------------------
 from audiolime.procs import free_port, scrape, terminate  # noqa: E402
 from audiolime.procs import metric_value as metric  # noqa: E402
-
-
-def tagger_args(batching: Path) -> list[str]:
-    return ["--model-base-path", str(model_dir() / "serving" / "musicnn-msd"), "--model-name", "musicnn-msd",
-            "--enable-batching", "--batching-parameters-file", str(batching)]
-
-
-def explainer_args(store: str, separator: int, tagger: int, *extra: str) -> list[str]:
-    return ["--store", store, "--separator", f"{HOST}:{separator}", "--tagger", f"{HOST}:{tagger}", *extra]
-
-
-def song(name: str) -> bytes:
-    return (shared_dir() / "audio" / name).read_bytes()
-
-
-def request(name: str = KARISSA, **kw):
-    from audiolime.v1 import common_pb2, explainer_pb2
-
-    fields = dict(model="musicnn-msd", tags=[TAG], num_samples=N, seed=0, top_k=3)
-    fields.update(kw)
-    return explainer_pb2.ExplainRequest(audio=common_pb2.AudioInput(content=song(name), filename=name), **fields)
-
-
-def stub(port: int):
-    from audiolime.v1 import explainer_pb2_grpc
-
-    ch = grpc.insecure_channel(f"{HOST}:{port}", options=[("grpc.max_send_message_length", 256 << 20)])
-    return explainer_pb2_grpc.ExplainerStub(ch)
 
 
 # -- fixtures ----------------------------------------------------------------------------------------
@@ -222,7 +193,7 @@ def test_async_job_round_trip(stack, first):
             break
         time.sleep(0.5)
     assert job.state == explainer_pb2.ExplanationJob.SUCCEEDED, job.error_message
-    assert job.result.explanation_id == job_id and job.result.targets[0].tag == TAG
+    assert job.result.explanation_id == f"{job_id}-1" and job.attempt == 1 and job.result.targets[0].tag == TAG
     assert http_get(job.result.manifest_url)[0] == 200
     with pytest.raises(grpc.RpcError) as exc:
         stack.stub.GetExplanation(explainer_pb2.GetExplanationRequest(job_id="0" * 32), timeout=30)
@@ -415,7 +386,9 @@ def test_s3_store_presigned_urls(s3_explainer, moto_s3):
             assert json.loads(data)["audio"]["sha256"] == resp.audio.sha256
     s3 = s3_client(moto_s3)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="audiolime-test", Prefix="results/")["Contents"]]
-    assert all(k.startswith(f"results/explanations/{resp.explanation_id}/") for k in keys) and len(keys) == 10
+    results = [k for k in keys if not k.startswith("results/expiry/")]  # besides: when to delete it (TTL)
+    assert all(k.startswith(f"results/explanations/{resp.explanation_id}/") for k in results) and len(results) == 10
+    assert [k.rsplit("-", 1)[-1] for k in keys if k.startswith("results/expiry/")] == [resp.explanation_id]
 
 
 @pytest.mark.parametrize("name,message", [(KARISSA, "more than the limit 1500000"),
@@ -434,8 +407,7 @@ def faulty(stack, first, tmp_path_factory):
     """A dedicated tagger (to kill) and two explainers on it: a patient one and an impatient one."""
     tmp = tmp_path_factory.mktemp("faults")
     batching = tmp / "batching.txt"
-    batching.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1000 }\n"
-                        "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 100 }\n")
+    batching.write_text(BATCHING)
     state = {"tagger": start_server("audiolime.tagger.server", tagger_args(batching), tmp / "tagger.log")}
     tport = state["tagger"].port
     explainers = {}

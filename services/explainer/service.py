@@ -190,7 +190,6 @@ class ExplainerService:
 
     def _publish(self, result, job: Job, explanation_id: str, cache_hit: bool) -> ExplainOutcome:
         prefix = f"{PREFIX}/{explanation_id}/"
-        expires = time.time() + job.ttl_s
         signed: dict[str, str] = {}
 
         def link(name: str) -> str:  # presigning needs no object: the report is written with these
@@ -200,10 +199,31 @@ class ExplainerService:
 
         doc, names = write_explanation(result, self.store, prefix, links=link)
         try:
-            urls = {n: link(n) for n in names}
-            report_url, manifest_url = link(REPORT_FILE), link(MANIFEST)
+            return self._signed(explanation_id, doc, names, job.ttl_s, cache_hit, link)
         except BaseException:
             self.store.delete_prefix(prefix)
             raise
-        return ExplainOutcome(explanation_id, doc, urls, manifest_url, report_url, expires, cache_hit,
+
+    def present(self, explanation_id: str, ttl_s: int, cache_hit: bool, not_after: float | None = None,
+                store_s: float | None = None) -> ExplainOutcome:
+        """A published explanation read back from the store (by any replica) with fresh URLs valid
+        ``ttl_s`` seconds, but never past ``not_after`` (when the objects are deleted). The report's
+        own audio links are the ones signed when it was published."""
+        prefix = f"{PREFIX}/{explanation_id}/"
+        doc = Document.loads(self.store.get(prefix + MANIFEST))
+        if not_after is not None:
+            ttl_s = int(max(1, min(ttl_s, not_after - time.time())))
+        if store_s is not None:
+            doc = doc.with_timing("store", store_s)
+        return self._signed(explanation_id, doc, doc.files(), ttl_s, cache_hit)
+
+    def _signed(self, explanation_id: str, doc: Document, names: list[str], ttl_s: int, cache_hit: bool,
+                link: Callable[[str], str] | None = None) -> ExplainOutcome:
+        prefix = f"{PREFIX}/{explanation_id}/"
+        if link is None:
+            def link(name: str) -> str:
+                return self.store.presign(prefix + name, ttl_s)
+        expires = time.time() + ttl_s
+        urls = {n: link(n) for n in names}
+        return ExplainOutcome(explanation_id, doc, urls, link(MANIFEST), link(REPORT_FILE), expires, cache_hit,
                               [prefix + n for n in names] + [prefix + REPORT_FILE, prefix + MANIFEST])

@@ -22,23 +22,24 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from audiolime import audio as audiolib
-from audiolime.errors import InvalidInput, ModelNotFound, ResourceExhausted
+from audiolime.errors import InvalidInput, ModelNotFound
 from audiolime.explain.limits import MAX_URI_CHARS, Limits, check_name
 from audiolime.explain.signal import Audio, resample
 from audiolime.explain.stems import STEM_RATE, ChunkPlan, separate_chunked
 from audiolime.inputs import InputReader
 from audiolime.separator.cache import Manifest, StemCache, StemWriter
 from audiolime.server import metrics
+from audiolime.server.admission import Admission
+
+__all__ = ["Admission", "SeparationService", "SeparatorConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -80,75 +81,6 @@ class SeparateResult:
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
-class Admission:
-    """At most ``max_concurrency`` running and ``max_queue`` waiting requests; more -> ResourceExhausted.
-
-    A request takes a *place* on arrival (it then counts as waiting: decoding the audio and looking
-    up the cache hold a song in memory too, so they are bounded as well) and *runs* only on a
-    cache miss. A cache hit gives its place back after the lookup. The counts are exported as
-    ``audiolime_separator_separations{state="running"|"waiting"}``."""
-
-    def __init__(self, max_concurrency: int, max_queue: int) -> None:
-        if max_concurrency < 1 or max_queue < 0:
-            raise ValueError("max_concurrency must be >= 1 and max_queue >= 0")
-        self.max_concurrency = max_concurrency
-        self.max_queue = max_queue
-        self._slots = threading.Semaphore(max_concurrency)
-        self._lock = threading.Lock()
-        self.running = 0
-        self.waiting = 0
-
-    def _move(self, running: int = 0, waiting: int = 0) -> None:
-        with self._lock:
-            self.running += running
-            self.waiting += waiting
-            metrics.SEPARATIONS.labels("running").set(self.running)
-            metrics.SEPARATIONS.labels("waiting").set(self.waiting)
-
-    @contextmanager
-    def place(self) -> Iterator[Place]:
-        """Reserve a place (waiting) or fail at once with ResourceExhausted."""
-        with self._lock:
-            if self.running + self.waiting >= self.max_concurrency + self.max_queue:
-                raise ResourceExhausted(
-                    f"separator busy: {self.max_concurrency} running and {self.max_queue} queued; retry later")
-            self.waiting += 1
-        self._move()
-        ticket = Place(self)
-        try:
-            yield ticket
-        finally:
-            self._move(waiting=-1 if not ticket.ran else 0)
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        """A place and a run: for callers that always separate."""
-        with self.place() as p, p.run():
-            yield
-
-
-class Place:
-    """A reserved place in :class:`Admission`; ``run()`` waits for a separation slot (once)."""
-
-    def __init__(self, admission: Admission) -> None:
-        self._admission = admission
-        self.ran = False
-
-    @contextmanager
-    def run(self) -> Iterator[None]:
-        if self.ran:
-            raise RuntimeError("a place runs once")
-        adm = self._admission
-        adm._slots.acquire()
-        self.ran = True
-        adm._move(running=1, waiting=-1)
-        try:
-            yield
-        finally:
-            adm._move(running=-1)
-            adm._slots.release()
-
-
 class SeparationService:
     """Separate recordings with cached results; thread-safe."""
 
@@ -158,7 +90,8 @@ class SeparationService:
         self.cache = cache
         self.config = config
         self.read_uri = read_uri or InputReader(cache.store, limits=config.limits)
-        self.admission = Admission(config.max_concurrency, config.max_queue)
+        self.admission = Admission(config.max_concurrency, config.max_queue, metrics.SEPARATIONS, "separator",
+                                   "separations")
 
     def model(self, name: str) -> Separator:
         check_name("model", name)

@@ -80,6 +80,13 @@ class ExplainerClient:
         except grpc.RpcError as exc:
             raise _translate(exc) from None
 
+    def cancel(self, job_id: str) -> explainer_pb2.ExplanationJob:
+        """Stop a job (queued: at once; running: at its next batch); returns its state."""
+        try:
+            return self.stub.CancelExplanation(explainer_pb2.CancelExplanationRequest(job_id=job_id), timeout=30)
+        except grpc.RpcError as exc:
+            raise _translate(exc) from None
+
     def wait(self, job_id: str, timeout_s: float | None = None, poll_s: float = 0.5) -> explainer_pb2.Explanation:
         """Poll a job until it finishes; its error is raised as a domain error."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -87,7 +94,7 @@ class ExplainerClient:
             job = self.get(job_id)
             if job.state == explainer_pb2.ExplanationJob.SUCCEEDED:
                 return job.result
-            if job.state == explainer_pb2.ExplanationJob.FAILED:
+            if job.state in (explainer_pb2.ExplanationJob.FAILED, explainer_pb2.ExplanationJob.CANCELLED):
                 raise errors.from_status(job.error_code or "UNKNOWN", job.error_message)
             if deadline is not None and time.monotonic() > deadline:
                 raise errors.DeadlineExceeded(f"DEADLINE_EXCEEDED: job {job_id} not finished after {timeout_s:g} s")

@@ -7,6 +7,11 @@ Keys are ``/``-separated relative paths (``stems/2stems/<sha>/vocals.flac``). Tw
   URLs point at an HTTP server (the explainer's, ``{public_url}/o/{key}?expires=..&sig=..``) and
   are checked with :func:`verify` (HMAC-SHA256 over ``key + expires``).
 
+Conditional creation (:meth:`ObjectStore.put_if_absent`) is what durable jobs build their leases
+and their exactly-once publishing on: S3 ``PutObject`` with ``If-None-Match: *`` (AWS S3 since
+August 2024, MinIO, moto) and ``link(2)`` of a complete temporary file on the local store (atomic
+on local filesystems and on NFS). :func:`check_conditional_writes` tells whether a store honours it.
+
 ``open_store("s3://bucket/prefix")`` / ``open_store("file:///path")`` picks one from a URL.
 """
 
@@ -18,7 +23,9 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
@@ -34,12 +41,32 @@ def clean_key(key: str) -> str:
     return k
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its key (relative to the store), size and last modification (unix time,
+    the store's clock: S3's LastModified, the file's mtime)."""
+
+    key: str
+    size: int
+    modified: float
+
+
 class ObjectStore(ABC):
     """Blobs by key; ``uri`` names a blob durably, ``presign`` gives a time-limited HTTP URL."""
 
     @abstractmethod
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         """Store ``data`` under ``key`` (replacing any previous object, atomically for readers)."""
+
+    @abstractmethod
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Create ``key`` only if no object has that key; True if this call created it. Of any
+        number of concurrent callers (processes, hosts) exactly one gets True, and readers only
+        ever see the complete object."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (a plain string prefix), sorted by key."""
 
     @abstractmethod
     def get(self, key: str, limit: int | None = None) -> bytes:
@@ -99,6 +126,29 @@ class S3Store(ObjectStore):
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, ContentType=content_type)
+
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, ContentType=content_type,
+                                    IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            # 412: the object exists; 409: a concurrent conditional write to the same key is in progress
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") \
+                    or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                return False
+            raise
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        skip = len(self.prefix) + 1 if self.prefix else 0
+        out = []
+        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            out += [ObjectInfo(o["Key"][skip:], int(o["Size"]), o["LastModified"].timestamp())
+                    for o in page.get("Contents", [])]
+        return sorted(out, key=lambda o: o.key)
 
     def get(self, key: str, limit: int | None = None) -> bytes:
         from botocore.exceptions import ClientError
@@ -205,6 +255,42 @@ class LocalStore(ObjectStore):
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, dest)  # atomic, fails if dest exists; the object is complete when it appears
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        head = prefix.rpartition("/")[0]
+        base = self.path(head) if head.strip("/") else self.root
+        if not base.is_dir():
+            return []
+        out = []
+        for dirpath, _, files in os.walk(base):
+            for name in files:
+                if name.startswith(".") and name.endswith(".part"):  # a write in progress
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:  # deleted meanwhile
+                        continue
+                    out.append(ObjectInfo(key, st.st_size, st.st_mtime))
+        return sorted(out, key=lambda o: o.key)
+
     def get(self, key: str, limit: int | None = None) -> bytes:
         try:
             with open(self.path(key), "rb") as f:
@@ -261,6 +347,16 @@ class LocalStore(ObjectStore):
         except ValueError:
             raise InvalidInput(f"{uri!r} is not under {self.root.as_uri()}") from None
         return clean_key(rel.as_posix())
+
+
+def check_conditional_writes(store: ObjectStore, prefix: str = "jobs/") -> bool:
+    """Whether ``store`` honours :meth:`ObjectStore.put_if_absent` (a second create of the same
+    key must be refused). Some S3-compatible servers ignore ``If-None-Match``."""
+    key = f"{prefix}.conditional-write-probe-{uuid.uuid4().hex}"
+    try:
+        return store.put_if_absent(key, b"1") and not store.put_if_absent(key, b"2")
+    finally:
+        store.delete(key)
 
 
 def open_store(url: str, **opts) -> ObjectStore:

@@ -4,6 +4,11 @@ loopback, with embedded defaults; waits until all report SERVING, forwards SIGTE
 Ports from ``--base-port`` B (default 50051): separator B, explainer B+1, tagger B+2, signed-URL
 HTTP B+3; metrics B+10, B+11, B+12.
 
+Jobs live in ``--store``: stop ``up`` mid-job (Ctrl-C, SIGTERM, even SIGKILL: the services die
+with it) and start it again on the same store, and the job is resumed and finishes (after the
+job lease, ``$AUDIOLIME_JOB_LEASE``, when the explainer could not hand it back). Signed URLs stay
+valid across restarts only with a fixed ``$AUDIOLIME_URL_SECRET``; GetExplanation signs fresh ones.
+
 Security: by default plain loopback, no TLS and no authentication (said when it starts).
 ``--auth-tokens FILE`` makes the explainer require bearer tokens; ``--tls`` makes a throwaway CA
 and certificates (deleted on exit): TLS on every gRPC port, mTLS between the explainer and its
@@ -13,6 +18,7 @@ backends, and the CA's path printed for clients (``audiolime explain --server ..
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import secrets
 import signal
@@ -112,6 +118,15 @@ def children(model_dir: Path, store: str, base: int, batching_file: Path, secret
     return [sep, tag, exp]
 
 
+def die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when ``up`` dies, even by SIGKILL (Linux prctl), so
+    no orphaned service keeps the ports or the store's job leases."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: children are stopped by the normal paths only
+        pass
+
+
 def wait_serving(child: Child, deadline: float, credentials=None) -> None:
     from audiolime.procs import wait_serving as wait
 
@@ -166,7 +181,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
             health_creds = channel_credentials(creds.ca, creds.pairs["up"].cert, creds.pairs["up"].key)
         print(describe_security(creds, tokens), flush=True)
-        procs = children(model_dir, store, args.base_port, batching, secrets.token_hex(32), creds, tokens)
+        secret = os.environ.get("AUDIOLIME_URL_SECRET") or secrets.token_hex(32)
+        procs = children(model_dir, store, args.base_port, batching, secret, creds, tokens)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         stopping = {"sig": None}
 
@@ -177,7 +193,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, forward)
         try:
             for c in procs:
-                c.proc = subprocess.Popen(c.argv, env=env, start_new_session=True)
+                c.proc = subprocess.Popen(c.argv, env=env, start_new_session=True, preexec_fn=die_with_parent)
             deadline = time.monotonic() + args.startup_timeout
             for c in procs:
                 while stopping["sig"] is None:
@@ -192,6 +208,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                     print(f"{c.name:10s} grpc {HOST}:{c.port}  metrics http://{HOST}:{c.metrics_port}/metrics",
                           flush=True)
                 print(f"{'http':10s} signed URLs http://{HOST}:{args.base_port + 3}/o/...  store {store}", flush=True)
+                print(f"{'jobs':10s} kept in the store: unfinished ones resume when up starts again on it", flush=True)
                 secure = ("AUDIOLIME_TOKEN=<token> " if tokens else "", f" --ca {creds.ca}" if creds else "")
                 print(f"try: {secure[0]}audiolime explain --server {HOST}:{procs[2].port}{secure[1]} SONG", flush=True)
             while stopping["sig"] is None:

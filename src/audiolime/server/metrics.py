@@ -31,3 +31,10 @@ REFUSED = Counter("audiolime_requests_refused", "calls refused before any work, 
                   "invalid_token, input_location)", ["reason"])
 for _reason in REFUSED_REASONS:  # exported as 0 from the start, so rate() and alerts see every reason
     REFUSED.labels(_reason)
+ADMISSION_REJECTED = Counter("audiolime_admission_rejected", "requests refused by admission control",
+                             ["component", "kind"])
+EXPLANATIONS = Gauge("audiolime_explainer_explanations", "explanations admitted on this replica, by state "
+                     "(running/waiting)", ["state"])
+JOBS = Gauge("audiolime_explainer_jobs", "explanation jobs in the store at the last queue scan, by state "
+             "(waiting/running)", ["state"])
+JOB_EVENTS = Counter("audiolime_explainer_job_events", "explanation job transitions on this replica", ["event"])

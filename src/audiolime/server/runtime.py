@@ -1,6 +1,8 @@
 """Server lifecycle: gRPC server with health (and reflection with ``--reflection``), TLS/mTLS,
-optional bearer-token authentication, metrics HTTP endpoint, and SIGTERM handling (stop
-accepting, report NOT_SERVING, drain in-flight RPCs within a grace period)."""
+optional bearer-token authentication, metrics HTTP endpoint, and SIGTERM handling: report
+NOT_SERVING, stop accepting RPCs, let in-flight RPCs and background work (``on_drain`` hooks, e.g.
+the explainer's jobs) finish within one grace period, then run the ``on_stop`` hooks (close
+channels last)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -114,31 +117,40 @@ class RunningServer:
     health: health.HealthServicer
     names: list[str]
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    on_drain: list[Callable[[float], None]] = field(default_factory=list)  # called with the deadline
     health_server: grpc.Server | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, refuse new RPCs, let in-flight ones finish within ``grace`` seconds."""
+        """Report NOT_SERVING, refuse new RPCs, let in-flight ones and the ``on_drain`` hooks
+        finish within ``grace`` seconds (one deadline, ``time.monotonic()``), then ``on_stop``."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        started = time.monotonic()
+        deadline = started + grace
         self.health.enter_graceful_shutdown()
         log.info("draining", extra={"grace_period_s": grace})
-        self.server.stop(grace).wait()
+        rpcs_done = self.server.stop(grace)
+        for drain in self.on_drain:
+            drain(deadline)
+        rpcs_done.wait()
         if self.health_server is not None:
             self.health_server.stop(0).wait()
         for callback in self.on_stop:
             callback()
-        log.info("stopped")
+        log.info("stopped", extra={"drain_s": round(time.monotonic() - started, 3)})
 
 
 def start(services: Sequence[Service], host: str, port: int, metrics_port: int | None, max_workers: int = 16,
           extra_interceptors: Sequence[grpc.ServerInterceptor] = (), security: Security = Security(),
-          max_receive_bytes: int = MAX_MESSAGE_BYTES) -> RunningServer:
+          max_receive_bytes: int = MAX_MESSAGE_BYTES, maximum_concurrent_rpcs: int | None = None) -> RunningServer:
     """Start a gRPC server hosting ``services`` plus health (and reflection if asked).
 
     ``max_receive_bytes``: larger requests are refused by gRPC itself (RESOURCE_EXHAUSTED) before
-    any handler runs. TLS, mTLS and token files are read here: a bad one raises ``InvalidInput``."""
+    any handler runs; so are calls beyond ``maximum_concurrent_rpcs`` at once (instead of queueing
+    for a handler thread without bound). TLS, mTLS and token files are read here: a bad one raises
+    ``InvalidInput``."""
     auth = [AuthInterceptor(TokenFile(security.auth_tokens))] if security.auth_tokens else []
     credentials = None
     if security.tls:
@@ -148,6 +160,7 @@ def start(services: Sequence[Service], host: str, port: int, metrics_port: int |
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[*server_interceptors(auth), *extra_interceptors],
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         options=[("grpc.max_receive_message_length", max_receive_bytes),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],

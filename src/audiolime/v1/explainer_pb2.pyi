@@ -226,8 +226,14 @@ class GetExplanationRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class CancelExplanationRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
 class ExplanationJob(_message.Message):
-    __slots__ = ("job_id", "state", "progress", "result", "error_code", "error_message")
+    __slots__ = ("job_id", "state", "progress", "result", "error_code", "error_message", "created_at", "finished_at", "attempt", "expires_at", "cancel_requested", "worker")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[ExplanationJob.State]
@@ -235,21 +241,35 @@ class ExplanationJob(_message.Message):
         RUNNING: _ClassVar[ExplanationJob.State]
         SUCCEEDED: _ClassVar[ExplanationJob.State]
         FAILED: _ClassVar[ExplanationJob.State]
+        CANCELLED: _ClassVar[ExplanationJob.State]
     STATE_UNSPECIFIED: ExplanationJob.State
     QUEUED: ExplanationJob.State
     RUNNING: ExplanationJob.State
     SUCCEEDED: ExplanationJob.State
     FAILED: ExplanationJob.State
+    CANCELLED: ExplanationJob.State
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: ExplanationJob.State
     progress: ExplainProgress
     result: Explanation
     error_code: str
     error_message: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[ExplanationJob.State, str]] = ..., progress: _Optional[_Union[ExplainProgress, _Mapping]] = ..., result: _Optional[_Union[Explanation, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+    created_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    attempt: int
+    expires_at: _timestamp_pb2.Timestamp
+    cancel_requested: bool
+    worker: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[ExplanationJob.State, str]] = ..., progress: _Optional[_Union[ExplainProgress, _Mapping]] = ..., result: _Optional[_Union[Explanation, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: bool = ..., worker: _Optional[str] = ...) -> None: ...
