@@ -43,4 +43,4 @@ images:
 	$(MAKE) -C deploy images
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache node_modules

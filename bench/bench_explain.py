@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_tensorflow()
     from audiolime.audio import decode
-    from audiolime.explain.engine import Engine, ExplainParams
-    from audiolime.explain.pipeline import ExplainRequest, explain_song, separate_with_context
+    from audiolime.explain.engine import Engine
+    from audiolime.explain.pipeline import explain_song
+    from audiolime.explain.request import ExplainRequest
+    from audiolime.explain.stems import STEM_RATE, LocalSeparation
     from audiolime.local import load_separator, load_tagger
 
     tagger = load_tagger(args.model_dir, "musicnn-msd")
@@ -54,11 +56,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # (b) the engine, end to end from decoded audio (window given: no scan of the song)
     engine = Engine(tagger.predict, tagger.labels, batch_size=args.batch_size)
-    params = ExplainParams(num_samples=args.num_samples, seed=0)
-    req = ExplainRequest(audio, str(args.song), ["female vocalists"], 1, args.start, args.segments, params)
-    stem_source = separate_with_context(separator.separate, separator.name)
+    req = ExplainRequest(tags=("female vocalists",), window_start_s=args.start, segments=args.segments,
+                         num_samples=args.num_samples, seed=0)
+    stem_source = LocalSeparation(lambda wave: separator.separate(wave, STEM_RATE).stems, separator.name)
     t = time.perf_counter()
-    result = explain_song(req, tagger, stem_source, engine)
+    result = explain_song(audio, str(args.song), req, tagger, stem_source, engine)
     engine_s = time.perf_counter() - t
     unique = result.explanation.unique_samples
     sep_s = result.timings_s["separate"]

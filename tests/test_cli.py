@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from audiolime.cli import main
+from conftest import cli_error
 
 KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"
 
@@ -19,13 +21,14 @@ KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"
 @pytest.fixture(scope="module")
 def karissa_run(shared: Path, models: Path, tmp_path_factory) -> tuple[dict, Path]:
     """One real explanation with the default method (adaptive sampling, faded edges) through the
-    installed console script (a separate process)."""
+    installed console script (a separate process); its stderr is kept beside the output as stderr.txt."""
     out = tmp_path_factory.mktemp("explain") / "out"
     exe = Path(sys.executable).with_name("audiolime")
     proc = subprocess.run([str(exe), "explain", str(shared / "audio" / KARISSA), "--tag", "female vocalists",
                            "--seed", "0", "--out", str(out), "--json",
                            "--model-dir", str(models)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    (out.parent / "stderr.txt").write_text(proc.stderr)
     return json.loads(proc.stdout), out
 
 
@@ -112,14 +115,17 @@ def test_written_audio_is_the_listenable_decomposition(karissa_run, shared: Path
     assert np.abs(topk - mix).max() < 1e-3
 
 
-def _error(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code != 0, "expected a failure"
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("audiolime: error:"), err
-    return lines[0]
+def test_out_has_the_listening_report(karissa_run):
+    """In-process `explain --out` writes explanation.html beside the manifest, playing exactly the
+    files written, and names it on stderr (stdout stays the JSON document)."""
+    doc, out = karissa_run
+    page = (out / "explanation.html").read_text()
+    srcs = set(re.findall(r'<audio id="[^"]+" controls preload="metadata" src="([^"]+)"', page))
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*.wav")}
+    assert srcs == written and len(written) == 1 + 2 + 3 + 2  # window, stems, top-3, top-k mix, rest mix
+    assert f"Why &ldquo;{doc['targets'][0]['tag']}&rdquo;?" in page
+    stderr = (out.parent / "stderr.txt").read_text()
+    assert f"audiolime: listening report: {out / 'explanation.html'} (open it in a browser)" in stderr
 
 
 @pytest.fixture()
@@ -144,7 +150,7 @@ def test_bad_audio_is_one_line_error(capsys, tmp_path, bad_files, case, extra, m
     """Unreadable, non-audio, empty and silent inputs fail with one line, exit 2, no --out written."""
     song = bad_files.get(case, tmp_path / "does-not-exist.mp3")
     out = tmp_path / "out"
-    line = _error(capsys, ["explain", str(song), "--out", str(out), *extra])
+    line = cli_error(capsys, ["explain", str(song), "--out", str(out), *extra])
     assert message in line and not out.exists()
 
 
@@ -162,7 +168,7 @@ def test_bad_parameters_are_one_line_errors(capsys, shared, models, tmp_path, ex
     """Out-of-range parameters, unknown tags and models: one line naming the problem, nothing in --out."""
     out = tmp_path / "out"
     argv = ["explain", str(shared / "audio" / KARISSA), "--out", str(out), "--model-dir", str(models), *extra]
-    line = _error(capsys, argv)
+    line = cli_error(capsys, argv)
     assert message in line
     assert not out.exists()
 

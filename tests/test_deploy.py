@@ -7,26 +7,21 @@ K8S_VERSION with kubernetes-validate; the prometheus-operator CRDs are checked s
 
 from __future__ import annotations
 
-import importlib.util
+import base64
 import json
 import re
-import subprocess
 import sys
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-CHART = REPO / "deploy" / "helm" / "audiolime"
-VALUE_SETS = ("default-values", "cpu-values", "production-values")
-KUSTOMIZE = REPO / "deploy" / "kustomize"
+from conftest import CHART, KUSTOMIZE, NAMESPACE, RELEASE, REPO, load_fetcher as _load_fetcher, run_cmd as _run
+
+VALUE_SETS = ("default-values", "cpu-values", "production-values", "filestore-values", "secure-values")
 CONTRACT = REPO / "docs" / "service-contract.md"
 DASHBOARD = CHART / "dashboards" / "audiolime.json"
 PROMETHEUS_RULE_TEMPLATE = CHART / "templates" / "prometheusrule.yaml"
-RELEASE = "audiolime"
-NAMESPACE = "audiolime"
 K8S_VERSION = "1.35.0"  # OpenAPI schemas (kubernetes-validate) the manifests must satisfy.
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 COMPONENTS = ("separator", "tagger", "explainer")
@@ -157,50 +152,6 @@ def _panels(dashboard: dict) -> list[dict]:
 # Fixtures
 
 
-def _load_fetcher():
-    spec = importlib.util.spec_from_file_location("fetch_k8s_tools", REPO / "scripts" / "fetch_k8s_tools.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def tools() -> dict[str, Path]:
-    """Pinned helm and kubectl (downloaded once per machine, then taken from the cache)."""
-    return _load_fetcher().fetch()
-
-
-def _run(cmd: list, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=check, timeout=120)
-
-
-@pytest.fixture(scope="session")
-def helm_template(tools):
-    """helm template with a value set (and --set overrides) -> list of objects, memoized."""
-
-    @lru_cache(maxsize=None)
-    def render(value_set: str = "default-values", *sets: str) -> tuple[dict, ...]:
-        cmd = [tools["helm"], "template", RELEASE, CHART, "--namespace", NAMESPACE,
-               "-f", CHART / "ci" / f"{value_set}.yaml"]
-        for item in sets:
-            cmd += ["--set", item]
-        return tuple(d for d in yaml.safe_load_all(_run(cmd).stdout) if d)
-
-    return render
-
-
-@pytest.fixture(scope="session")
-def kustomize(tools):
-    """kubectl kustomize of a directory under deploy/kustomize -> list of objects, memoized."""
-
-    @lru_cache(maxsize=None)
-    def build(path: str) -> tuple[dict, ...]:
-        out = _run([tools["kubectl"], "kustomize", KUSTOMIZE / path]).stdout
-        return tuple(d for d in yaml.safe_load_all(out) if d)
-
-    return build
-
-
 def _find(docs, kind: str, name: str) -> dict:
     matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
     assert len(matches) == 1, f"{kind}/{name}: {len(matches)} objects"
@@ -322,7 +273,7 @@ def test_schema_rejects_bad_values(tools, override, where, message):
 
 def test_schema_allows_missing_bucket_without_s3(helm_template):
     """The bucket is only required when s3.enabled (the file store needs none)."""
-    docs = helm_template("cpu-values", "s3.enabled=false", "s3.bucket=null", "minio.enabled=false")
+    docs = helm_template("filestore-values", "s3.bucket=null")
     env = _env(_container(_find(docs, "Deployment", "audiolime-explainer")))
     assert env["AUDIOLIME_STORE"] == "file:///var/lib/audiolime/store"
     assert "AUDIOLIME_URL_SECRET" in env
@@ -437,21 +388,40 @@ def test_separator_gpu_and_cpu_profiles(helm_template):
     assert "nodeSelector" not in cpu["spec"]["template"]["spec"]
 
 
-def test_model_volume_and_setup_init_container(helm_template):
-    """Separator and tagger pods get models from `audiolime setup` into a volume (PVC optional)."""
-    for value_set, volume_kind in (("default-values", "emptyDir"), ("production-values", "persistentVolumeClaim")):
+def test_models_come_from_the_models_image_without_network(helm_template):
+    """By default separator and tagger pods copy the models from the audiolime-models image (no
+    registry access at pod start) into their model volume (a shared claim in production)."""
+    for value_set, volume_kind, image in (
+            ("default-values", "emptyDir", "ghcr.io/audiolime/audiolime-models:0.1.0"),
+            ("production-values", "persistentVolumeClaim", "registry.example.com/audiolime/audiolime-models:0.1.0-fcn")):
         docs = helm_template(value_set)
         for component in ("separator", "tagger"):
             pod = _find(docs, "Deployment", f"audiolime-{component}")["spec"]["template"]["spec"]
-            init = pod["initContainers"][0]
-            assert init["args"][:3] == ["setup", "--model-dir", "/models"]
+            (init,) = pod["initContainers"]
+            assert init["image"] == image
+            assert init["args"] == ["install", "--from", "/opt/audiolime/models", "--to", "/models"]
+            assert {"name": "models", "mountPath": "/models"} in init["volumeMounts"]
             volume = next(v for v in pod["volumes"] if v["name"] == "models")
             assert volume_kind in volume
-            mount = next(m for m in _container({"spec": {"template": {"spec": pod}}})["volumeMounts"] if m["name"] == "models")
+            mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "models")
             assert mount["mountPath"] == "/models" and mount["readOnly"] is True
     sep = _container(_find(helm_template("default-values"), "Deployment", "audiolime-separator"))
     assert _env(sep)["AUDIOLIME_MODEL_DIR"] == "/models"
     assert any(d["kind"] == "PersistentVolumeClaim" for d in helm_template("production-values"))
+
+
+def test_download_at_start_stays_an_explicit_option(helm_template):
+    """models.source=download runs `audiolime setup` (the separator's image for TF Serving pods)
+    and opens egress to the package index; models.source=none has no init container."""
+    docs = helm_template("default-values", "models.source=download")
+    for component, image in (("separator", "audiolime-separator:0.1.0-gpu"), ("tagger", "audiolime-separator:0.1.0")):
+        pod = _find(docs, "Deployment", f"audiolime-{component}")["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        assert init["image"].endswith(image) and init["args"][:3] == ["setup", "--model-dir", "/models"]
+        assert _egress_allowed(docs, component, "203.0.113.7", 443)  # any HTTPS address: the index
+    assert not _egress_allowed(helm_template("default-values"), "tagger", "203.0.113.7", 443)
+    claim = helm_template("production-values", "models.source=none")
+    assert "initContainers" not in _find(claim, "Deployment", "audiolime-separator")["spec"]["template"]["spec"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,7 +463,7 @@ def test_env_vars_are_contract_flags(helm_template):
     contract = CONTRACT.read_text()
     seen = set()
     for docs in (helm_template("default-values"), helm_template("production-values"),
-                 helm_template("default-values", "tagger.server=audiolime", "s3.enabled=false")):
+                 helm_template("filestore-values", "tagger.server=audiolime")):
         for doc in _workloads(docs):
             for c in doc["spec"]["template"]["spec"]["containers"]:
                 seen |= {n for n in _env(c) if n.startswith(("AUDIOLIME_", "AWS_"))}
@@ -529,7 +499,7 @@ def test_official_tagger_runs_tf_serving_with_config_files(helm_template):
     docs = helm_template("production-values")
     dep = _find(docs, "Deployment", "audiolime-tagger")
     c = _container(dep)
-    assert c["image"] == "tensorflow/serving:2.12.1"
+    assert c["image"] == "tensorflow/serving:2.20.0"
     args = c["args"]
     for flag in ("--port=8500", "--rest_api_port=8501", "--model_config_file=/etc/audiolime/tagger/models.config",
                  "--enable_batching", "--batching_parameters_file=/etc/audiolime/tagger/batching.config",
@@ -612,6 +582,45 @@ def _allowed(docs, target: str, port: int, src_ns: str, src_labels: dict) -> boo
                 continue
             if any(_peer_matches(p, NAMESPACE, src_ns, ns_labels, src_labels) for p in rule.get("from", [])):
                 return True
+    return False
+
+
+def _pod_labels(docs, component: str) -> dict:
+    kind = "Job" if component == "minio-setup" else "Deployment"
+    return _find(docs, kind, f"audiolime-{component}")["spec"]["template"]["metadata"]["labels"]
+
+
+def _ip_in(ip: str, block: dict) -> bool:
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip)
+    return addr in ipaddress.ip_network(block["cidr"]) and not any(
+        addr in ipaddress.ip_network(e) for e in block.get("except", []))
+
+
+def _egress_allowed(docs, source: str, dest, port: int, protocol: str = "TCP") -> bool:
+    """Whether the ``source`` component's pods may open ``port`` to ``dest``: an IP address
+    (outside the cluster) or a pod given as ``(namespace, labels)``."""
+    labels = _pod_labels(docs, source)
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and "Egress" in d["spec"].get("policyTypes", [])
+                and _selector_matches(d["spec"]["podSelector"], labels)]
+    if not policies:
+        return True
+    for policy in policies:
+        for rule in policy["spec"].get("egress", []):
+            if rule.get("ports") and (protocol, port) not in {(p.get("protocol", "TCP"), p["port"]) for p in rule["ports"]}:
+                continue
+            peers = rule.get("to")
+            if not peers:
+                return True
+            for peer in peers:
+                if isinstance(dest, str):
+                    if "ipBlock" in peer and _ip_in(dest, peer["ipBlock"]):
+                        return True
+                elif "ipBlock" not in peer:
+                    ns, pod_labels = dest
+                    if _peer_matches(peer, NAMESPACE, ns, {"kubernetes.io/metadata.name": ns}, pod_labels):
+                        return True
     return False
 
 
@@ -728,3 +737,181 @@ def test_dockerfile_structure(service):
         assert not re.search(r"\[ml\]|tensorflow==|spleeter", " ".join(installs)), installs
     else:
         assert any(".[ml]" in i for i in installs), installs
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_egress_reaches_dns_the_store_and_the_peers_only(helm_template, value_set):
+    """Every pod reaches the cluster DNS; the explainer its separator and tagger; separator and
+    explainer the object store (MinIO pods, the configured S3 peers, or nothing for the file
+    store); nothing else, from any component."""
+    docs = helm_template(value_set)
+    labels = {c: _pod_labels(docs, c) for c in COMPONENTS}
+    dns = ("kube-system", {"k8s-app": "kube-dns"})
+    for c in COMPONENTS:
+        assert _egress_allowed(docs, c, dns, 53, "UDP") and _egress_allowed(docs, c, dns, 53, "TCP"), c
+        assert not _egress_allowed(docs, c, ("kube-system", {"k8s-app": "other"}), 53, "UDP"), c
+        assert not _egress_allowed(docs, c, "198.51.100.9", 80), c  # plain HTTP anywhere
+    assert _egress_allowed(docs, "explainer", (NAMESPACE, labels["separator"]), 50051)
+    assert _egress_allowed(docs, "explainer", (NAMESPACE, labels["tagger"]), 8500)
+    assert not _egress_allowed(docs, "explainer", ("other", labels["tagger"]), 8500)
+    assert not _egress_allowed(docs, "separator", (NAMESPACE, labels["tagger"]), 8500)
+    assert not _egress_allowed(docs, "tagger", (NAMESPACE, labels["separator"]), 50051)
+    values = yaml.safe_load((CHART / "ci" / f"{value_set}.yaml").read_text()) or {}
+    s3 = values.get("s3", {}).get("enabled", True)
+    minio = values.get("minio", {}).get("enabled", True)
+    minio_pod = (NAMESPACE, {"app.kubernetes.io/name": "audiolime", "app.kubernetes.io/instance": RELEASE,
+                             "app.kubernetes.io/component": "minio"})
+    for c in ("separator", "explainer"):
+        assert _egress_allowed(docs, c, minio_pod, 9000) == (s3 and minio), c
+        s3_ip = "10.20.3.4" if value_set == "secure-values" else "52.216.8.1"
+        assert _egress_allowed(docs, c, s3_ip, 443) == (s3 and not minio), c
+    assert not _egress_allowed(docs, "tagger", "52.216.8.1", 443)
+    assert not _egress_allowed(docs, "tagger", minio_pod, 9000)
+    if value_set == "secure-values":  # the store only at its CIDR
+        assert not _egress_allowed(docs, "explainer", "52.216.8.1", 443)
+    if minio:
+        assert _egress_allowed(docs, "minio-setup", minio_pod, 9000)
+        assert not _egress_allowed(docs, "minio", "52.216.8.1", 443)
+
+
+def test_every_empty_dir_has_a_size_limit(helm_template, kustomize):
+    """No emptyDir can fill a node's disk: each one, in every value set and the kustomize base,
+    has a sizeLimit."""
+    renders = [helm_template(v) for v in VALUE_SETS] + [kustomize("base"), helm_template("default-values", "models.source=download")]
+    seen = 0
+    for docs in renders:
+        for doc in _workloads(docs):
+            for volume in doc["spec"]["template"]["spec"].get("volumes", []):
+                if "emptyDir" in volume:
+                    seen += 1
+                    assert volume["emptyDir"].get("sizeLimit"), (doc["metadata"]["name"], volume["name"])
+    assert seen >= 10
+
+
+def test_termination_grace_covers_prestop_and_drain(helm_template):
+    """Each pod's terminationGracePeriodSeconds is preStop + its server's drain + margin, the preStop
+    hook sleeps so Endpoints drop the pod first, and --grace-period matches the values."""
+    docs = helm_template("filestore-values", "tagger.server=audiolime")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    pre, margin = values["shutdown"]["preStopSeconds"], values["shutdown"]["marginSeconds"]
+    for c in COMPONENTS:
+        pod = _find(docs, "Deployment", f"audiolime-{c}")["spec"]["template"]["spec"]
+        grace = values[c]["gracePeriodSeconds"]
+        assert pod["terminationGracePeriodSeconds"] == pre + grace + margin, c
+        container = pod["containers"][0]
+        assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(pre)]
+        assert _env(container)["AUDIOLIME_GRACE_PERIOD"] == str(grace)
+    assert values["explainer"]["gracePeriodSeconds"] >= 60  # placeholder: a typical explanation fits
+
+
+BROKEN = [
+    (("filestore-values", "fileStore.persistence.enabled=false"),
+     "s3.enabled=false with 2 explainer replicas and per-pod emptyDir stores: a signed URL lands on a replica "
+     "that does not have the file (404)"),
+    (("default-values", "s3.enabled=false", "minio.enabled=false", "explainer.urlSecret.generate=true"),
+     "s3.enabled=false with 2-10 (HPA) explainer replicas and per-pod emptyDir stores"),
+    (("filestore-values", "fileStore.persistence.enabled=false", "explainer.replicas=1"),
+     "the explainer cannot read the stems the separator writes into its own pod's volume"),
+    (("filestore-values", "fileStore.persistence.accessModes={ReadWriteOnce}"),
+     "fileStore.persistence.accessModes [ReadWriteOnce] lacks ReadWriteMany"),
+    (("filestore-values", "explainer.urlSecret.existingSecret="),
+     "the explainer replicas sign URLs with one shared key"),
+    (("filestore-values", "explainer.urlSecret.value=k"), "explainer.urlSecret: set existingSecret or value, not both"),
+    (("default-values", "models.source=none"), "models.source=none needs models.persistence.enabled=true"),
+    (("default-values", "tagger.tfserving.probe=grpc", "tagger.tfserving.image.tag=2.12.1"),
+     "tagger.tfserving.probe=grpc needs TF Serving >= 2.15.0: 2.12.1 has no grpc.health.v1 service"),
+    (("default-values", "tagger.tfserving.probe=grpc", "tagger.tfserving.image.tag=2.14.1-gpu"),
+     "2.14.1 has no grpc.health.v1 service"),
+    (("default-values", "tagger.tfserving.image.tag=nightly"),
+     'tagger.tfserving.image.tag "nightly" is not a TF Serving release: set tagger.tfserving.version'),
+]
+
+
+@pytest.mark.parametrize(("render", "message"), BROKEN, ids=[" ".join(b[0][1:]) for b in BROKEN])
+def test_broken_combinations_fail_to_render(tools, render, message):
+    """Values that render valid objects but cannot work on a cluster make helm template fail and say why."""
+    value_set, *sets = render
+    cmd = [tools["helm"], "template", RELEASE, CHART, "-f", CHART / "ci" / f"{value_set}.yaml"]
+    for item in sets:
+        cmd += ["--set", item]
+    proc = _run(cmd, check=False)
+    assert proc.returncode != 0, f"{sets} rendered"
+    assert message in " ".join(proc.stderr.split()), proc.stderr
+
+
+def _render_text(tools, value_set: str, *sets: str) -> str:
+    cmd = [tools["helm"], "template", RELEASE, CHART, "--namespace", NAMESPACE, "-f", CHART / "ci" / f"{value_set}.yaml"]
+    for item in sets:
+        cmd += ["--set", item]
+    return _run(cmd).stdout
+
+
+def _url_key_state(text: str) -> tuple[dict | None, str]:
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    secrets = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "audiolime-explainer-url-secret"]
+    pod = _find(docs, "Deployment", "audiolime-explainer")["spec"]["template"]
+    return (secrets[0] if secrets else None), pod["metadata"]["annotations"]["checksum/url-secret"]
+
+
+def test_url_secret_is_stable_across_renders_and_rolls_pods_on_change(tools):
+    """A given URL key (an existing Secret, or a value) renders identically twice for the same
+    release (GitOps-safe), the pods carry its checksum, and a new key changes the checksum."""
+    existing = [_render_text(tools, "filestore-values") for _ in range(2)]
+    assert existing[0] == existing[1]
+    secret, checksum = _url_key_state(existing[0])
+    assert secret is None  # managed outside the chart, referenced by name
+    env = _env(_container(_find([d for d in yaml.safe_load_all(existing[0]) if d], "Deployment", "audiolime-explainer")))
+    assert env["AUDIOLIME_URL_SECRET"]["secretKeyRef"] == {"name": "audiolime-url-key", "key": "url-secret"}
+    value = ("explainer.urlSecret.existingSecret=", "explainer.urlSecret.value=k1")
+    given = [_render_text(tools, "filestore-values", *value) for _ in range(2)]
+    assert given[0] == given[1]
+    secret, checksum_k1 = _url_key_state(given[0])
+    assert secret["data"]["url-secret"] == "azE="  # base64("k1")
+    assert "helm.sh/resource-policy" not in secret["metadata"].get("annotations", {})
+    _, checksum_k2 = _url_key_state(_render_text(tools, "filestore-values", value[0], "explainer.urlSecret.value=k2"))
+    assert len({checksum, checksum_k1, checksum_k2}) == 3
+    # generate: made once by `helm install`, then found by lookup and kept (never deleted by Helm).
+    generated, _ = _url_key_state(_render_text(tools, "filestore-values", value[0], "explainer.urlSecret.generate=true"))
+    assert generated["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert len(base64.b64decode(generated["data"]["url-secret"])) == 48
+
+
+def test_tf_serving_probes_fit_the_release(helm_template):
+    """Default TF Serving: readiness from /v1/models/<model>/metadata (404 until a version is
+    AVAILABLE), liveness from the model status; grpc only on >= 2.15, with the health flag."""
+    c = _container(_find(helm_template("default-values"), "Deployment", "audiolime-tagger"))
+    for probe in ("startupProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/v1/models/musicnn-msd/metadata", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v1/models/musicnn-msd", "port": "http"}
+    assert not any("healthcheck" in a for a in c["args"])
+    grpc = _container(_find(helm_template("default-values", "tagger.tfserving.probe=grpc"), "Deployment", "audiolime-tagger"))
+    assert "--enable_grpc_healthcheck_service=true" in grpc["args"]
+    assert grpc["readinessProbe"]["grpc"] == {"port": 8500, "service": "PredictionService"}
+    custom = _container(_find(helm_template("default-values", "tagger.tfserving.image.tag=2.15.1-custom",
+                                            "tagger.tfserving.probe=grpc"), "Deployment", "audiolime-tagger"))
+    assert custom["image"] == "tensorflow/serving:2.15.1-custom" and custom["readinessProbe"]["grpc"]
+    pinned = _find(helm_template("default-values", "tagger.tfserving.image.tag=build-7", "tagger.tfserving.version=2.19.1"),
+                   "Deployment", "audiolime-tagger")
+    assert _container(pinned)["image"] == "tensorflow/serving:build-7"
+
+
+def test_models_image_ships_the_models_and_the_installer_only(helm_template):
+    """deploy/models/Dockerfile: multi-stage and non-root; its runtime stage holds the set-up models
+    (with their manifest) and the stdlib-only installer, which is its entrypoint (no pip, no
+    TensorFlow); the chart's init container runs exactly the image's default command."""
+    from podsim import parse_dockerfile
+
+    path = REPO / "deploy" / "models" / "Dockerfile"
+    text = path.read_text()
+    image = parse_dockerfile(path)
+    assert image.entrypoint == ["python", "/opt/audiolime/install_models.py"]
+    assert set(image.copies) == {("build", "/image/models", "/opt/audiolime/models"),
+                                 (None, "src/audiolime/modelcopy.py", "/opt/audiolime/install_models.py")}
+    build, runtime = text.split(" AS runtime")
+    assert "audiolime setup --model-dir /build/models --no-demo" in build
+    assert "python -m audiolime.modelcopy manifest /image/models" in build
+    assert "pip" not in runtime and re.search(r"^USER 10001:10001$", runtime, re.M)
+    assert "latest" not in text.lower()
+    init = _find(helm_template("default-values"), "Deployment", "audiolime-separator")["spec"]["template"]["spec"]["initContainers"][0]
+    assert "command" not in init and init["args"] == image.cmd
+

@@ -1,75 +1,23 @@
 """The explainer service's core in-process, with a fake tagger and a fake separator behind the
 same protocols as the remote ones: publishing, events, request context in worker threads,
-validation before work, jobs, the retry policy. No TensorFlow, no servers."""
+validation before work, the retry policy. No TensorFlow, no servers. (Jobs: tests/test_jobs.py.)"""
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import threading
-import time
 
 import grpc
-import numpy as np
 import pytest
-import soundfile as sf
 
 from audiolime import errors
-from audiolime.explain.request import ExplainRequest
-from audiolime.explain.stems import ChunkPlan, LocalSeparation
-from audiolime.explainer.jobs import FAILED, SUCCEEDED, JobTable
+from audiolime.explain.limits import Limits
 from audiolime.explainer.remote import RetryPolicy
-from audiolime.explainer.service import ExplainerService, Job, ServiceConfig
+from audiolime.explainer.service import ExplainerService, ServiceConfig
 from audiolime.server import context as callctx
 from audiolime.store import LocalStore
-from audiolime.wire import AudioSource
-
-RATE = 44100
-LABELS = ["voice", "drums", "strings"]
-
-
-class FakeTagger:
-    """1 s windows at 8 kHz; 'voice' grows with the energy of the window's first half. Records
-    the request id of every call (to check that context reaches worker threads)."""
-
-    name, version, labels, sample_rate, window_samples = "fake", 1, LABELS, 8000, 8000
-
-    def __init__(self, fail_after: int | None = None) -> None:
-        self.calls: list[tuple[int, str]] = []
-        self.fail_after = fail_after
-        self._lock = threading.Lock()
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        with self._lock:
-            self.calls.append((len(x), callctx.current_request_id()))
-            if self.fail_after is not None and len(self.calls) > self.fail_after:
-                raise errors.Unavailable("tagger Predict: UNAVAILABLE after 6 attempts")
-        half = x.shape[1] // 2
-        e1 = np.sqrt(np.mean(x[:, :half] ** 2, axis=1))
-        e2 = np.sqrt(np.mean(x[:, half:] ** 2, axis=1))
-        return np.stack([np.tanh(5 * e1), np.tanh(5 * e2), 0.1 + 0 * e1], axis=1).astype(np.float32)
-
-
-class FakeSeparator:
-    """The separator client: a local separation whose 'vocals' are the left channel's share."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-
-    def stems(self, audio: AudioSource, model: str):
-        self.requests += 1
-        source = LocalSeparation(lambda w: {"vocals": w * 0.7, "accompaniment": w * 0.3}, model, ChunkPlan(0, 0))
-        source.cache_hit = False
-        return source
-
-
-def song(seconds: float = 4.0) -> bytes:
-    t = np.arange(int(seconds * RATE)) / RATE
-    x = 0.3 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 0.5 * t))
-    buf = io.BytesIO()
-    sf.write(buf, np.stack([x, 0.5 * x], axis=1).astype(np.float32), RATE, format="WAV")
-    return buf.getvalue()
+from conftest import FakeSeparator, FakeTagger
+from conftest import fake_job as job
 
 
 @pytest.fixture()
@@ -77,14 +25,8 @@ def core(tmp_path):
     store = LocalStore(tmp_path / "store", public_url="http://127.0.0.1:9/", secret=b"k")
     tagger = FakeTagger()
     service = ExplainerService(store, lambda name, version: tagger, FakeSeparator(),
-                               ServiceConfig(batch_size=16, max_in_flight=4, max_bytes=10 ** 7))
+                               ServiceConfig(batch_size=16, max_in_flight=4, limits=Limits(max_bytes=10 ** 7)))
     return service, tagger, store
-
-
-def job(**kw) -> Job:
-    fields = dict(tags=("voice",), num_samples=200, segments=4, top_k=2)
-    fields.update(kw)
-    return Job(ExplainRequest(model="fake", **fields), AudioSource(content=song(), filename="tone.wav"))
 
 
 def test_publishes_artifacts_then_manifest_with_urls(core):
@@ -96,8 +38,12 @@ def test_publishes_artifacts_then_manifest_with_urls(core):
     stored = json.loads((prefix / "explanation.json").read_text())
     assert stored == {**outcome.document.to_json(), "timings_s": stored["timings_s"]}
     names = sorted(p.relative_to(prefix).as_posix() for p in prefix.rglob("*.wav"))
-    assert names == sorted(outcome.urls) and len(names) == 2 + 2  # window, top-2, top-k mix
+    assert names == sorted(outcome.urls) and len(names) == 1 + 2 + 2 + 2  # window, stems, top-2, top-k mix, rest
     assert all(u.startswith("http://127.0.0.1:9/o/explanations/") and "sig=" in u for u in outcome.urls.values())
+    assert outcome.report_url.startswith("http://127.0.0.1:9/o/explanations/") and "explanation.html" in outcome.report_url
+    report = (prefix / "explanation.html").read_text()  # published: it plays the presigned URLs
+    assert set(re.findall(r'<audio id="[^"]+" controls preload="metadata" src="([^"]+)"', report)) == \
+        {u.replace("&", "&amp;") for u in outcome.urls.values()}
     published = outcome.published()
     assert published.audio.window_file == outcome.urls["window.wav"]
     assert [c.file for c in published.targets[0].components[:2]] == [outcome.urls[c.file] for c in
@@ -146,7 +92,7 @@ def test_adaptive_rounds_stream_as_events_and_reach_the_proto(core):
     assert pb.faithfulness_cost.tagger_calls == doc.faithfulness_cost.tagger_calls
     req = job(num_samples=0, edges="hard", kernel="shap", sampling="independent", curves="off", fade=0.3,
               max_samples=999, stability=0.9).request
-    back, _, _ = wire.request_from_proto(wire.request_to_proto(req, AudioSource(content=b"x")))
+    back, _, _ = wire.request_from_proto(wire.request_to_proto(req, wire.AudioSource(content=b"x")))
     assert back == req
 
 
@@ -155,7 +101,7 @@ def test_version_1_documents_still_read_and_print(core):
     from rich.console import Console
 
     from audiolime.explain.document import Document
-    from audiolime.report import print_document
+    from audiolime.report.terminal import print_document
 
     service, _, _ = core
     d = service.explain(job(curves="off")).document.to_json()
@@ -226,35 +172,6 @@ def test_a_sink_that_cancels_stops_at_the_next_batch(core):
         service.explain(job(num_samples=2000), sink)
     masks = sum(n for n, _ in tagger.calls)
     assert masks < 200  # of ~2000: batches in flight finish, no new ones start
-
-
-def test_jobs_run_in_the_background_and_report_state(core):
-    """Submit returns at once; the job succeeds with its outcome and progress; a failing job reports
-    its status code; a full table is RESOURCE_EXHAUSTED; an unknown id is NOT_FOUND."""
-    service, _, _ = core
-    gate = threading.Event()
-
-    def run(j, events, job_id):
-        gate.wait(10)
-        return service.explain(j, events, job_id)
-
-    table = JobTable(run, workers=1, max_jobs=2)
-    first = table.submit(job())
-    second = table.submit(job(tags=("nope",)))
-    with pytest.raises(errors.ResourceExhausted):
-        table.submit(job())
-    gate.set()
-    deadline = time.monotonic() + 60
-    while table.get(second).state not in (SUCCEEDED, FAILED):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    ok, bad = table.get(first), table.get(second)
-    assert ok.state == SUCCEEDED and ok.outcome.explanation_id == first and ok.progress.stage == "store"
-    assert bad.state == FAILED and errors.status_name(bad.error) == "INVALID_ARGUMENT"
-    with pytest.raises(errors.NotFound):
-        table.get("no-such-job")
-    table.submit(job())  # finished jobs make room
-    table.shutdown()
 
 
 class _Rpc(grpc.RpcError):

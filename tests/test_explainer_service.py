@@ -15,8 +15,8 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -26,90 +26,29 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ENV, REPO, http_get, model_dir, s3_client, serving, shared_dir, start_server
+from conftest import (BATCHING, DRUMS, ENV, KARISSA, REPO, TAG, VIBE, Stack, audiolime_up, explainer_args,
+                      explainer_stub, http_get, model_dir, s3_client, serving, shared_dir, start_server, tagger_args)
+from conftest import explain_request as request
 
-KARISSA = "Karissa_Hobbs_-_Lets_Go_Fishin.ogg"  # 133 s, female vocals
-DRUMS = "admiralbob77_-_Choice_-_Drum-bass.ogg"  # 25 s, 1.3 MB
-VIBE = "Kevin_MacLeod_-_Vibe_Ace.ogg"  # 61 s, 1.45 MB
-TAG = "female vocalists"
 N = 128
 HOST = "127.0.0.1"
 PY = sys.executable
+stub = explainer_stub
 
 pytestmark = pytest.mark.slow
 
 
 # -- process helpers -------------------------------------------------------------------------------
-from audiolime.commands.up import PORT_OFFSETS  # noqa: E402
-from audiolime.procs import free_base, free_port, scrape, terminate  # noqa: E402
+from audiolime.procs import free_port, scrape, terminate  # noqa: E402
 from audiolime.procs import metric_value as metric  # noqa: E402
 
 
-def tagger_args(batching: Path) -> list[str]:
-    return ["--model-base-path", str(model_dir() / "serving" / "musicnn-msd"), "--model-name", "musicnn-msd",
-            "--enable-batching", "--batching-parameters-file", str(batching)]
-
-
-def explainer_args(store: str, separator: int, tagger: int, *extra: str) -> list[str]:
-    return ["--store", store, "--separator", f"{HOST}:{separator}", "--tagger", f"{HOST}:{tagger}", *extra]
-
-
-def song(name: str) -> bytes:
-    return (shared_dir() / "audio" / name).read_bytes()
-
-
-def request(name: str = KARISSA, **kw):
-    from audiolime.v1 import common_pb2, explainer_pb2
-
-    fields = dict(model="musicnn-msd", tags=[TAG], num_samples=N, seed=0, top_k=3)
-    fields.update(kw)
-    return explainer_pb2.ExplainRequest(audio=common_pb2.AudioInput(content=song(name), filename=name), **fields)
-
-
-def stub(port: int):
-    from audiolime.v1 import explainer_pb2_grpc
-
-    ch = grpc.insecure_channel(f"{HOST}:{port}", options=[("grpc.max_send_message_length", 256 << 20)])
-    return explainer_pb2_grpc.ExplainerStub(ch)
-
-
 # -- fixtures ----------------------------------------------------------------------------------------
-class Stack:
-    """``audiolime up`` and the addresses it printed."""
-
-    def __init__(self, proc: subprocess.Popen, base: int, store: Path, lines: list[str]) -> None:
-        self.proc, self.base, self.store, self.lines = proc, base, store, lines
-        self.separator, self.explainer, self.tagger, self.http = base, base + 1, base + 2, base + 3
-        self.metrics = {"separator": base + 10, "explainer": base + 11, "tagger": base + 12}
-        self.stub = stub(self.explainer)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, shared, models) -> Stack:
     """``audiolime up`` on a free port range with a local store; stopped with SIGTERM at the end."""
-    tmp = tmp_path_factory.mktemp("up")
-    base = free_base(PORT_OFFSETS)
-    store = tmp / "store"
-    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "audiolime"), "up", "--base-port", str(base), "--store",
-                             store.as_uri(), "--model-dir", str(model_dir())], env=ENV, stdout=subprocess.PIPE,
-                            stderr=open(tmp / "up.log", "wb"), text=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("try:"):
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(420) or proc.poll() is not None:
-        terminate(proc)
-        pytest.fail(f"audiolime up did not start: {lines}\n{(tmp / 'up.log').read_text()[-3000:]}")
-    s = Stack(proc, base, store, lines)
-    yield s
-    terminate(proc)
+    with audiolime_up(tmp_path_factory.mktemp("up")) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +129,14 @@ def test_every_url_serves_the_listenable_decomposition(stack, first, karissa):
     root = stack.store / "explanations" / first.explanation_id
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert files == sorted([*(u.split("/o/explanations/")[1].split("/", 1)[1].split("?")[0] for u in urls),
-                            "explanation.json", "topk_mix.wav", "window.wav"])
+                            "explanation.html", "explanation.json", "topk_mix.wav", "rest_mix.wav", "window.wav",
+                            "stem_vocals.wav", "stem_accompaniment.wav"])
+    assert sorted(first.artifact_urls) == sorted(f for f in files if f.endswith(".wav"))
+    heard = {n: sf.read(io.BytesIO(http_get(first.artifact_urls[n])[1]), dtype="float32")[0]
+             for n in ("topk_mix.wav", "rest_mix.wav", "stem_vocals.wav", "stem_accompaniment.wav")}
+    # the complement and the stems: each pair sums to the window (16-bit WAVs, separator residual 1e-5)
+    assert np.abs(heard["topk_mix.wav"] + heard["rest_mix.wav"] - window).max() < 1e-3
+    assert np.abs(heard["stem_vocals.wav"] + heard["stem_accompaniment.wav"] - window).max() < 1e-3
 
 
 def test_expired_and_tampered_urls_are_refused(stack):
@@ -256,7 +202,7 @@ def test_async_job_round_trip(stack, first):
             break
         time.sleep(0.5)
     assert job.state == explainer_pb2.ExplanationJob.SUCCEEDED, job.error_message
-    assert job.result.explanation_id == job_id and job.result.targets[0].tag == TAG
+    assert job.result.explanation_id == f"{job_id}-1" and job.attempt == 1 and job.result.targets[0].tag == TAG
     assert http_get(job.result.manifest_url)[0] == 200
     with pytest.raises(grpc.RpcError) as exc:
         stack.stub.GetExplanation(explainer_pb2.GetExplanationRequest(job_id="0" * 32), timeout=30)
@@ -434,6 +380,8 @@ def test_s3_store_presigned_urls(s3_explainer, moto_s3):
     urls = [resp.manifest_url, resp.audio.window_url, resp.targets[0].fidelity.url,
             *(c.url for c in resp.targets[0].components if c.url)]
     assert len(urls) == 6
+    with urllib.request.urlopen(resp.report_url, timeout=30) as page:  # S3 serves the type it was put with
+        assert page.headers["Content-Type"] == "text/html; charset=utf-8" and b"<!DOCTYPE html>" in page.read()
     for url in urls:
         u = urlparse(url)
         assert url.startswith(moto_s3) and u.path.startswith(f"/audiolime-test/results/explanations/{resp.explanation_id}/")
@@ -447,7 +395,9 @@ def test_s3_store_presigned_urls(s3_explainer, moto_s3):
             assert json.loads(data)["audio"]["sha256"] == resp.audio.sha256
     s3 = s3_client(moto_s3)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="audiolime-test", Prefix="results/")["Contents"]]
-    assert all(k.startswith(f"results/explanations/{resp.explanation_id}/") for k in keys) and len(keys) == 6
+    results = [k for k in keys if not k.startswith("results/expiry/")]  # besides: when to delete it (TTL)
+    assert all(k.startswith(f"results/explanations/{resp.explanation_id}/") for k in results) and len(results) == 10
+    assert [k.rsplit("-", 1)[-1] for k in keys if k.startswith("results/expiry/")] == [resp.explanation_id]
 
 
 @pytest.mark.parametrize("name,message", [(KARISSA, "more than the limit 1500000"),
@@ -466,8 +416,7 @@ def faulty(stack, first, tmp_path_factory):
     """A dedicated tagger (to kill) and two explainers on it: a patient one and an impatient one."""
     tmp = tmp_path_factory.mktemp("faults")
     batching = tmp / "batching.txt"
-    batching.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1000 }\n"
-                        "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 100 }\n")
+    batching.write_text(BATCHING)
     state = {"tagger": start_server("audiolime.tagger.server", tagger_args(batching), tmp / "tagger.log")}
     tport = state["tagger"].port
     explainers = {}
@@ -551,7 +500,9 @@ def test_cli_explain_server_writes_what_in_process_writes(stack, first, tmp_path
     assert json.loads((out_r / "explanation.json").read_text()) == remote
     files = lambda d: sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())  # noqa: E731
     assert files(out_r) == files(out_l)
-    assert len(files(out_l)) == 6 and {"explanation.json", "topk_mix.wav", "window.wav"} <= set(files(out_l))
+    assert len(files(out_l)) == 10 and {"explanation.json", "explanation.html", "topk_mix.wav", "rest_mix.wav",
+                                        "window.wav", "stem_vocals.wav"} <= set(files(out_l))
+    assert "sig=" not in (out_r / "explanation.html").read_text()  # the download's report plays local files
     rt, lt = remote["targets"][0], local["targets"][0]
     assert [c["name"] for c in rt["components"]] == [c["name"] for c in lt["components"]]
     assert max(abs(a["weight"] - b["weight"]) for a, b in zip(rt["components"], lt["components"])) < 1e-4

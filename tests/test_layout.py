@@ -11,7 +11,7 @@ from conftest import REPO, shared_dir
 PURE = """
 import sys
 for name in ("grpc", "google.protobuf", "tensorflow", "soundfile", "soxr", "boto3", "botocore", "librosa",
-             "rich", "torch", "prometheus_client", "audiolime.server", "audiolime.evaluation"):
+             "rich", "torch", "prometheus_client", "jinja2", "audiolime.server", "audiolime.evaluation"):
     sys.modules[name] = None  # any import of these now fails
 import numpy as np
 from audiolime.explain import (artifacts, document, engine, events, factorization, pipeline, request, sampling,
@@ -69,7 +69,7 @@ def test_service_doors_work_without_the_evaluation():
     """The CLI and the explainer service import without audiolime.evaluation; only `evaluate` goes."""
     proc = subprocess.run([sys.executable, "-c", DOORS], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["demo", "explain", "serve", "setup", "up"]
+    assert proc.stdout.split() == ["demo", "explain", "report", "serve", "setup", "up"]
 
 
 def test_nothing_outside_tests_imports_test_code():

@@ -137,7 +137,7 @@ def file_server(models, tmp_path_factory):
     default) plus its 2stems+hpss variant."""
     store = tmp_path_factory.mktemp("stems")
     log = store.parent / "separator.log"
-    with serve(["--store", store.as_uri(), "--grace-period", "60", "--models", "2stems,2stems+hpss"],
+    with serve(["--store", store.as_uri(), "--grace-period", "60", "--reflection", "--models", "2stems,2stems+hpss"],
                log) as (proc, channel, mport):
         yield proc, channel, mport, store, log
 
@@ -294,12 +294,14 @@ def test_busy_is_resource_exhausted_and_sigterm_drains(models, shared, tmp_path)
 # ---------------------------------------------------------------- gRPC server, S3 (moto server mode)
 
 
-LIMITS = {"AUDIOLIME_MAX_DURATION": "60", "AUDIOLIME_MAX_BYTES": "1500000"}  # limits through the env fallbacks
+LIMITS = {"AUDIOLIME_MAX_DURATION": "60", "AUDIOLIME_MAX_BYTES": "1500000",  # limits through the env fallbacks
+          "AUDIOLIME_INPUT_BUCKETS": "audio/in"}
 
 
 @pytest.fixture(scope="module")
 def s3_server(models, moto_s3, tmp_path_factory):
-    """A separator whose store is s3://audio/cache on moto, with 60 s / 1.5 MB limits from the environment."""
+    """A separator whose store is s3://audio/cache on moto, with 60 s / 1.5 MB limits and inputs from
+    s3://audio/in/ only, all from the environment."""
 
     s3 = s3_client(moto_s3)
     s3.create_bucket(Bucket="audio")
@@ -310,15 +312,16 @@ def s3_server(models, moto_s3, tmp_path_factory):
 
 
 def test_s3_input_and_cache(s3_server, shared) -> None:
-    """With an s3:// store the song is read from an s3:// URI, stems and manifest land in the bucket, the repeat hits; missing objects are NOT_FOUND."""
+    """With an s3:// store the song is read from an s3:// URI, stems and manifest land in the bucket, the repeat hits; a missing allowed object is NOT_FOUND, anything outside the allowed location PERMISSION_DENIED."""
     channel, s3 = s3_server
     s3.put_object(Bucket="audio", Key="in/song.ogg", Body=(shared / "audio" / SONG).read_bytes())
     response = stub(channel).Separate(request(uri="s3://audio/in/song.ogg"), timeout=120)
     again = stub(channel).Separate(request(uri="s3://audio/in/song.ogg"), timeout=60)
-    for uri in ("s3://audio/in/missing.ogg", "s3://no-such-bucket/song.ogg"):
+    for uri, code in (("s3://audio/in/missing.ogg", grpc.StatusCode.NOT_FOUND),
+                      ("s3://no-such-bucket/song.ogg", grpc.StatusCode.PERMISSION_DENIED)):
         with pytest.raises(grpc.RpcError) as info:
             stub(channel).Separate(request(uri=uri), timeout=60)
-        assert info.value.code() == grpc.StatusCode.NOT_FOUND, uri
+        assert info.value.code() == code, uri
         assert uri in info.value.details()
     assert not response.cache_hit and again.cache_hit
     prefix = f"cache/stems/2stems/{response.audio_sha256}/"
@@ -332,8 +335,8 @@ def test_s3_input_and_cache(s3_server, shared) -> None:
 
 def test_limits_are_invalid_argument(s3_server, shared) -> None:
     """Songs over --max-duration or --max-bytes (set through the env fallbacks) fail with INVALID_ARGUMENT naming the limit."""
-    for song, expect in [("Kevin_MacLeod_-_Vibe_Ace.ogg", "61.5 s exceeds the limit of 60 s"),
-                         ("Karissa_Hobbs_-_Lets_Go_Fishin.ogg", "exceeds the limit of 1500000 bytes")]:
+    for song, expect in [("Kevin_MacLeod_-_Vibe_Ace.ogg", "61.5 s is longer than the limit 60 s (--max-duration)"),
+                         ("Karissa_Hobbs_-_Lets_Go_Fishin.ogg", "more than the limit 1500000 bytes (--max-bytes)")]:
         with pytest.raises(grpc.RpcError) as info:
             stub(s3_server[0]).Separate(request((shared / "audio" / song).read_bytes()), timeout=30)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -120,7 +120,7 @@ def server(models, tmp_path_factory):
         '}\n')
     (tmp / "batching.config").write_text(BATCHING)
     args = ["--model-config-file", str(tmp / "models.config"), "--enable-batching",
-            "--batching-parameters-file", str(tmp / "batching.config"), "--max-workers", "32"]
+            "--batching-parameters-file", str(tmp / "batching.config"), "--max-workers", "32", "--reflection"]
     with serve(args, tmp / "tagger.log") as running:
         yield running
 

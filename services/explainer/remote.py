@@ -58,10 +58,11 @@ def normalize_target(target: str) -> str:
     return target if "://" in target or target.startswith(("unix:", "ipv4:", "ipv6:")) else f"dns:///{target}"
 
 
-def make_channel(target: str) -> grpc.Channel:
-    """An insecure channel that balances round-robin over every resolved address."""
+def make_channel(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A channel that balances round-robin over every resolved address; TLS with ``credentials``
+    (:func:`audiolime.tls.channel_credentials`), plaintext without."""
     service_config = {"loadBalancingConfig": [{"round_robin": {}}]}
-    return grpc.insecure_channel(normalize_target(target), options=[
+    options = [
         ("grpc.lb_policy_name", "round_robin"),
         ("grpc.service_config", json.dumps(service_config)),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -70,7 +71,20 @@ def make_channel(target: str) -> grpc.Channel:
         ("grpc.min_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2000),
         ("grpc.keepalive_time_ms", 30000),
-    ])
+    ]
+    if credentials is not None:
+        channel = grpc.secure_channel(normalize_target(target), credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(normalize_target(target), options=options)
+    # Keep connecting in the background: gRPC Python only drives a connection attempt while some
+    # thread waits on the channel, and fail-fast calls retried after a sleep do not wait, so a
+    # TLS handshake to a restarted backend would never finish (plaintext only recovers slowly).
+    channel.subscribe(_connectivity_changed, try_to_connect=True)
+    return channel
+
+
+def _connectivity_changed(state: grpc.ChannelConnectivity) -> None:
+    log.debug("channel state", extra={"state": state.name})
 
 
 @dataclass(frozen=True)
@@ -117,9 +131,10 @@ class RetryPolicy:
 
 def backend_error(what: str, exc: grpc.RpcError) -> errors.AudiolimeError:
     """A backend's failure as the explainer's caller should see it: the caller's own mistakes
-    (INVALID_ARGUMENT, NOT_FOUND) pass through, everything else is the backend being UNAVAILABLE."""
+    (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED for an input URI) pass through, everything
+    else is the backend being UNAVAILABLE."""
     err = errors.from_status(exc.code().name, f"{what}: {exc.details()}", prefix=False)
-    if isinstance(err, (errors.InvalidInput, errors.NotFound)):
+    if isinstance(err, (errors.InvalidInput, errors.NotFound, errors.PermissionDenied)):
         return err
     return errors.Unavailable(f"{what}: {exc.code().name} ({exc.details()})")
 

@@ -3,8 +3,9 @@
 publish the result to the object store with the one artifact writer.
 
 Publishing: every artifact is written under ``explanations/<explanation_id>/`` with the names the
-CLI writes locally, ``explanation.json`` last; on failure everything written is deleted again. The
-outcome carries presigned URLs (``url_ttl_s``, default 1 h, at most 7 days).
+CLI writes locally, then the listening report ``explanation.html`` and ``explanation.json`` last; on
+failure everything written is deleted again. The outcome carries presigned URLs (``url_ttl_s``,
+default 1 h, at most 7 days); the published report references its audio by those same URLs.
 
 Backend failures follow :class:`audiolime.explainer.remote.RetryPolicy`: every tagger Predict has
 its own deadline and is retried on transient codes; when the budget is exhausted the request fails
@@ -22,15 +23,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from audiolime import errors
-from audiolime.audio import decode
+from audiolime.audio import decode, probe
 from audiolime.explain.artifacts import write_explanation
-from audiolime.explain.document import MANIFEST, Document
+from audiolime.explain.document import MANIFEST, REPORT_FILE, Document
 from audiolime.explain.engine import Engine
 from audiolime.explain.events import Event, EventSink, ignore
+from audiolime.explain.limits import Limits
 from audiolime.explain.pipeline import Tagger, check, explain_song
 from audiolime.explain.request import ExplainRequest
-from audiolime.explain.signal import Audio
 from audiolime.explain.stems import StemSource
+from audiolime.inputs import InputReader
 from audiolime.server import metrics
 from audiolime.store import ObjectStore
 from audiolime.wire import AudioSource
@@ -59,8 +61,7 @@ class Job:
 class ServiceConfig:
     batch_size: int = 64
     max_in_flight: int = 4
-    max_duration_s: float = 600.0
-    max_bytes: int = 200 * 1024 * 1024
+    limits: Limits = field(default_factory=Limits)
     tagger_cache_s: float = 30.0
 
 
@@ -72,6 +73,7 @@ class ExplainOutcome:
     document: Document  # file references: relative names, as stored
     urls: dict[str, str]  # artifact name -> presigned URL
     manifest_url: str
+    report_url: str
     urls_expire_at: float  # unix time
     separator_cache_hit: bool
     keys: list[str] = field(default_factory=list)
@@ -121,7 +123,7 @@ class ExplainerService:
     def __init__(self, store: ObjectStore, tagger_factory: TaggerFactory, separator: SeparatorClient,
                  config: ServiceConfig = ServiceConfig(), read_uri: Callable[[str], bytes] | None = None) -> None:
         self.store = store
-        self.read_uri = read_uri or (lambda uri: store.get(store.parse_uri(uri)))
+        self.read_uri = read_uri or InputReader(store, limits=config.limits)
         self.separator = separator
         self.config = config
         self._taggers = _TaggerCache(tagger_factory, config.tagger_cache_s)
@@ -129,45 +131,45 @@ class ExplainerService:
     # -- checks before any work --------------------------------------------------------------
     def validate(self, job: Job) -> Job:
         """Everything that can be checked without the audio or the backends."""
-        job.request.validate()
+        job.request.validate(self.config.limits)
         job.audio.check()
-        if job.audio.content is not None and len(job.audio.content) > self.config.max_bytes:
-            raise errors.InvalidInput(f"audio is {len(job.audio.content)} bytes, more than the limit "
-                                      f"{self.config.max_bytes}")
+        if job.audio.content is not None:
+            self.config.limits.check_size(len(job.audio.content), "audio")
         if not 0 <= job.url_ttl_s <= MAX_URL_TTL_S:
             raise errors.InvalidInput(f"url_ttl_s must be between 0 and {MAX_URL_TTL_S} (7 days), got {job.url_ttl_s}")
         return job
 
-    def _decode(self, audio: AudioSource) -> Audio:
-        content = audio.content
-        if content is None:
-            try:
-                content = self.read_uri(audio.uri)
-            except errors.NotFound as exc:
-                raise errors.InvalidInput(f"audio uri: {exc}") from None
-            if len(content) > self.config.max_bytes:
-                raise errors.InvalidInput(f"{audio.uri} is {len(content)} bytes, more than the limit "
-                                          f"{self.config.max_bytes}")
-        decoded = decode(content, audio.name)
-        if decoded.duration_s > self.config.max_duration_s:
-            raise errors.InvalidInput(f"{audio.name}: {decoded.duration_s:.1f} s is longer than the limit "
-                                      f"{self.config.max_duration_s:g} s")
-        return decoded
+    def _content(self, audio: AudioSource) -> bytes:
+        """The encoded audio: inline, or read by URI (allow-list and size checked first)."""
+        if audio.content is not None:
+            return audio.content
+        try:
+            return self.read_uri(audio.uri)
+        except errors.NotFound as exc:
+            raise errors.InvalidInput(f"audio uri: {exc}") from None
 
     # -- the request -------------------------------------------------------------------------
     def explain(self, job: Job, events: EventSink = ignore, explanation_id: str | None = None) -> ExplainOutcome:
-        """Explain, publish to the store, return the outcome with presigned URLs."""
+        """Explain, publish to the store, return the outcome with presigned URLs.
+
+        Checks run cheapest first, each before the work it protects: the request's fields, the
+        audio's size and header, the request against the tagger and the header (tags, cost,
+        component memory), and only then decoding and separation."""
         self.validate(job)
-        req = job.request
+        req, limits = job.request, self.config.limits
         events(Event("decode"))
         t = time.perf_counter()
-        audio = self._decode(job.audio)
+        content = self._content(job.audio)
+        header = probe(content, job.audio.name, limits)
         decode_s = time.perf_counter() - t
         tagger = self._taggers.get(req.model, req.model_version)
-        check(req, tagger, audio)  # unknown tags, bad windows: before any separation
+        check(req, tagger, header, limits)  # unknown tags, bad windows, too costly: before decoding
+        t = time.perf_counter()
+        audio = decode(content, job.audio.name, limits)
+        decode_s += time.perf_counter() - t
         source = self.separator.stems(job.audio, req.separator)
         engine = Engine(tagger.predict, tagger.labels, self.config.batch_size, self.config.max_in_flight)
-        result = explain_song(audio, job.audio.name, req, tagger, source, engine, events)
+        result = explain_song(audio, job.audio.name, req, tagger, source, engine, events, limits)
         events(Event("store"))
         explanation_id = explanation_id or uuid.uuid4().hex
         t = time.perf_counter()
@@ -189,13 +191,40 @@ class ExplainerService:
 
     def _publish(self, result, job: Job, explanation_id: str, cache_hit: bool) -> ExplainOutcome:
         prefix = f"{PREFIX}/{explanation_id}/"
-        doc, names = write_explanation(result, self.store, prefix)
+        signed: dict[str, str] = {}
+
+        def link(name: str) -> str:  # presigning needs no object: the report is written with these
+            if name not in signed:
+                signed[name] = self.store.presign(prefix + name, job.ttl_s)
+            return signed[name]
+
+        doc, names = write_explanation(result, self.store, prefix, links=link)
         try:
-            expires = time.time() + job.ttl_s
-            urls = {n: self.store.presign(prefix + n, job.ttl_s) for n in names}
-            manifest_url = self.store.presign(prefix + MANIFEST, job.ttl_s)
+            return self._signed(explanation_id, doc, names, job.ttl_s, cache_hit, link)
         except BaseException:
             self.store.delete_prefix(prefix)
             raise
-        return ExplainOutcome(explanation_id, doc, urls, manifest_url, expires, cache_hit,
-                              [prefix + n for n in names] + [prefix + MANIFEST])
+
+    def present(self, explanation_id: str, ttl_s: int, cache_hit: bool, not_after: float | None = None,
+                store_s: float | None = None) -> ExplainOutcome:
+        """A published explanation read back from the store (by any replica) with fresh URLs valid
+        ``ttl_s`` seconds, but never past ``not_after`` (when the objects are deleted). The report's
+        own audio links are the ones signed when it was published."""
+        prefix = f"{PREFIX}/{explanation_id}/"
+        doc = Document.loads(self.store.get(prefix + MANIFEST))
+        if not_after is not None:
+            ttl_s = int(max(1, min(ttl_s, not_after - time.time())))
+        if store_s is not None:
+            doc = doc.with_timing("store", store_s)
+        return self._signed(explanation_id, doc, doc.files(), ttl_s, cache_hit)
+
+    def _signed(self, explanation_id: str, doc: Document, names: list[str], ttl_s: int, cache_hit: bool,
+                link: Callable[[str], str] | None = None) -> ExplainOutcome:
+        prefix = f"{PREFIX}/{explanation_id}/"
+        if link is None:
+            def link(name: str) -> str:
+                return self.store.presign(prefix + name, ttl_s)
+        expires = time.time() + ttl_s
+        urls = {n: link(n) for n in names}
+        return ExplainOutcome(explanation_id, doc, urls, link(MANIFEST), link(REPORT_FILE), expires, cache_hit,
+                              [prefix + n for n in names] + [prefix + REPORT_FILE, prefix + MANIFEST])

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import grpc
 
+from audiolime import inputs
 from audiolime.errors import AudiolimeError, InvalidInput
+from audiolime.explain import limits
+from audiolime.explain.limits import Limits
 from audiolime.server import logs, runtime
-from audiolime.inputs import InputReader
 from audiolime.separator.service import SeparateResult, SeparationService, SeparatorConfig
 from audiolime.v1 import separator_pb2, separator_pb2_grpc
 
@@ -67,10 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="separations running at once ($AUDIOLIME_SEPARATOR_MAX_CONCURRENCY, default 1)")
     p.add_argument("--max-queue", type=int, default=env("AUDIOLIME_SEPARATOR_MAX_QUEUE", 8, int),
                    help="separations waiting; beyond -> RESOURCE_EXHAUSTED ($AUDIOLIME_SEPARATOR_MAX_QUEUE, 8)")
-    p.add_argument("--max-duration", type=float, default=env("AUDIOLIME_MAX_DURATION", 600.0, float),
-                   help="longest accepted recording in seconds ($AUDIOLIME_MAX_DURATION, 600)")
-    p.add_argument("--max-bytes", type=int, default=env("AUDIOLIME_MAX_BYTES", 200 * 1024 * 1024, int),
-                   help="largest accepted encoded input ($AUDIOLIME_MAX_BYTES, 200 MiB)")
+    limits.add_flags(p, env, audio_only=True)
+    inputs.add_flags(p, env)
     p.add_argument("--chunk-seconds", type=float, default=env("AUDIOLIME_SEPARATOR_CHUNK_SECONDS", 30.0, float),
                    help="Spleeter chunk length; bounds memory on long songs ($AUDIOLIME_SEPARATOR_CHUNK_SECONDS, 30)")
     return p
@@ -89,30 +89,33 @@ def build_service(args: argparse.Namespace) -> SeparationService:
 
     if not args.store:
         raise InvalidInput("--store (or $AUDIOLIME_STORE) is required")
-    if args.max_concurrency < 1 or args.max_queue < 0 or args.max_duration <= 0 or args.max_bytes <= 0:
-        raise InvalidInput("--max-concurrency must be >= 1, --max-queue >= 0, --max-duration and --max-bytes > 0")
+    if args.max_concurrency < 1 or args.max_queue < 0:
+        raise InvalidInput("--max-concurrency must be >= 1, --max-queue >= 0")
+    bounds = Limits.from_args(args)
+    allowed = inputs.parse_locations(args.input_buckets)
     store = open_store(args.store, endpoint_url=args.s3_endpoint, region=args.s3_region)
     model_dir = args.model_dir or default_model_dir()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if not names:
         raise InvalidInput("--models names no model")
     separators = load_separators(model_dir / "spleeter", names, warmup=True)  # variants share their base
-    config = SeparatorConfig(max_duration_s=args.max_duration, max_bytes=args.max_bytes,
-                             max_concurrency=args.max_concurrency, max_queue=args.max_queue,
+    config = SeparatorConfig(limits=bounds, max_concurrency=args.max_concurrency, max_queue=args.max_queue,
                              chunk_s=args.chunk_seconds, default_model=names[0])
-    return SeparationService(separators, StemCache(store), config,
-                             InputReader(store, args.s3_endpoint, args.s3_region))
+    reader = inputs.InputReader(store, args.s3_endpoint, args.s3_region, allowed, bounds)
+    return SeparationService(separators, StemCache(store), config, reader)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_logging("separator", args.log_level)
     try:
+        security = runtime.Security.from_args(args)
         service = build_service(args)  # models loaded and warmed before SERVING
         running = runtime.start(
             [runtime.Service(SERVICE_NAME,
                              lambda s: separator_pb2_grpc.add_SeparatorServicer_to_server(SeparatorServicer(service), s))],
-            args.host, args.port, args.metrics_port, args.max_workers)
+            args.host, args.port, args.metrics_port, args.max_workers, security=security,
+            max_receive_bytes=service.config.limits.max_receive_bytes)
     except (AudiolimeError, OSError) as exc:
         print(f"audiolime serve separator: error: {exc}", file=sys.stderr)
         return 2

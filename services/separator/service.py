@@ -1,8 +1,9 @@
 """Separation service core (no gRPC): decode, cache lookup, admission control, chunked Spleeter.
 
-* Input: encoded audio bytes or an object-store URI (``s3://bucket/key``, or a URI of the
-  configured store), at most ``max_bytes`` encoded and ``max_duration_s`` decoded, else
-  ``InvalidInput``.
+* Input: encoded audio bytes or an object-store URI (``s3://bucket/key`` in an allowed input
+  location, or a URI of the configured store), within the same :class:`~audiolime.explain.limits.Limits`
+  as the explainer's (size, then the header, before anything is decoded), else ``InvalidInput``
+  (``PermissionDenied`` for a URI outside the allowed locations).
 * Cache key: sha256 of the decoded PCM + model name; entries live in the object store
   (see :mod:`audiolime.separator.cache`). A hit skips Spleeter.
 * Bounded concurrency: at most ``max_concurrency`` separations run at once and at most
@@ -21,22 +22,24 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from audiolime import audio as audiolib
-from audiolime.errors import InvalidInput, ModelNotFound, ResourceExhausted
+from audiolime.errors import InvalidInput, ModelNotFound
+from audiolime.explain.limits import MAX_URI_CHARS, Limits, check_name
 from audiolime.explain.signal import Audio, resample
 from audiolime.explain.stems import STEM_RATE, ChunkPlan, separate_chunked
 from audiolime.inputs import InputReader
 from audiolime.separator.cache import Manifest, StemCache, StemWriter
 from audiolime.server import metrics
+from audiolime.server.admission import Admission
+
+__all__ = ["Admission", "SeparationService", "SeparatorConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,7 @@ class Separator(Protocol):
 
 @dataclass(frozen=True)
 class SeparatorConfig:
-    max_duration_s: float = 600.0
-    max_bytes: int = 200 * 1024 * 1024
+    limits: Limits = field(default_factory=Limits)
     max_concurrency: int = 1
     max_queue: int = 8
     chunk_s: float = 30.0  # rounded to whole Spleeter segments; 0 = never chunk
@@ -79,75 +81,6 @@ class SeparateResult:
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
-class Admission:
-    """At most ``max_concurrency`` running and ``max_queue`` waiting requests; more -> ResourceExhausted.
-
-    A request takes a *place* on arrival (it then counts as waiting: decoding the audio and looking
-    up the cache hold a song in memory too, so they are bounded as well) and *runs* only on a
-    cache miss. A cache hit gives its place back after the lookup. The counts are exported as
-    ``audiolime_separator_separations{state="running"|"waiting"}``."""
-
-    def __init__(self, max_concurrency: int, max_queue: int) -> None:
-        if max_concurrency < 1 or max_queue < 0:
-            raise ValueError("max_concurrency must be >= 1 and max_queue >= 0")
-        self.max_concurrency = max_concurrency
-        self.max_queue = max_queue
-        self._slots = threading.Semaphore(max_concurrency)
-        self._lock = threading.Lock()
-        self.running = 0
-        self.waiting = 0
-
-    def _move(self, running: int = 0, waiting: int = 0) -> None:
-        with self._lock:
-            self.running += running
-            self.waiting += waiting
-            metrics.SEPARATIONS.labels("running").set(self.running)
-            metrics.SEPARATIONS.labels("waiting").set(self.waiting)
-
-    @contextmanager
-    def place(self) -> Iterator[Place]:
-        """Reserve a place (waiting) or fail at once with ResourceExhausted."""
-        with self._lock:
-            if self.running + self.waiting >= self.max_concurrency + self.max_queue:
-                raise ResourceExhausted(
-                    f"separator busy: {self.max_concurrency} running and {self.max_queue} queued; retry later")
-            self.waiting += 1
-        self._move()
-        ticket = Place(self)
-        try:
-            yield ticket
-        finally:
-            self._move(waiting=-1 if not ticket.ran else 0)
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        """A place and a run: for callers that always separate."""
-        with self.place() as p, p.run():
-            yield
-
-
-class Place:
-    """A reserved place in :class:`Admission`; ``run()`` waits for a separation slot (once)."""
-
-    def __init__(self, admission: Admission) -> None:
-        self._admission = admission
-        self.ran = False
-
-    @contextmanager
-    def run(self) -> Iterator[None]:
-        if self.ran:
-            raise RuntimeError("a place runs once")
-        adm = self._admission
-        adm._slots.acquire()
-        self.ran = True
-        adm._move(running=1, waiting=-1)
-        try:
-            yield
-        finally:
-            adm._move(running=-1)
-            adm._slots.release()
-
-
 class SeparationService:
     """Separate recordings with cached results; thread-safe."""
 
@@ -156,10 +89,12 @@ class SeparationService:
         self.separators = dict(separators)
         self.cache = cache
         self.config = config
-        self.read_uri = read_uri or InputReader(cache.store)
-        self.admission = Admission(config.max_concurrency, config.max_queue)
+        self.read_uri = read_uri or InputReader(cache.store, limits=config.limits)
+        self.admission = Admission(config.max_concurrency, config.max_queue, metrics.SEPARATIONS, "separator",
+                                   "separations")
 
     def model(self, name: str) -> Separator:
+        check_name("model", name)
         name = name or self.config.default_model
         try:
             return self.separators[name]
@@ -168,23 +103,17 @@ class SeparationService:
                                 f"(loaded: {', '.join(sorted(self.separators)) or 'none'})") from None
 
     def load_audio(self, content: bytes | None, uri: str | None, filename: str = "") -> Audio:
-        """Decode the input within the configured size and duration limits."""
+        """Decode the input within the configured limits (size and header before decoding)."""
+        check_name("audio.filename", filename)
         if uri:
+            check_name("audio.uri", uri, MAX_URI_CHARS)
             content = self.read_uri(uri)
             label = filename or uri
         else:
             label = filename or "audio content"
         if not content:
             raise InvalidInput("no audio given: set audio.content or audio.uri")
-        if len(content) > self.config.max_bytes:
-            raise InvalidInput(f"{label}: {len(content)} bytes exceeds the limit of {self.config.max_bytes} bytes")
-        audio = audiolib.decode(content, label)
-        if audio.duration_s > self.config.max_duration_s:
-            raise InvalidInput(f"{label}: {audio.duration_s:.1f} s exceeds the limit of "
-                               f"{self.config.max_duration_s:g} s")
-        if audio.channels > 2:
-            raise InvalidInput(f"{label}: {audio.channels} channels; only mono and stereo are supported")
-        return audio
+        return audiolib.decode(content, label, self.config.limits)
 
     def separate(self, content: bytes | None = None, uri: str | None = None, model: str = "",
                  filename: str = "") -> SeparateResult:

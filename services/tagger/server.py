@@ -246,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_logging("tagger", args.log_level)
     try:
+        security = runtime.Security.from_args(args)
+    except errors.InvalidInput as exc:
+        raise SystemExit(f"audiolime serve tagger: error: {exc}") from None
+    try:
         core = build_core(args)  # before SERVING
     except ConfigError as exc:
         raise SystemExit(f"audiolime serve tagger: error: {exc}") from None
@@ -258,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     running = runtime.start(
         [runtime.Service(PREDICTION_SERVICE, lambda s: add_prediction(PredictionServicer(core), s)),
          runtime.Service(MODEL_SERVICE, lambda s: add_model(ModelServicer(core), s))],
-        args.host, args.port, args.metrics_port, args.max_workers)
+        args.host, args.port, args.metrics_port, args.max_workers, security=security)
     running.on_stop.append(core.close)
     runtime.run_until_signalled(running, args.grace_period)
     return 0

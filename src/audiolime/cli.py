@@ -12,11 +12,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from audiolime.commands import evaluate, explain, services, setup, up
+from audiolime.commands import evaluate, explain, report, services, setup, up
 from audiolime.commands.args import default_model_dir
 from audiolime.errors import AudiolimeError
 
-COMMANDS = (setup, explain, services, evaluate, up)
+COMMANDS = (setup, explain, report, services, evaluate, up)
 
 
 class _Parser(argparse.ArgumentParser):

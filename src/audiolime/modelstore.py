@@ -13,7 +13,6 @@ Layout of a model directory (``--model-dir`` / ``AUDIOLIME_MODEL_DIR``)::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -24,6 +23,8 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from audiolime.modelcopy import sha256_file  # the one sha256 helper (stdlib-only module)
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,6 @@ DEMO_SONG = "demo/audio_example.mp3"
 
 class SetupError(RuntimeError):
     """A model could not be fetched or verified."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def default_cache_dir() -> Path:

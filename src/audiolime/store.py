@@ -7,6 +7,11 @@ Keys are ``/``-separated relative paths (``stems/2stems/<sha>/vocals.flac``). Tw
   URLs point at an HTTP server (the explainer's, ``{public_url}/o/{key}?expires=..&sig=..``) and
   are checked with :func:`verify` (HMAC-SHA256 over ``key + expires``).
 
+Conditional creation (:meth:`ObjectStore.put_if_absent`) is what durable jobs build their leases
+and their exactly-once publishing on: S3 ``PutObject`` with ``If-None-Match: *`` (AWS S3 since
+August 2024, MinIO, moto) and ``link(2)`` of a complete temporary file on the local store (atomic
+on local filesystems and on NFS). :func:`check_conditional_writes` tells whether a store honours it.
+
 ``open_store("s3://bucket/prefix")`` / ``open_store("file:///path")`` picks one from a URL.
 """
 
@@ -18,20 +23,32 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
 
 from audiolime.errors import InvalidInput, NotFound
 
 
-def _clean_key(key: str) -> str:
+def clean_key(key: str) -> str:
     """Reject keys that could escape the store (absolute, ``..``, empty segments)."""
     k = key.strip("/")
     parts = k.split("/")
     if not k or any(p in ("", ".", "..") for p in parts) or "\\" in k or "\x00" in k:
         raise InvalidInput(f"invalid object key {key!r}")
     return k
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its key (relative to the store), size and last modification (unix time,
+    the store's clock: S3's LastModified, the file's mtime)."""
+
+    key: str
+    size: int
+    modified: float
 
 
 class ObjectStore(ABC):
@@ -42,8 +59,23 @@ class ObjectStore(ABC):
         """Store ``data`` under ``key`` (replacing any previous object, atomically for readers)."""
 
     @abstractmethod
-    def get(self, key: str) -> bytes:
-        """The object's bytes; raises ``audiolime.errors.NotFound`` when it does not exist."""
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Create ``key`` only if no object has that key; True if this call created it. Of any
+        number of concurrent callers (processes, hosts) exactly one gets True, and readers only
+        ever see the complete object."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (a plain string prefix), sorted by key."""
+
+    @abstractmethod
+    def get(self, key: str, limit: int | None = None) -> bytes:
+        """The object's bytes (at most the first ``limit``); raises ``audiolime.errors.NotFound``
+        when it does not exist."""
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """The object's size in bytes, without reading it; ``NotFound`` when it does not exist."""
 
     @abstractmethod
     def exists(self, key: str) -> bool:
@@ -89,17 +121,52 @@ class S3Store(ObjectStore):
                           s3={"addressing_style": "path"} if endpoint_url else None))
 
     def _full(self, key: str) -> str:
-        k = _clean_key(key)
+        k = clean_key(key)
         return f"{self.prefix}/{k}" if self.prefix else k
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, ContentType=content_type)
 
-    def get(self, key: str) -> bytes:
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
         from botocore.exceptions import ClientError
 
         try:
-            return self._client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()
+            self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, ContentType=content_type,
+                                    IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            # 412: the object exists; 409: a concurrent conditional write to the same key is in progress
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") \
+                    or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                return False
+            raise
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        skip = len(self.prefix) + 1 if self.prefix else 0
+        out = []
+        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            out += [ObjectInfo(o["Key"][skip:], int(o["Size"]), o["LastModified"].timestamp())
+                    for o in page.get("Contents", [])]
+        return sorted(out, key=lambda o: o.key)
+
+    def get(self, key: str, limit: int | None = None) -> bytes:
+        from botocore.exceptions import ClientError
+
+        extra = {} if limit is None else {"Range": f"bytes=0-{max(limit, 1) - 1}"}
+        try:
+            body = self._client.get_object(Bucket=self.bucket, Key=self._full(key), **extra)["Body"]
+            return body.read() if limit is None else body.read(limit)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"object {self.uri(key)} does not exist") from None
+            raise
+
+    def size(self, key: str) -> int:
+        from botocore.exceptions import ClientError
+
+        try:
+            return int(self._client.head_object(Bucket=self.bucket, Key=self._full(key))["ContentLength"])
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 raise NotFound(f"object {self.uri(key)} does not exist") from None
@@ -143,7 +210,7 @@ class S3Store(ObjectStore):
             if not path.startswith(self.prefix + "/"):
                 raise InvalidInput(f"{uri!r} is not under s3://{self.bucket}/{self.prefix}/")
             path = path[len(self.prefix) + 1:]
-        return _clean_key(path)
+        return clean_key(path)
 
 
 def sign(secret: bytes, key: str, expires: int) -> str:
@@ -172,7 +239,7 @@ class LocalStore(ObjectStore):
         self.secret = secret
 
     def path(self, key: str) -> Path:
-        return self.root / _clean_key(key)
+        return self.root / clean_key(key)
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         dest = self.path(key)
@@ -188,11 +255,54 @@ class LocalStore(ObjectStore):
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def get(self, key: str) -> bytes:
+    def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         try:
-            return self.path(key).read_bytes()
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, dest)  # atomic, fails if dest exists; the object is complete when it appears
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        head = prefix.rpartition("/")[0]
+        base = self.path(head) if head.strip("/") else self.root
+        if not base.is_dir():
+            return []
+        out = []
+        for dirpath, _, files in os.walk(base):
+            for name in files:
+                if name.startswith(".") and name.endswith(".part"):  # a write in progress
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:  # deleted meanwhile
+                        continue
+                    out.append(ObjectInfo(key, st.st_size, st.st_mtime))
+        return sorted(out, key=lambda o: o.key)
+
+    def get(self, key: str, limit: int | None = None) -> bytes:
+        try:
+            with open(self.path(key), "rb") as f:
+                return f.read() if limit is None else f.read(limit)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"object {self.uri(key)} does not exist") from None
+
+    def size(self, key: str) -> int:
+        path = self.path(key)
+        if not path.is_file():
+            raise NotFound(f"object {self.uri(key)} does not exist")
+        return path.stat().st_size
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -219,13 +329,13 @@ class LocalStore(ObjectStore):
     def presign(self, key: str, ttl_s: int = 3600) -> str:
         if not self.public_url or not self.secret:
             raise InvalidInput("local store has no public URL / URL secret configured; cannot sign URLs")
-        k = _clean_key(key)
+        k = clean_key(key)
         expires = int(time.time()) + int(ttl_s)
         return f"{self.public_url}/o/{quote(k)}?expires={expires}&sig={sign(self.secret, k, expires)}"
 
     def verify(self, key: str, expires: int | str, sig: str) -> bool:
         """Check a signed URL's parameters against this store's secret."""
-        return bool(self.secret) and verify(_clean_key(key), expires, sig, self.secret)
+        return bool(self.secret) and verify(clean_key(key), expires, sig, self.secret)
 
     def parse_uri(self, uri: str) -> str:
         u = urlparse(uri)
@@ -236,7 +346,17 @@ class LocalStore(ObjectStore):
             rel = path.relative_to(self.root)
         except ValueError:
             raise InvalidInput(f"{uri!r} is not under {self.root.as_uri()}") from None
-        return _clean_key(rel.as_posix())
+        return clean_key(rel.as_posix())
+
+
+def check_conditional_writes(store: ObjectStore, prefix: str = "jobs/") -> bool:
+    """Whether ``store`` honours :meth:`ObjectStore.put_if_absent` (a second create of the same
+    key must be refused). Some S3-compatible servers ignore ``If-None-Match``."""
+    key = f"{prefix}.conditional-write-probe-{uuid.uuid4().hex}"
+    try:
+        return store.put_if_absent(key, b"1") and not store.put_if_absent(key, b"2")
+    finally:
+        store.delete(key)
 
 
 def open_store(url: str, **opts) -> ObjectStore:

@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from audiolime.errors import InvalidInput
 from audiolime.explain.document import Document, FaithfulnessRecord
 from audiolime.explain.events import Event
+from audiolime.explain.limits import MAX_URI_CHARS, check_name
 from audiolime.explain.request import ExplainRequest
 from audiolime.v1 import common_pb2, explainer_pb2
 
@@ -32,6 +33,9 @@ class AudioSource:
     def check(self) -> AudioSource:
         if (self.content is None) == (self.uri is None):
             raise InvalidInput("audio: give exactly one of content (bytes) or uri")
+        check_name("audio.filename", self.filename)
+        if self.uri is not None:
+            check_name("audio.uri", self.uri, MAX_URI_CHARS)
         return self
 
 
@@ -78,8 +82,10 @@ def event_to_proto(event: Event) -> explainer_pb2.ExplainProgress:
 
 
 def explanation_to_proto(doc: Document, explanation_id: str, manifest_url: str, urls_expire_at: float,
-                         separator_cache_hit: bool) -> explainer_pb2.Explanation:
-    """A published explanation: ``doc``'s file references are presigned URLs."""
+                         separator_cache_hit: bool, report_url: str = "",
+                         artifact_urls: dict[str, str] | None = None) -> explainer_pb2.Explanation:
+    """A published explanation: ``doc``'s file references are presigned URLs; ``artifact_urls``
+    maps every artifact's relative name to its URL."""
     a, m, sep = doc.audio, doc.model, doc.separator
     expires = Timestamp()
     expires.FromSeconds(int(urls_expire_at))
@@ -96,7 +102,7 @@ def explanation_to_proto(doc: Document, explanation_id: str, manifest_url: str, 
         prediction=[explainer_pb2.TagProbability(tag=t, probability=p) for t, p in doc.prediction.items()],
         num_samples=doc.num_samples, unique_samples=doc.unique_samples, exhaustive=doc.exhaustive, seed=doc.seed,
         segments=doc.segments, top_k=doc.top_k, timings_s=doc.timings_s, warnings=list(doc.warnings),
-        manifest_url=manifest_url, urls_expire_at=expires)
+        manifest_url=manifest_url, urls_expire_at=expires, report_url=report_url, artifact_urls=artifact_urls or {})
     if doc.edges is not None:
         pb.edges.CopyFrom(explainer_pb2.SegmentEdges(mode=doc.edges.mode, fade=doc.edges.fade, fade_s=doc.edges.fade_s))
     if doc.sampling is not None:
@@ -140,8 +146,14 @@ def faithfulness_to_proto(f: FaithfulnessRecord | None) -> explainer_pb2.Faithfu
 
 
 def urls_by_file(manifest: Document, pb: explainer_pb2.Explanation) -> dict[str, str]:
-    """Relative artifact name (from the stored manifest) -> presigned URL (from the response),
-    walking both descriptions of the same explanation side by side."""
+    """Relative artifact name (from the stored manifest) -> presigned URL (from the response's
+    ``artifact_urls``; from a server without them, by walking both descriptions side by side).
+    Only names the manifest references are returned, every one of them or an error."""
+    if pb.artifact_urls:
+        missing = [f for f in manifest.files() if f not in pb.artifact_urls]
+        if missing:
+            raise InvalidInput(f"the response has no URL for {', '.join(missing[:3])}")
+        return {f: pb.artifact_urls[f] for f in manifest.files()}
     pairs = [(manifest.audio.window_file, pb.audio.window_url)]
     if len(manifest.targets) != len(pb.targets):
         raise InvalidInput("the manifest and the response describe different explanations")

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
 
 from audiolime.commands.args import add_model_dir, integer, number, positive_int
+from audiolime.explain import limits
 from audiolime.explain.events import Event
+from audiolime.explain.limits import Limits
 from audiolime.explain.request import AUTO, CURVES, EDGES, KERNELS, SAMPLINGS, ExplainRequest
 
 D = ExplainRequest  # the defaults, read from the one request model
@@ -61,8 +65,12 @@ def add_explain_args(p: argparse.ArgumentParser) -> None:
                    help=f"separator model: 2stems, 2stems+hpss (2stems with the accompaniment split into harmonic "
                         f"and percussive), 4stems/5stems where installed (default {D.separator})")
     p.add_argument("--batch-size", type=positive_int(1, 4096), default=64, help="windows per tagger call")
-    p.add_argument("--server", default=None, help="use the explainer service at HOST:PORT instead of in-process models")
+    p.add_argument("--server", default=None, help="use the explainer service at HOST:PORT instead of in-process models "
+                                                  "(bearer token from $AUDIOLIME_TOKEN)")
+    p.add_argument("--ca", type=Path, default=None, help="with --server: PEM CA certificate of the server's TLS "
+                                                         "certificate (turns TLS on)")
     add_model_dir(p)
+    limits.add_flags(p)
 
 
 def samples(text: str) -> int:
@@ -75,7 +83,7 @@ def request_from_args(args: argparse.Namespace) -> ExplainRequest:
                           segments=args.segments, separator=args.separator, num_samples=args.num_samples,
                           seed=args.seed, top_k=args.top_k, edges=args.edges, fade=args.fade,
                           max_samples=args.max_samples, stability=args.stability, kernel=args.kernel,
-                          sampling=args.sampling, curves=args.curves).validate()
+                          sampling=args.sampling, curves=args.curves).validate(Limits.from_args(args))
 
 
 class ProgressBar:
@@ -104,10 +112,10 @@ class ProgressBar:
 def cmd_explain(args: argparse.Namespace) -> int:
     request = request_from_args(args)
     if args.server:
-        doc = _explain_remote(args, request)
+        doc, published = _explain_remote(args, request)
     else:
-        doc = _explain_local(args, request)
-    _print(args, doc)
+        doc, published = _explain_local(args, request), None
+    _print(args, doc, published)
     return 0
 
 
@@ -121,29 +129,31 @@ def _explain_local(args: argparse.Namespace, request: ExplainRequest) -> dict:
     from audiolime.local import load_separator, load_tagger, quiet_tensorflow
     from audiolime.store import LocalStore
 
-    audio = decode(args.song)  # bad audio fails before any model loads
+    bounds = Limits.from_args(args)
+    audio = decode(args.song, limits=bounds)  # bad audio fails before any model loads
     quiet_tensorflow()
     tagger = load_tagger(args.model_dir, request.model, request.model_version or None)
-    check(request, tagger, audio)  # bad tags, segments, start: fail before loading the separator
+    check(request, tagger, audio, bounds)  # bad tags, segments, start, cost: fail before loading the separator
     separator = load_separator(args.model_dir, request.separator)
     source = LocalSeparation(lambda wave: separator.separate(wave, STEM_RATE).stems, separator.name)
     engine = Engine(tagger.predict, tagger.labels, batch_size=args.batch_size)
     with ProgressBar() as progress:
-        result = explain_song(audio, str(args.song), request, tagger, source, engine, progress)
+        result = explain_song(audio, str(args.song), request, tagger, source, engine, progress, bounds)
     doc = write_explanation(result, LocalStore(args.out))[0] if args.out else describe(result)
     return doc.to_json()
 
 
-def _explain_remote(args: argparse.Namespace, request: ExplainRequest) -> dict:
+def _explain_remote(args: argparse.Namespace, request: ExplainRequest) -> tuple[dict, str | None]:
+    """The document, and a line naming the published report (its URL and until when it works)."""
     from audiolime import errors, wire
+    from audiolime.audio import probe
     from audiolime.client import ExplainerClient, download, fetch
 
     song = Path(args.song)
-    if not song.is_file():
-        raise errors.InvalidInput(f"{song}: no such file")
+    probe(song, limits=Limits.from_args(args))  # size and header before reading and uploading it
     pb = wire.request_to_proto(request, wire.AudioSource(content=song.read_bytes(), filename=str(args.song)))
     result = None
-    with ExplainerClient(args.server) as client, ProgressBar() as progress:
+    with ExplainerClient(args.server, ca=args.ca) as client, ProgressBar() as progress:
         for event in client.explain_stream(pb):
             if event.HasField("result"):
                 result = event.result
@@ -151,18 +161,34 @@ def _explain_remote(args: argparse.Namespace, request: ExplainRequest) -> dict:
                 progress(Event(event.progress.stage, event.progress.evaluated, event.progress.total))
     if result is None:
         raise errors.RemoteError("UNKNOWN: the stream ended without a result")
-    return download(result, args.out) if args.out else json.loads(fetch(result.manifest_url))
+    doc = download(result, args.out) if args.out else json.loads(fetch(result.manifest_url))
+    published = None
+    if result.report_url:
+        until = time.strftime("%Y-%m-%d %H:%M", time.localtime(result.urls_expire_at.seconds))
+        published = f"published report (its links work until {until}): {result.report_url}"
+    return doc, published
 
 
-def _print(args: argparse.Namespace, doc: dict) -> None:
+def _print(args: argparse.Namespace, doc: dict, published: str | None) -> None:
+    """The document (a table, or JSON on stdout), then where its listening reports are: the last
+    lines of the human output, or stderr beside ``--json``."""
+    from audiolime.explain.document import REPORT_FILE
+
+    lines = [f"listening report: {args.out / REPORT_FILE} (open it in a browser)"] if args.out else []
+    lines += [published] if published else []
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
+        for line in lines:
+            print(f"audiolime: {line}", file=sys.stderr)
         return
     from rich.console import Console
 
-    from audiolime.report import print_document
+    from audiolime.report.terminal import print_document
 
-    print_document(doc, Console(), str(args.out) if args.out else None)
+    console = Console()
+    print_document(doc, console, str(args.out) if args.out else None)
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -3,11 +3,22 @@ loopback, with embedded defaults; waits until all report SERVING, forwards SIGTE
 
 Ports from ``--base-port`` B (default 50051): separator B, explainer B+1, tagger B+2, signed-URL
 HTTP B+3; metrics B+10, B+11, B+12.
+
+Jobs live in ``--store``: stop ``up`` mid-job (Ctrl-C, SIGTERM, even SIGKILL: the services die
+with it) and start it again on the same store, and the job is resumed and finishes (after the
+job lease, ``$AUDIOLIME_JOB_LEASE``, when the explainer could not hand it back). Signed URLs stay
+valid across restarts only with a fixed ``$AUDIOLIME_URL_SECRET``; GetExplanation signs fresh ones.
+
+Security: by default plain loopback, no TLS and no authentication (said when it starts).
+``--auth-tokens FILE`` makes the explainer require bearer tokens; ``--tls`` makes a throwaway CA
+and certificates (deleted on exit): TLS on every gRPC port, mTLS between the explainer and its
+backends, and the CA's path printed for clients (``audiolime explain --server ... --ca CA``).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import secrets
 import signal
@@ -17,6 +28,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from audiolime.certs import Pair
 
 BATCHING = """max_batch_size { value: 128 }
 batch_timeout_micros { value: 2000 }
@@ -43,10 +58,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", default=None, help="object store URL (default file://<cwd>/out/store)")
     p.add_argument("--base-port", type=int, default=50051, help="first of the ports used (default 50051)")
     p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for SERVING")
+    p.add_argument("--auth-tokens", type=Path, default=None,
+                   help="bearer-token file for the explainer (one token per line, optionally name:token)")
+    p.add_argument("--tls", action="store_true",
+                   help="TLS on every gRPC port (mTLS between services) with a throwaway CA")
     p.set_defaults(func=cmd_up)
 
 
-def children(model_dir: Path, store: str, base: int, batching_file: Path, secret: str) -> list[Child]:
+@dataclass(frozen=True)
+class Credentials:
+    """What ``up --tls`` made: the CA, each service's certificate, and one for ``up``'s own checks."""
+
+    ca: Path
+    pairs: dict[str, Pair]
+
+
+def make_credentials(directory: Path) -> Credentials:
+    from audiolime.certs import Authority
+
+    ca = Authority(directory)
+    return Credentials(ca.cert, {n: ca.issue(n) for n in ("separator", "tagger", "explainer", "up")})
+
+
+def security_args(name: str, creds: Credentials | None, tokens: Path | None) -> list[str]:
+    """TLS for every port; backends demand the CA's client certificates; the explainer presents
+    its own to them and checks callers' tokens."""
+    out = ["--reflection"]
+    if creds is not None:
+        pair = creds.pairs[name]
+        out += ["--tls-cert", str(pair.cert), "--tls-key", str(pair.key)]
+        if name == "explainer":
+            out += ["--tls-ca", str(creds.ca), "--tls-client-cert", str(pair.cert), "--tls-client-key", str(pair.key)]
+        else:
+            out += ["--tls-client-ca", str(creds.ca)]
+    if tokens is not None and name == "explainer":
+        out += ["--auth-tokens", str(tokens)]
+    return out
+
+
+def children(model_dir: Path, store: str, base: int, batching_file: Path, secret: str,
+             creds: Credentials | None = None, tokens: Path | None = None) -> list[Child]:
     py = [sys.executable, "-m"]
     common = ["--host", HOST, "--log-level", "INFO"]
     sep = Child("separator", base, base + 10, [])
@@ -62,13 +113,34 @@ def children(model_dir: Path, store: str, base: int, batching_file: Path, secret
                 str(exp.metrics_port), "--store", store, "--separator", f"{HOST}:{sep.port}",
                 "--tagger", f"{HOST}:{tag.port}", "--http-port", str(base + 3), "--url-secret", secret,
                 "--public-url", f"http://{HOST}:{base + 3}"]
+    for c in (sep, tag, exp):
+        c.argv += security_args(c.name, creds, tokens)
     return [sep, tag, exp]
 
 
-def wait_serving(child: Child, deadline: float) -> None:
+def die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when ``up`` dies, even by SIGKILL (Linux prctl), so
+    no orphaned service keeps the ports or the store's job leases."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: children are stopped by the normal paths only
+        pass
+
+
+def wait_serving(child: Child, deadline: float, credentials=None) -> None:
     from audiolime.procs import wait_serving as wait
 
-    wait(f"{HOST}:{child.port}", child.proc, max(0.0, deadline - time.monotonic()), child.name, poll_s=0.5)
+    wait(f"{HOST}:{child.port}", child.proc, max(0.0, deadline - time.monotonic()), child.name, poll_s=0.5,
+         credentials=credentials)
+
+
+def describe_security(creds: Credentials | None, tokens: Path | None) -> str:
+    if creds is None and tokens is None:
+        return ("security: plain loopback, no TLS, no authentication (this machine only; "
+                "audiolime up --tls --auth-tokens FILE for the secured set-up)")
+    parts = [f"TLS on every gRPC port, mTLS between services, CA {creds.ca}" if creds else "no TLS",
+             f"bearer tokens from {tokens}" if tokens else "no authentication"]
+    return "security: " + "; ".join(parts)
 
 
 def stop(procs: list[Child], sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
@@ -92,12 +164,25 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not (model_dir / "serving" / "musicnn-msd").is_dir():
         raise InvalidInput(f"no tagger model under {model_dir}/serving (run `audiolime setup`)")
     store = args.store or (Path("out/store").resolve().as_uri())
+    tokens = Path(args.auth_tokens).resolve() if args.auth_tokens else None
+    if tokens is not None:
+        from audiolime.server.auth import TokenFile
+
+        TokenFile(tokens)  # a bad token file fails here, in one line, before anything starts
     if store.startswith("file://"):
         Path(store[len("file://"):]).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="audiolime-up.") as tmp:
         batching = Path(tmp) / "batching.txt"
         batching.write_text(BATCHING)
-        procs = children(model_dir, store, args.base_port, batching, secrets.token_hex(32))
+        creds = make_credentials(Path(tmp) / "tls") if args.tls else None
+        health_creds = None
+        if creds is not None:
+            from audiolime.tls import channel_credentials
+
+            health_creds = channel_credentials(creds.ca, creds.pairs["up"].cert, creds.pairs["up"].key)
+        print(describe_security(creds, tokens), flush=True)
+        secret = os.environ.get("AUDIOLIME_URL_SECRET") or secrets.token_hex(32)
+        procs = children(model_dir, store, args.base_port, batching, secret, creds, tokens)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         stopping = {"sig": None}
 
@@ -108,12 +193,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, forward)
         try:
             for c in procs:
-                c.proc = subprocess.Popen(c.argv, env=env, start_new_session=True)
+                c.proc = subprocess.Popen(c.argv, env=env, start_new_session=True, preexec_fn=die_with_parent)
             deadline = time.monotonic() + args.startup_timeout
             for c in procs:
                 while stopping["sig"] is None:
                     try:
-                        wait_serving(c, min(deadline, time.monotonic() + 1))
+                        wait_serving(c, min(deadline, time.monotonic() + 1), health_creds)
                         break
                     except (RuntimeError, TimeoutError):
                         if c.proc.poll() is not None or time.monotonic() > deadline:
@@ -123,7 +208,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                     print(f"{c.name:10s} grpc {HOST}:{c.port}  metrics http://{HOST}:{c.metrics_port}/metrics",
                           flush=True)
                 print(f"{'http':10s} signed URLs http://{HOST}:{args.base_port + 3}/o/...  store {store}", flush=True)
-                print(f"try: audiolime explain --server {HOST}:{procs[2].port} SONG", flush=True)
+                print(f"{'jobs':10s} kept in the store: unfinished ones resume when up starts again on it", flush=True)
+                secure = ("AUDIOLIME_TOKEN=<token> " if tokens else "", f" --ca {creds.ca}" if creds else "")
+                print(f"try: {secure[0]}audiolime explain --server {HOST}:{procs[2].port}{secure[1]} SONG", flush=True)
             while stopping["sig"] is None:
                 dead = [c for c in procs if c.proc.poll() is not None]
                 if dead:

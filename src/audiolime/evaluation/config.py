@@ -13,8 +13,8 @@ from audiolime.errors import InvalidInput, ModelNotFound
 from audiolime.explain.request import AUTO, ExplainRequest, check_num_samples, stems_of
 
 FORMAT = 2  # checkpoint format: one line per (song, tagger, window, method)
-FCN_CONVERT_HINT = ("python -m audiolime.tagger.fcn_convert --pth /work/shared/models/fcn-msd/best_model.pth "
-                    "--model-base {serving}")
+FCN_CONVERT_HINT = ("`audiolime setup` (converts it when PyTorch is installed: the `convert` extra), or "
+                    "python -m audiolime.tagger.fcn_convert --model-base {serving} [--pth best_model.pth]")
 SLIME, RANDOM = "slime", "random"
 # the options a variant may set (everything else is shared by the run)
 VARIANT_FIELDS = ("separator", "segments", "edges", "fade", "kernel", "sampling", "num_samples", "max_samples",

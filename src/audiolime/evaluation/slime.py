@@ -13,7 +13,7 @@ every STFT bin belongs to exactly one rectangle, and all rectangles on reproduce
 spectrogram.
 
 A :class:`SpectrogramRectangles` factorization plugs into the audioLIME
-:class:`~audiolime.explain.engine.Engine` unchanged (the engine only uses ``compose``,
+:class:`~audiolime.explain.engine.Engine` unchanged (it is an ``engine.Factorization``: ``compose``,
 ``num_components`` and ``info``): drive it with ``predict=tagger.predict_spectrogram`` and the
 window's spectrogram as the analysed "window". A switched-off rectangle is replaced by a
 baseline value (``zero``, or the window spectrogram's ``min`` or ``mean``).
@@ -26,7 +26,6 @@ the audioLIME paper's point: source-separation components need only ``predict(wa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
@@ -39,17 +38,6 @@ N_FFT = 2048  # librosa.stft's default, as in the paper's code (hop n_fft // 4)
 
 class NotApplicable(AudiolimeError):
     """The method cannot be applied to this tagger (no spectrogram input)."""
-
-
-class Factorization(Protocol):
-    """What the engine needs of a factorization."""
-
-    info: list
-
-    @property
-    def num_components(self) -> int: ...
-
-    def compose(self, masks: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,13 @@
 relative file names (``rank1_vocals-2.wav``); :meth:`Document.with_files` swaps them for what a
 reader should fetch (presigned URLs). :meth:`Document.to_json` / :meth:`Document.from_json`
 round-trip exactly, so a document read back from the object store is the one written.
+
+Besides the top-k components and the top-k mix, every explanation has what a listener needs to
+hear any component and the explanation's complement: one WAV per stem over the window
+(``stem_<name>.wav``; a component is a time range of its stem, so d' components cost C files, not
+d') and, per target, ``rest_mix.wav`` (every component except the top-k mix's). Peak envelopes of
+the window and of each stem let the listening report draw waveforms from the document alone.
+Fields added after version 1 are optional when reading, so older documents still load.
 """
 
 from __future__ import annotations
@@ -17,13 +24,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from audiolime.errors import InvalidInput
+
 if TYPE_CHECKING:
     from audiolime.explain.pipeline import ExplainResult
 
 DOCUMENT_VERSION = 2  # 2: edges, sampling, stopping, faithfulness (version 1 documents still read)
+READS = (1, DOCUMENT_VERSION)  # the versions loads() accepts (version 1: without the v2 fields)
 MANIFEST = "explanation.json"
+REPORT_FILE = "explanation.html"  # the listening report, beside the manifest (audiolime.report)
 WINDOW_FILE = "window.wav"
 TOPK_MIX_FILE = "topk_mix.wav"
+REST_MIX_FILE = "rest_mix.wav"
+PEAK_COLUMNS = 320  # waveform envelope resolution: ~10 ms per column on a 3 s window
 
 FileRef = Callable[[str], "str | None"]
 
@@ -45,6 +58,19 @@ def target_prefix(index: int, tag: str) -> str:
 
 def component_file(rank: int, source: str, segment: int) -> str:
     return f"rank{rank}_{slug(source)}-{segment}.wav"
+
+
+def stem_file(source: str) -> str:
+    return f"stem_{slug(source)}.wav"
+
+
+def peaks(wave: np.ndarray, columns: int = PEAK_COLUMNS) -> tuple[float, ...]:
+    """Peak |amplitude| (over channels) in ``columns`` equal slices of ``wave [channels, samples]``."""
+    mag = np.abs(np.atleast_2d(np.asarray(wave, np.float32))).max(axis=0)
+    if mag.size == 0:
+        return (0.0,) * columns
+    edges = np.minimum(np.round(np.linspace(0, mag.size, columns + 1)).astype(np.int64), mag.size - 1)
+    return tuple(round(float(v), 3) for v in np.maximum.reduceat(mag, edges[:-1]))
 
 
 @dataclass(frozen=True)
@@ -70,6 +96,7 @@ class FidelityRecord:
     target_probability: float
     original_target_probability: float
     file: str | None
+    rest_file: str | None = None  # everything but the top-k mix's components (absent before it existed)
 
 
 @dataclass(frozen=True)
@@ -123,6 +150,7 @@ class AudioRecord:
     window_start_s: float
     window_duration_s: float
     window_file: str | None
+    window_peaks: tuple[float, ...] = ()  # PEAK_COLUMNS peak amplitudes over the window
 
 
 @dataclass(frozen=True)
@@ -175,6 +203,16 @@ class CostRecord:
 
 
 @dataclass(frozen=True)
+class StemRecord:
+    """One stem over the window: its audio (every component of it is a time range of this file)
+    and its peak envelope."""
+
+    name: str
+    file: str | None
+    peaks: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class Document:
     audio: AudioRecord
     model: ModelRecord
@@ -192,6 +230,7 @@ class Document:
     kernel_width: float
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    stems: tuple[StemRecord, ...] = ()
     version: int = DOCUMENT_VERSION
     edges: EdgesRecord | None = None  # None only in version 1 documents, as the three below
     sampling: SamplingRecord | None = None
@@ -201,9 +240,9 @@ class Document:
     # -- file references -------------------------------------------------------------------
     def files(self) -> list[str]:
         """Every artifact this document references (relative names, or URLs after ``with_files``)."""
-        out = [self.audio.window_file]
+        out = [self.audio.window_file] + [s.file for s in self.stems]
         for t in self.targets:
-            out += [c.file for c in t.components] + [t.fidelity.file]
+            out += [c.file for c in t.components] + [t.fidelity.file, t.fidelity.rest_file]
         return [f for f in out if f]
 
     def with_files(self, ref: FileRef) -> Document:
@@ -212,8 +251,10 @@ class Document:
             return ref(f) if f else None
 
         targets = tuple(replace(t, components=tuple(replace(c, file=r(c.file)) for c in t.components),
-                                fidelity=replace(t.fidelity, file=r(t.fidelity.file))) for t in self.targets)
-        return replace(self, audio=replace(self.audio, window_file=r(self.audio.window_file)), targets=targets)
+                                fidelity=replace(t.fidelity, file=r(t.fidelity.file),
+                                                 rest_file=r(t.fidelity.rest_file))) for t in self.targets)
+        return replace(self, audio=replace(self.audio, window_file=r(self.audio.window_file)), targets=targets,
+                       stems=tuple(replace(s, file=r(s.file)) for s in self.stems))
 
     def with_timing(self, stage: str, seconds: float) -> Document:
         return replace(self, timings_s={**self.timings_s, stage: round(seconds, 4)})
@@ -226,10 +267,11 @@ class Document:
             "audio": {"path": a.path, "sha256": a.sha256, "sample_rate": a.sample_rate, "channels": a.channels,
                       "duration_s": a.duration_s,
                       "window": {"start_s": a.window_start_s, "duration_s": a.window_duration_s},
-                      "window_file": a.window_file},
+                      "window_file": a.window_file, "window_peaks": list(a.window_peaks)},
             "model": vars(self.model).copy(),
             "separator": {"model": self.separator.model, "stems": list(self.separator.stems),
                           "residual_rel_rms": self.separator.residual_rel_rms},
+            "stems": [{"name": s.name, "file": s.file, "peaks": list(s.peaks)} for s in self.stems],
             "prediction": dict(self.prediction),
             "song_top_tags": [{"tag": t, "probability": p} for t, p in self.song_top_tags],
             "targets": [{
@@ -263,10 +305,12 @@ class Document:
         return cls(
             version=d["version"],
             audio=AudioRecord(a["path"], a["sha256"], a["sample_rate"], a["channels"], a["duration_s"],
-                              a["window"]["start_s"], a["window"]["duration_s"], a["window_file"]),
+                              a["window"]["start_s"], a["window"]["duration_s"], a["window_file"],
+                              tuple(a.get("window_peaks", ()))),
             model=ModelRecord(**d["model"]),
             separator=SeparatorRecord(d["separator"]["model"], tuple(d["separator"]["stems"]),
                                       d["separator"]["residual_rel_rms"]),
+            stems=tuple(StemRecord(s["name"], s["file"], tuple(s["peaks"])) for s in d.get("stems", ())),
             prediction=dict(d["prediction"]),
             song_top_tags=tuple((x["tag"], x["probability"]) for x in d["song_top_tags"]),
             targets=tuple(TargetRecord(
@@ -283,7 +327,21 @@ class Document:
 
     @classmethod
     def loads(cls, data: bytes | str) -> Document:
-        return cls.from_json(json.loads(data))
+        """Parse ``explanation.json``; anything else (not JSON, missing fields, a newer version)
+        is ``InvalidInput`` saying what is wrong."""
+        try:
+            d = json.loads(data)
+            if not isinstance(d, dict):
+                raise InvalidInput("not an explanation document: expected a JSON object")
+            if d.get("version") not in READS:
+                raise InvalidInput(f"document version {d.get('version')!r} is not one this audiolime reads "
+                                   f"({', '.join(map(str, READS))})")
+            return cls.from_json(d)
+        except InvalidInput:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc).split("\n")[0]
+            raise InvalidInput(f"not an explanation document: {what}") from None
 
 
 def _vars(record: object | None) -> dict | None:
@@ -339,7 +397,8 @@ def describe(result: ExplainResult) -> Document:
         fidelity = FidelityRecord(
             top_k=f.top_k, components=tuple(fact.info[i].name for i in f.components), same_top_tag=f.same_top_tag,
             top_tag=f.top_tag, target_probability=round(f.target_probability, 6),
-            original_target_probability=round(float(exp.prediction[t.tag_index]), 6), file=prefix + TOPK_MIX_FILE)
+            original_target_probability=round(float(exp.prediction[t.tag_index]), 6), file=prefix + TOPK_MIX_FILE,
+            rest_file=prefix + REST_MIX_FILE)
         fa = t.faithfulness
         faithfulness = FaithfulnessRecord(
             DropRecord(tuple(fact.info[i].name for i in fa.drop.components), fa.drop.same_top_tag, fa.drop.top_tag,
@@ -351,7 +410,7 @@ def describe(result: ExplainResult) -> Document:
     return Document(
         audio=AudioRecord(result.audio_name, audio.pcm_sha256(), audio.sample_rate, audio.channels,
                           round(audio.duration_s, 4), round(result.window_start_s, 4),
-                          round(result.window_duration_s, 4), WINDOW_FILE),
+                          round(result.window_duration_s, 4), WINDOW_FILE, peaks(result.window_listen)),
         model=ModelRecord(tagger.name, tagger.version, tagger.sample_rate, tagger.window_samples),
         separator=SeparatorRecord(result.stems.model, tuple(result.stems.stems),
                                   float(f"{result.stems.residual_rel_rms:.3g}")),
@@ -365,7 +424,8 @@ def describe(result: ExplainResult) -> Document:
         sampling=SamplingRecord(req.kernel, req.sampling, req.num_samples, req.max_samples, req.stability),
         stopping=StoppingRecord(exp.stopping.rounds, exp.stopping.masks, exp.stopping.reason,
                                 round(exp.stopping.stability, 4)),
-        faithfulness_cost=CostRecord(exp.metric_calls, round(exp.timings_s.get("fidelity", 0.0), 4)))
+        faithfulness_cost=CostRecord(exp.metric_calls, round(exp.timings_s.get("fidelity", 0.0), 4)),
+        stems=tuple(StemRecord(s, stem_file(s), peaks(fact.listen_stem(s))) for s in fact.sources))
 
 
 def artifacts(result: ExplainResult) -> Iterator[tuple[str, np.ndarray]]:
@@ -373,6 +433,8 @@ def artifacts(result: ExplainResult) -> Iterator[tuple[str, np.ndarray]]:
     listenable artifact :func:`describe` references."""
     fact = result.factorization
     yield WINDOW_FILE, result.window_listen
+    for source in fact.sources:
+        yield stem_file(source), fact.listen_stem(source)
     for j, target in enumerate(result.explanation.targets):
         prefix = target_prefix(j, target.tag)
         for rc in target.top(result.request.top_k):
@@ -382,3 +444,4 @@ def artifacts(result: ExplainResult) -> Iterator[tuple[str, np.ndarray]]:
         mask = np.zeros(fact.num_components, np.float32)
         mask[list(target.fidelity.components)] = 1
         yield prefix + TOPK_MIX_FILE, fact.compose_listen(mask)
+        yield prefix + REST_MIX_FILE, fact.compose_listen(1 - mask)

@@ -126,9 +126,24 @@ class StemSegmentFactorization:
     def num_components(self) -> int:
         return len(self.info)
 
+    @staticmethod
+    def memory_bytes(num_components: int, samples: int, listen_samples: int = 0, listen_channels: int = 0) -> int:
+        """Bytes of the float32 component signals a factorization holds: ``[d', samples]`` for the
+        tagger plus ``[d', channels, listen_samples]`` to listen to (building them takes about as
+        much again, transiently)."""
+        return 4 * num_components * (samples + listen_channels * listen_samples)
+
     def compose(self, masks: np.ndarray) -> np.ndarray:
         """``masks [b, d']`` (0/1) -> model inputs ``[b, samples]``: one matrix product."""
         return np.asarray(masks, dtype=np.float32) @ self.components
+
+    def listen_stem(self, source: str) -> np.ndarray:
+        """One stem over the whole window as heard, ``[channels, samples]``: the sum of its
+        segments, so each of its components is exactly a time range of it."""
+        if self.listen_components is None:
+            raise InvalidInput("this factorization has no listenable stems")
+        i = self.sources.index(source)
+        return self.listen_components[i * self.segments:(i + 1) * self.segments].sum(axis=0)
 
     def compose_listen(self, mask: np.ndarray) -> np.ndarray:
         """One mask ``[d']`` -> listenable audio ``[channels, samples]``."""

@@ -9,8 +9,9 @@ Stages are announced as events (``scan``, ``separate``, then the engine's ``pred
 
 from __future__ import annotations
 
+
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +20,7 @@ from audiolime.errors import InvalidInput
 from audiolime.explain.engine import Engine, Explanation, resolve_tags
 from audiolime.explain.events import Event, EventSink, ignore
 from audiolime.explain.factorization import StemSegmentFactorization, segment_bounds
+from audiolime.explain.limits import DEFAULT, AudioHeader, Limits
 from audiolime.explain.request import ExplainRequest
 from audiolime.explain.signal import Audio, fit_length, resample, to_mono
 from audiolime.explain.stems import Stems, StemSource
@@ -65,28 +67,49 @@ def scan_windows(tagger: Tagger, mono: np.ndarray, hop: int, batch_size: int = 6
     return starts, np.concatenate(probs).astype(np.float32)
 
 
-def check(request: ExplainRequest, tagger: Tagger, audio: Audio | None = None) -> list[int] | None:
-    """Check a request against the tagger (and the audio) before any expensive work; returns the
-    target tag indices (None: the top predicted tags, decided after tagging the song)."""
-    request.validate()
+def check(request: ExplainRequest, tagger: Tagger, audio: Audio | AudioHeader | None = None,
+          limits: Limits = DEFAULT) -> list[int] | None:
+    """Check a request against the tagger (and the audio, or just its header) before any expensive
+    work; returns the target tag indices, each once (None: the top predicted tags, decided after
+    tagging the song)."""
+    request.validate(limits)
     window_s = tagger.window_samples / tagger.sample_rate
     if request.window_duration_s and abs(request.window_duration_s - window_s) > 1e-3:
         raise InvalidInput(f"window_duration_s must be 0 or the model's input length {window_s:g} s "
                            f"for {tagger.name!r}, got {request.window_duration_s:g}")
     segment_bounds(tagger.window_samples, request.segments, tagger.sample_rate)
-    if audio is not None and request.window_start_s is not None and not request.window_start_s < audio.duration_s:
-        raise InvalidInput(f"window_start_s {request.window_start_s:g} s is outside the audio "
-                           f"(duration {audio.duration_s:.2f} s)")
-    return resolve_tags(tagger.labels, request.tags) if request.tags else None
+    if not request.adaptive:  # adaptive sampling stops at the budget instead (see within_budget)
+        limits.check_cost(request.num_samples, window_s, tagger.name)
+    if audio is not None:
+        if request.window_start_s is not None and not request.window_start_s < audio.duration_s:
+            raise InvalidInput(f"window_start_s {request.window_start_s:g} s is outside the audio "
+                               f"(duration {audio.duration_s:.2f} s)")
+        listen = round(window_s * audio.sample_rate)
+        need = StemSegmentFactorization.memory_bytes(request.num_components, tagger.window_samples, listen,
+                                                     audio.channels)
+        limits.check_component_bytes(need, request.segments, f"{request.num_components} components of a "
+                                     f"{window_s:g} s window at {audio.sample_rate} Hz x {audio.channels} channels")
+    return list(dict.fromkeys(resolve_tags(tagger.labels, request.tags))) if request.tags else None
+
+
+def within_budget(request: ExplainRequest, tagger: Tagger, limits: Limits = DEFAULT) -> ExplainRequest:
+    """Adaptive sampling's cap lowered to the tagger-cost budget (``--max-window-seconds``) for this
+    model: ``max_samples`` is a ceiling, so the server's own ceiling applies (the document records
+    the effective one); a fixed ``num_samples`` over the budget is refused by :func:`check`."""
+    most = limits.most_samples(tagger.window_samples / tagger.sample_rate)
+    if not request.adaptive or request.max_samples <= most:
+        return request
+    return replace(request, max_samples=most).validate(limits)
 
 
 def explain_song(audio: Audio, audio_name: str, request: ExplainRequest, tagger: Tagger, stem_source: StemSource,
-                 engine: Engine, events: EventSink = ignore) -> ExplainResult:
+                 engine: Engine, events: EventSink = ignore, limits: Limits = DEFAULT) -> ExplainResult:
     """The whole method on one song (see module docstring)."""
     timings: dict[str, float] = {}
     warnings: list[str] = []
     sr_m, w = tagger.sample_rate, tagger.window_samples
-    target_idx = check(request, tagger, audio)
+    target_idx = check(request, tagger, audio, limits)
+    request = within_budget(request, tagger, limits)
     events(Event("scan"))
     t = time.perf_counter()
     mono = resample(to_mono(audio.waveform)[None, :], audio.sample_rate, sr_m)[0]

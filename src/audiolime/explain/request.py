@@ -2,8 +2,9 @@
 place. The CLI, the explainer service and the evaluation build an :class:`ExplainRequest` and
 call :meth:`ExplainRequest.validate`; nothing else defines a default or a bound.
 
-Checks that need the tagger (tag names, window length) or the audio (window start) are in
-:func:`audiolime.explain.pipeline.check`, still before any expensive work.
+Checks that need the tagger (tag names, window length, the cost of N masks) or the audio (window
+start, component memory) are in :func:`audiolime.explain.pipeline.check`, still before any
+expensive work. Configurable bounds come from :class:`~audiolime.explain.limits.Limits`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from audiolime.errors import InvalidInput, ModelNotFound
+from audiolime.explain.limits import DEFAULT, Limits, check_name
 
 DEFAULT_TAGGER = "musicnn-msd"
 DEFAULT_SEPARATOR = "2stems"
@@ -48,7 +50,8 @@ def stems_of(separator: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ExplainRequest:
     """What to explain and how. ``tags`` empty: the ``top_n`` tags predicted for the whole song;
-    ``window_start_s`` None: where the first target tag is most probable."""
+    ``window_start_s`` None: where the first target tag is most probable. Repeated tags count
+    once (each would add a surrogate, a fidelity window and its WAVs for nothing)."""
 
     model: str = DEFAULT_TAGGER
     model_version: int = 0  # 0: the newest version served
@@ -70,6 +73,9 @@ class ExplainRequest:
     kernel: str = "lime"
     sampling: str = "paired"
     curves: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", tuple(dict.fromkeys(self.tags)))
 
     @classmethod
     def from_wire(cls, **values) -> ExplainRequest:
@@ -98,10 +104,15 @@ class ExplainRequest:
         """Whether deletion/insertion curves are computed over ``num_components`` (``auto``: d' <= 48)."""
         return self.curves == "on" or (self.curves == "auto" and num_components <= CURVES_MAX_COMPONENTS)
 
-    def validate(self) -> ExplainRequest:
+    def validate(self, limits: Limits = DEFAULT) -> ExplainRequest:
         """Check every field against its bounds (the message names the field); returns self."""
+        for name in ("model", "separator"):
+            check_name(name, getattr(self, name))
+        for tag in self.tags:
+            check_name("tags", tag)
         for name in ("top_n", "segments", "top_k"):
             _at_least(name, getattr(self, name), 1)
+        limits.check_targets("tags" if self.tags else "top_n", len(self.tags) or self.top_n)
         _at_least("model_version", self.model_version, 0)
         if not 0 <= self.seed <= MAX_SEED:
             raise InvalidInput(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
@@ -125,6 +136,9 @@ class ExplainRequest:
         if not (math.isfinite(self.stability) and 0 < self.stability <= 1):
             raise InvalidInput(f"stability must be in (0, 1], got {self.stability:g}")
         d = self.num_components  # unknown separator: ModelNotFound
+        if self.top_k > d:
+            raise InvalidInput(f"top_k must be <= d' = {d} ({self.separator} x {self.segments} segments), "
+                               f"got {self.top_k}")
         what = f"{self.separator} x {self.segments} segments"
         if self.adaptive:
             check_num_samples(self.max_samples, d, what, "max_samples")

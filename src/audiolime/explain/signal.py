@@ -50,7 +50,10 @@ def resample(waveform: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
         return np.ascontiguousarray(waveform, dtype=np.float32)
     import soxr
 
-    out = soxr.resample(np.ascontiguousarray(waveform.T, dtype=np.float32), sr_in, sr_out, quality="HQ")
+    x = np.ascontiguousarray(waveform.T, dtype=np.float32)
+    if x.strides != (x.shape[1] * x.itemsize, x.itemsize):
+        x = x.copy()  # numpy calls a length-1 axis contiguous whatever its stride; soxr does not
+    out = soxr.resample(x, sr_in, sr_out, quality="HQ")
     return np.ascontiguousarray(out.T, dtype=np.float32)
 
 

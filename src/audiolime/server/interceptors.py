@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -114,6 +114,52 @@ class MetricsInterceptor(ServerInterceptor):
         metrics.GRPC_DURATION.labels(service, name, label).observe(time.perf_counter() - start)
 
 
-def server_interceptors() -> list[grpc.ServerInterceptor]:
-    """Outermost first: request id, metrics (sees the final code), error mapping."""
-    return [RequestContextInterceptor(), MetricsInterceptor(), DomainErrorInterceptor()]
+class _Malformed:
+    """A request message that did not parse (stands in for it until the handler runs)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class MalformedRequestInterceptor(grpc.ServerInterceptor):
+    """A request whose bytes do not parse as the method's message is the caller's mistake:
+    INVALID_ARGUMENT (gRPC itself would answer INTERNAL "Exception deserializing request!").
+
+    The method's deserializer is wrapped so a parse failure yields a marker; the handler raises
+    ``InvalidInput`` for it, which :class:`DomainErrorInterceptor` (further out) maps."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+
+        def deserialize(data: bytes):
+            try:
+                return parse(data)
+            except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's
+                return _Malformed(exc)
+
+        def check(request):
+            if isinstance(request, _Malformed):
+                raise errors.InvalidInput(f"the request is not a valid {handler_call_details.method} message")
+            return request
+
+        def checked(requests):
+            for request in requests:
+                yield check(request)
+
+        if handler.request_streaming:
+            wrap = lambda fn: (lambda it, ctx: fn(checked(it), ctx))  # noqa: E731
+        else:
+            wrap = lambda fn: (lambda req, ctx: fn(check(req), ctx))  # noqa: E731
+        kinds = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+        changed = {k: wrap(getattr(handler, k)) for k in kinds if getattr(handler, k) is not None}
+        return handler._replace(request_deserializer=deserialize, **changed)
+
+
+def server_interceptors(auth: Sequence[grpc.ServerInterceptor] = ()) -> list[grpc.ServerInterceptor]:
+    """Outermost first: request id, metrics (sees the final code), error mapping, authentication
+    (before anything looks at the request), malformed requests."""
+    return [RequestContextInterceptor(), MetricsInterceptor(), DomainErrorInterceptor(), *auth,
+            MalformedRequestInterceptor()]

@@ -1,4 +1,4 @@
-"""Structured JSON logs carrying the current request id."""
+"""Structured JSON logs carrying the current request id and caller."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 from pythonjsonlogger import json as jsonlogger
 
-from audiolime.server.context import current_request_id
+from audiolime.server.context import current_caller, current_request_id
 
 
 class _RequestIdFilter(logging.Filter):
@@ -17,16 +17,18 @@ class _RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = current_request_id()
+        record.caller = current_caller()
         record.service = self.service
         return True
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
-    """One JSON object per line on stderr: time, level, logger, message, service, request_id."""
+    """One JSON object per line on stderr: time, level, logger, message, service, request_id,
+    caller (the authenticated caller's name; "" when authentication is off)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter(service))
     handler.setFormatter(jsonlogger.JsonFormatter(
-        "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(request_id)s",
+        "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(request_id)s %(caller)s",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -25,3 +25,16 @@ SEPARATION_DURATION = Histogram("audiolime_separation_duration_seconds", "Spleet
 EXPLANATION_STAGE = Histogram("audiolime_explanation_stage_duration_seconds", "explanation stage durations",
                               ["stage"], buckets=LATENCY_BUCKETS)
 MASKS_EVALUATED = Counter("audiolime_masks_evaluated", "perturbation masks evaluated by the tagger", ["model"])
+
+REFUSED_REASONS = ("missing_token", "invalid_token", "input_location")
+REFUSED = Counter("audiolime_requests_refused", "calls refused before any work, by reason (missing_token, "
+                  "invalid_token, input_location)", ["reason"])
+for _reason in REFUSED_REASONS:  # exported as 0 from the start, so rate() and alerts see every reason
+    REFUSED.labels(_reason)
+ADMISSION_REJECTED = Counter("audiolime_admission_rejected", "requests refused by admission control",
+                             ["component", "kind"])
+EXPLANATIONS = Gauge("audiolime_explainer_explanations", "explanations admitted on this replica, by state "
+                     "(running/waiting)", ["state"])
+JOBS = Gauge("audiolime_explainer_jobs", "explanation jobs in the store at the last queue scan, by state "
+             "(waiting/running)", ["state"])
+JOB_EVENTS = Counter("audiolime_explainer_job_events", "explanation job transitions on this replica", ["event"])

@@ -235,7 +235,7 @@ class SeparatorInfo(_message.Message):
     def __init__(self, model: _Optional[str] = ..., stems: _Optional[_Iterable[str]] = ..., residual_rel_rms: _Optional[float] = ..., cache_hit: bool = ...) -> None: ...
 
 class Explanation(_message.Message):
-    __slots__ = ("explanation_id", "audio", "model", "separator", "prediction", "targets", "num_samples", "unique_samples", "exhaustive", "seed", "segments", "top_k", "timings_s", "warnings", "manifest_url", "urls_expire_at", "edges", "sampling", "stopping", "faithfulness_cost")
+    __slots__ = ("explanation_id", "audio", "model", "separator", "prediction", "targets", "num_samples", "unique_samples", "exhaustive", "seed", "segments", "top_k", "timings_s", "warnings", "manifest_url", "urls_expire_at", "edges", "sampling", "stopping", "faithfulness_cost", "report_url", "artifact_urls")
     class TimingsSEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +243,13 @@ class Explanation(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ArtifactUrlsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     EXPLANATION_ID_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +270,8 @@ class Explanation(_message.Message):
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     STOPPING_FIELD_NUMBER: _ClassVar[int]
     FAITHFULNESS_COST_FIELD_NUMBER: _ClassVar[int]
+    REPORT_URL_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_URLS_FIELD_NUMBER: _ClassVar[int]
     explanation_id: str
     audio: AudioInfo
     model: ModelInfo
@@ -283,7 +292,9 @@ class Explanation(_message.Message):
     sampling: SamplingInfo
     stopping: Stopping
     faithfulness_cost: FaithfulnessCost
-    def __init__(self, explanation_id: _Optional[str] = ..., audio: _Optional[_Union[AudioInfo, _Mapping]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., separator: _Optional[_Union[SeparatorInfo, _Mapping]] = ..., prediction: _Optional[_Iterable[_Union[TagProbability, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetExplanation, _Mapping]]] = ..., num_samples: _Optional[int] = ..., unique_samples: _Optional[int] = ..., exhaustive: bool = ..., seed: _Optional[int] = ..., segments: _Optional[int] = ..., top_k: _Optional[int] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., warnings: _Optional[_Iterable[str]] = ..., manifest_url: _Optional[str] = ..., urls_expire_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., edges: _Optional[_Union[SegmentEdges, _Mapping]] = ..., sampling: _Optional[_Union[SamplingInfo, _Mapping]] = ..., stopping: _Optional[_Union[Stopping, _Mapping]] = ..., faithfulness_cost: _Optional[_Union[FaithfulnessCost, _Mapping]] = ...) -> None: ...
+    report_url: str
+    artifact_urls: _containers.ScalarMap[str, str]
+    def __init__(self, explanation_id: _Optional[str] = ..., audio: _Optional[_Union[AudioInfo, _Mapping]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., separator: _Optional[_Union[SeparatorInfo, _Mapping]] = ..., prediction: _Optional[_Iterable[_Union[TagProbability, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetExplanation, _Mapping]]] = ..., num_samples: _Optional[int] = ..., unique_samples: _Optional[int] = ..., exhaustive: bool = ..., seed: _Optional[int] = ..., segments: _Optional[int] = ..., top_k: _Optional[int] = ..., timings_s: _Optional[_Mapping[str, float]] = ..., warnings: _Optional[_Iterable[str]] = ..., manifest_url: _Optional[str] = ..., urls_expire_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., edges: _Optional[_Union[SegmentEdges, _Mapping]] = ..., sampling: _Optional[_Union[SamplingInfo, _Mapping]] = ..., stopping: _Optional[_Union[Stopping, _Mapping]] = ..., faithfulness_cost: _Optional[_Union[FaithfulnessCost, _Mapping]] = ..., report_url: _Optional[str] = ..., artifact_urls: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ExplainProgress(_message.Message):
     __slots__ = ("stage", "evaluated", "total")
@@ -315,8 +326,14 @@ class GetExplanationRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class CancelExplanationRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
 class ExplanationJob(_message.Message):
-    __slots__ = ("job_id", "state", "progress", "result", "error_code", "error_message")
+    __slots__ = ("job_id", "state", "progress", "result", "error_code", "error_message", "created_at", "finished_at", "attempt", "expires_at", "cancel_requested", "worker")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[ExplanationJob.State]
@@ -324,21 +341,35 @@ class ExplanationJob(_message.Message):
         RUNNING: _ClassVar[ExplanationJob.State]
         SUCCEEDED: _ClassVar[ExplanationJob.State]
         FAILED: _ClassVar[ExplanationJob.State]
+        CANCELLED: _ClassVar[ExplanationJob.State]
     STATE_UNSPECIFIED: ExplanationJob.State
     QUEUED: ExplanationJob.State
     RUNNING: ExplanationJob.State
     SUCCEEDED: ExplanationJob.State
     FAILED: ExplanationJob.State
+    CANCELLED: ExplanationJob.State
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: ExplanationJob.State
     progress: ExplainProgress
     result: Explanation
     error_code: str
     error_message: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[ExplanationJob.State, str]] = ..., progress: _Optional[_Union[ExplainProgress, _Mapping]] = ..., result: _Optional[_Union[Explanation, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+    created_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    attempt: int
+    expires_at: _timestamp_pb2.Timestamp
+    cancel_requested: bool
+    worker: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[ExplanationJob.State, str]] = ..., progress: _Optional[_Union[ExplainProgress, _Mapping]] = ..., result: _Optional[_Union[Explanation, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: bool = ..., worker: _Optional[str] = ...) -> None: ...

@@ -36,6 +36,11 @@ class ExplainerStub(object):
                 request_serializer=audiolime_dot_v1_dot_explainer__pb2.GetExplanationRequest.SerializeToString,
                 response_deserializer=audiolime_dot_v1_dot_explainer__pb2.ExplanationJob.FromString,
                 )
+        self.CancelExplanation = channel.unary_unary(
+                '/audiolime.v1.Explainer/CancelExplanation',
+                request_serializer=audiolime_dot_v1_dot_explainer__pb2.CancelExplanationRequest.SerializeToString,
+                response_deserializer=audiolime_dot_v1_dot_explainer__pb2.ExplanationJob.FromString,
+                )
 
 
 class ExplainerServicer(object):
@@ -66,7 +71,16 @@ class ExplainerServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetExplanation(self, request, context):
-        """Status, progress and (when done) the result or error of a submitted job.
+        """Status, progress and (when done) the result or error of a submitted job. Any replica
+        answers (jobs live in the object store); another caller's job is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelExplanation(self, request, context):
+        """Stops a job: a queued one at once, a running one at its next batch of masks; the job ends
+        CANCELLED. A finished job is returned unchanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,6 +107,11 @@ def add_ExplainerServicer_to_server(servicer, server):
             'GetExplanation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetExplanation,
                     request_deserializer=audiolime_dot_v1_dot_explainer__pb2.GetExplanationRequest.FromString,
+                    response_serializer=audiolime_dot_v1_dot_explainer__pb2.ExplanationJob.SerializeToString,
+            ),
+            'CancelExplanation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelExplanation,
+                    request_deserializer=audiolime_dot_v1_dot_explainer__pb2.CancelExplanationRequest.FromString,
                     response_serializer=audiolime_dot_v1_dot_explainer__pb2.ExplanationJob.SerializeToString,
             ),
     }
@@ -171,6 +190,23 @@ class Explainer(object):
             metadata=None):
         return grpc.experimental.unary_unary(request, target, '/audiolime.v1.Explainer/GetExplanation',
             audiolime_dot_v1_dot_explainer__pb2.GetExplanationRequest.SerializeToString,
+            audiolime_dot_v1_dot_explainer__pb2.ExplanationJob.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CancelExplanation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/audiolime.v1.Explainer/CancelExplanation',
+            audiolime_dot_v1_dot_explainer__pb2.CancelExplanationRequest.SerializeToString,
             audiolime_dot_v1_dot_explainer__pb2.ExplanationJob.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -106,14 +106,28 @@ topologySpreadConstraints:
 {{- end }}
 {{- end -}}
 
-{{/* Environment common to our servers. */}}
+{{/* Environment common to our servers; call with (dict "ctx" $ "component" "separator"). */}}
 {{- define "audiolime.commonEnv" -}}
 - name: AUDIOLIME_LOG_LEVEL
-  value: {{ .Values.logLevel | quote }}
+  value: {{ .ctx.Values.logLevel | quote }}
 - name: AUDIOLIME_GRACE_PERIOD
-  value: {{ .Values.gracePeriodSeconds | quote }}
+  value: {{ (index .ctx.Values .component).gracePeriodSeconds | quote }}
 - name: HOME
   value: /tmp
+{{- end -}}
+
+{{/* terminationGracePeriodSeconds and the preStop hook of one component; call with
+(dict "ctx" $ "component" "separator"). The pod's grace covers preStop + drain + margin. */}}
+{{- define "audiolime.terminationGracePeriod" -}}
+{{- $s := .ctx.Values.shutdown -}}
+{{- add $s.preStopSeconds (index .ctx.Values .component).gracePeriodSeconds $s.marginSeconds -}}
+{{- end -}}
+
+{{- define "audiolime.preStop" -}}
+lifecycle:
+  preStop:
+    exec:
+      command: ["sleep", {{ .Values.shutdown.preStopSeconds | quote }}]
 {{- end -}}
 
 {{- define "audiolime.s3Endpoint" -}}
@@ -180,13 +194,34 @@ topologySpreadConstraints:
 {{- end }}
 {{- end -}}
 
-{{/* Init container that fills the model volume with `audiolime setup`; call with
-(dict "ctx" $ "image" "<default image>"): models.setup.image wins when set. */}}
-{{- define "audiolime.modelSetupInitContainer" -}}
+{{/* The shared file-store claim (s3.enabled=false; validate.yaml requires it). */}}
+{{- define "audiolime.storeVolume" -}}
+- name: store
+  persistentVolumeClaim:
+    claimName: {{ default (include "audiolime.componentName" (dict "ctx" . "component" "store")) .Values.fileStore.persistence.existingClaim }}
+{{- end -}}
+
+{{- define "audiolime.modelsImage" -}}
+{{- $m := .Values.models.image -}}
+{{- $repo := default (printf "%s/audiolime-models" .Values.image.registry) $m.repository -}}
+{{- $tag := default (default .Chart.AppVersion .Values.image.tag) $m.tag -}}
+{{- printf "%s:%s%s" $repo $tag $m.tagSuffix -}}
+{{- end -}}
+
+{{/* Init container that fills the model volume; call with (dict "ctx" $ "image" "<setup image>").
+models.source: image -> copy from the audiolime-models image (no network); download -> `audiolime
+setup` (the pod's image unless models.setup.image); none -> no init container. */}}
+{{- define "audiolime.modelInitContainer" -}}
 {{- $image := .image -}}
 {{- with .ctx }}
-{{- if .Values.models.setup.enabled }}
+{{- if ne .Values.models.source "none" }}
 initContainers:
+  {{- if eq .Values.models.source "image" }}
+  - name: models
+    image: {{ include "audiolime.modelsImage" . }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    args: ["install", "--from", "/opt/audiolime/models", "--to", {{ .Values.models.mountPath | quote }}]
+  {{- else }}
   - name: model-setup
     image: {{ default $image .Values.models.setup.image }}
     imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -194,14 +229,16 @@ initContainers:
       - setup
       - --model-dir
       - {{ .Values.models.mountPath }}
+      - --no-demo
       {{- range .Values.models.setup.extraArgs }}
       - {{ . | quote }}
       {{- end }}
+  {{- end }}
     env:
       - name: HOME
         value: /tmp
     resources:
-      {{- toYaml .Values.models.setup.resources | nindent 6 }}
+      {{- toYaml .Values.models.initResources | nindent 6 }}
     securityContext:
       {{- include "audiolime.containerSecurityContext" . | nindent 6 }}
     volumeMounts:
@@ -211,6 +248,12 @@ initContainers:
         mountPath: /tmp
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/* The TF Serving release of tagger.tfserving (version, else the image tag's leading x.y.z). */}}
+{{- define "audiolime.tfservingVersion" -}}
+{{- $t := .Values.tagger.tfserving -}}
+{{- default (regexFind "^[0-9]+\\.[0-9]+\\.[0-9]+" (toString $t.image.tag)) $t.version -}}
 {{- end -}}
 
 {{/* Native gRPC probes; call with (dict "port" 50051 "service" "audiolime.v1.Separator" "probes" .Values.x.probes). */}}
@@ -233,4 +276,53 @@ livenessProbe:
     port: {{ .port }}
   periodSeconds: {{ .probes.liveness.periodSeconds }}
   failureThreshold: {{ .probes.liveness.failureThreshold }}
+{{- end -}}
+
+
+{{/* Egress rules (NetworkPolicyEgressRule list items). DNS: UDP and TCP 53 to the cluster DNS. */}}
+{{- define "audiolime.dnsEgress" -}}
+- to:
+    {{- toYaml .Values.networkPolicy.egress.dns | nindent 4 }}
+  ports:
+    - protocol: UDP
+      port: 53
+    - protocol: TCP
+      port: 53
+{{- end -}}
+
+{{/* The object store: the in-cluster MinIO pods, or the configured external S3 peers; nothing for
+the file store (a volume). */}}
+{{- define "audiolime.storeEgress" -}}
+{{- if .Values.s3.enabled }}
+{{- if and .Values.minio.enabled (not .Values.s3.endpoint) }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "audiolime.componentSelectorLabels" (dict "ctx" . "component" "minio") | nindent 10 }}
+  ports:
+    - protocol: TCP
+      port: {{ .Values.minio.port }}
+{{- else }}
+- to:
+    {{- toYaml .Values.networkPolicy.egress.store.peers | nindent 4 }}
+  ports:
+    {{- range .Values.networkPolicy.egress.store.ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The package index, for `audiolime setup` in the init container (models.source=download). */}}
+{{- define "audiolime.packageIndexEgress" -}}
+{{- if eq .Values.models.source "download" }}
+- to:
+    {{- toYaml .Values.networkPolicy.egress.packageIndex.peers | nindent 4 }}
+  ports:
+    {{- range .Values.networkPolicy.egress.packageIndex.ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+{{- end }}
 {{- end -}}

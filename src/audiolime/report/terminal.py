@@ -1,4 +1,4 @@
-"""Human-readable rendering of an explanation document (the CLI's table output)."""
+"""The terminal rendering of an explanation document (the CLI's table output)."""
 
 from __future__ import annotations
 
@@ -62,4 +62,5 @@ def print_document(doc: dict, console: Console, out_dir: str | None = None) -> N
         console.print(f"faithfulness metrics: {c['tagger_calls']} tagger calls, {c['seconds']:.2f} s")
     console.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in doc["timings_s"].items()))
     if out_dir:
-        console.print(f"wrote {out_dir}/explanation.json and the WAV files listed above")
+        console.print(f"wrote {out_dir}/explanation.json, the WAV files listed above, each stem's and the "
+                      "complement's (rest_mix.wav)", markup=False, highlight=False)

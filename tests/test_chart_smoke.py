@@ -1,0 +1,144 @@
+"""The chart comes up Ready: every pod of every tested value set (and of the kustomize output) is
+run the way a kubelet would run it (tests/podsim.py): our containers as real local processes with
+the rendered args, env, volumes and probes; the official TF Serving container checked against what
+its release supports (deploy/tfserving-versions.json). Each distinct pod runs once per session.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from audiolime import modelcopy
+from conftest import s3_client
+from podsim import Kubelet
+
+RENDERS = [
+    ("default-values",),
+    ("cpu-values",),
+    ("production-values",),
+    ("filestore-values",),
+    ("secure-values",),
+    ("default-values", "tagger.server=audiolime"),
+]
+
+
+@pytest.fixture(scope="module")
+def kubelet(tmp_path_factory, models: Path, moto_s3: str) -> Kubelet:
+    """A kubelet stand-in whose models image holds what deploy/models/Dockerfile puts there (the
+    `audiolime setup` layout, plus fcn-msd in the -fcn variant) and whose S3 is moto."""
+    work = tmp_path_factory.mktemp("kubelet")
+    images: dict[str, Path] = {}
+
+    def image_content(name: str, tag: str, src: str) -> Path:
+        assert (name, src) == ("models", "/image/models"), f"no content known for {name}:{src}"
+        variant = "fcn" if tag.endswith("-fcn") else "plain"
+        if variant not in images:
+            root = work / f"models-image-{variant}"
+            wanted = ["spleeter/2stems", "serving/musicnn-msd"] + (["serving/fcn-msd"] if variant == "fcn" else [])
+            for rel in wanted:
+                shutil.copytree(models / rel, root / rel, copy_function=_link_or_copy)
+            modelcopy.write_manifest(root)
+            images[variant] = root
+        return images[variant]
+
+    client = s3_client(moto_s3)
+    made: set[str] = set()
+
+    def make_bucket(bucket: str) -> None:
+        if bucket not in made:
+            client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+            made.add(bucket)
+
+    return Kubelet(work, moto_s3, image_content, make_bucket)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+@pytest.mark.parametrize("render", RENDERS, ids=[" ".join(r) for r in RENDERS])
+def test_every_pod_of_the_chart_comes_up_ready(helm_template, kubelet, render):
+    """Each value set's pods start from the rendered manifests with no network at pod start, pass
+    their startup/readiness/liveness probes within the rendered budgets, are not ready before and
+    after SIGTERM, and exit within their grace period; TF Serving's flags and probes fit its release."""
+    findings = kubelet.check(" ".join(render), helm_template(*render))
+    assert findings == []
+
+
+@pytest.mark.parametrize("path", ["base", "overlays/cpu"])
+def test_every_pod_of_the_kustomize_output_comes_up_ready(kustomize, kubelet, path):
+    """The kustomize base and CPU overlay pass the same checks as the chart's value sets."""
+    assert kubelet.check(f"kustomize {path}", kustomize(path)) == []
+
+
+def test_each_distinct_pod_runs_once_and_all_of_ours_ran(kubelet, helm_template, kustomize):
+    """Checking the renders again starts nothing (each distinct pod runs once: the suite stays
+    lean), and the renders started our separator, tagger, explainer and models containers."""
+    for render in RENDERS:
+        kubelet.check(" ".join(render), helm_template(*render))
+    before = list(kubelet.started)
+    for render in RENDERS:
+        assert kubelet.check(" ".join(render), helm_template(*render)) == []
+    kubelet.check("kustomize base", kustomize("base"))
+    assert kubelet.started == before
+    assert {s.split(":")[1] for s in before} >= {"separator", "tagger", "explainer", "models"}
+
+
+def _tagger(docs) -> dict:
+    return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "audiolime-tagger")
+
+
+def test_reports_a_grpc_probe_on_tf_serving_without_the_health_service(helm_template, kubelet):
+    """Defect 1 of issue 14 reintroduced (a native gRPC probe on tensorflow/serving:2.12.1, which has
+    no grpc.health.v1): whether the chart is tricked into it or the manifest is the old one, the
+    smoke check says no tagger pod would become Ready."""
+    tricked = helm_template("default-values", "tagger.tfserving.image.tag=2.12.1", "tagger.tfserving.version=2.15.1",
+                            "tagger.tfserving.probe=grpc")
+    findings = kubelet.check("tricked", tricked)
+    assert any("TF Serving 2.12.1 has no grpc.health.v1 service" in f for f in findings), findings
+    assert any("TF Serving 2.12.1 has no flag --enable_grpc_healthcheck_service" in f for f in findings), findings
+    old = [copy.deepcopy(d) for d in helm_template("default-values")]
+    c = _tagger(old)["spec"]["template"]["spec"]["containers"][0]
+    c["image"] = "tensorflow/serving:2.12.1"
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        c[kind] = {"grpc": {"port": 8500}, "periodSeconds": 10, "failureThreshold": 3}
+    findings = kubelet.check("old chart", old)
+    assert sum("has no grpc.health.v1 service" in f for f in findings) == 3, findings
+    newer = [copy.deepcopy(d) for d in helm_template("default-values", "tagger.tfserving.probe=grpc")]
+    args = _tagger(newer)["spec"]["template"]["spec"]["containers"][0]["args"]
+    args.remove("--enable_grpc_healthcheck_service=true")  # 2.20 has the service, but off by default
+    assert any("the health service is off" in f for f in kubelet.check("flag dropped", newer))
+
+
+def test_reports_models_downloaded_at_pod_start(helm_template, kubelet):
+    """Defect 2 of issue 14 reintroduced (every pod start runs `audiolime setup`, which downloads
+    wheels): with no network at pod start the init container fails and the check says so."""
+    findings = kubelet.check("download", helm_template("default-values", "models.source=download"))
+    failed = [f for f in findings if "init container model-setup failed without network at pod start" in f]
+    assert failed and all("could not download" in f for f in failed), findings
+
+
+def test_reports_a_readiness_probe_on_the_model_status_endpoint(helm_template, kubelet):
+    """TF Serving's /v1/models/<name> answers 200 while the model is LOADING: as a readiness probe
+    it would send traffic to a tagger that cannot answer, and the check rejects it."""
+    docs = [copy.deepcopy(d) for d in helm_template("default-values")]
+    c = _tagger(docs)["spec"]["template"]["spec"]["containers"][0]
+    c["readinessProbe"]["httpGet"]["path"] = "/v1/models/musicnn-msd"
+    findings = kubelet.check("status readiness", docs)
+    assert any("answers 200 while the model is still LOADING" in f for f in findings), findings
+
+
+def test_reports_a_model_the_volume_does_not_hold(helm_template, kubelet):
+    """TF Serving waits for every configured model: listing fcn-msd while the models image lacks it
+    (the plain variant) is reported as a tagger that never opens its ports."""
+    docs = helm_template("default-values", "tagger.models={musicnn-msd,fcn-msd}")
+    findings = kubelet.check("missing model", docs)
+    assert any("model fcn-msd: no <version>/saved_model.pb" in f for f in findings), findings
