@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "which need ~2 GB at 16)")
     p.add_argument("--seed", type=int, default=E.seed)
     p.add_argument("--out", type=Path, required=True, help="output directory (resumable checkpoint inside)")
+    p.add_argument("--from-checkpoint", action="store_true",
+                   help="compute nothing: rewrite the outputs from --out's checkpoint, over the windows that "
+                        "have every method's result (an interim table of a long run)")
     add_model_dir(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -111,7 +114,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                      slime_segments=args.slime_segments, slime_bands=args.slime_bands, slime_samples=slime_n,
                      slime_baseline=args.slime_baseline, slime_domain=args.slime_domain, draws=args.draws,
                      curve_draws=args.curve_draws, seed=args.seed)
-    summary = run(cfg, args.model_dir, args.out, batch_size=args.batch_size, console=Console(stderr=True))
+    summary = run(cfg, args.model_dir, args.out, batch_size=args.batch_size, console=Console(stderr=True),
+                  compute=not args.from_checkpoint)
     out = Console()
     out.print(f"{summary.items_total} results: {summary.items_done_before} resumed from the checkpoint, "
               f"{summary.items_computed} computed")

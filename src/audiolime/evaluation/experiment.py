@@ -33,8 +33,11 @@ class RunSummary:
     table: dict = field(default_factory=dict)
 
 
-def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, console=None) -> RunSummary:
-    """Validate, compute the results missing from ``out``'s checkpoint, rewrite the outputs."""
+def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, console=None,
+        compute: bool = True) -> RunSummary:
+    """Validate, compute the results missing from ``out``'s checkpoint, rewrite the outputs.
+    ``compute=False``: only rewrite the outputs from the checkpoint, over the windows that have
+    every method's result (an interim table of a long run, with paired comparisons intact)."""
     from audiolime import modelstore
 
     serving = modelstore.serving_dir(model_dir)
@@ -46,7 +49,12 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
     items = plan(cfg, songs, serving)
     wanted = [key + (m,) for key in items.keys for m in cfg.methods]
     n_done = sum(1 for key in wanted if key in done)
-    computed = _compute(cfg, items, done, model_dir, out, batch_size, console, len(wanted), n_done)
+    if compute:
+        computed = _compute(cfg, items, done, model_dir, out, batch_size, console, len(wanted), n_done)
+    else:
+        computed = 0
+        complete = {key for key in items.keys if all(key + (m,) in done for m in cfg.methods)}
+        wanted = [key + (m,) for key in items.keys if key in complete for m in cfg.methods]
     table = write_outputs(out, cfg, [done[key] for key in wanted if key in done])
     return RunSummary(len(wanted), n_done, computed, out, table)
 

@@ -20,6 +20,9 @@ from audiolime.explain.request import ExplainRequest
 from audiolime.explain.sampling import MaskSet, shapley_kernel
 
 BOOTSTRAP_FITS = 100
+# Components whose weights are within TIE x the largest absolute weight of the k-th weight are tied
+# for the last places of the top-k set (see top_k_stability): 1 % of the strongest component.
+TIE = 0.01
 SHAP_ANCHOR_WEIGHT = 1e3  # x the total weight of the sampled rows: f(all on), f(all off) as constraints
 
 
@@ -103,19 +106,38 @@ def top_set(coef: np.ndarray, k: int) -> np.ndarray:
 
 def top_k_stability(masks: np.ndarray, targets: np.ndarray, weights: np.ndarray, alpha: float, k: int,
                     seed: int | Sequence[int], anchors: np.ndarray | None = None, coef: np.ndarray | None = None,
-                    fits: int = BOOTSTRAP_FITS, chunk: int = 25) -> np.ndarray:
+                    fits: int = BOOTSTRAP_FITS, chunk: int = 25, tie: float = TIE) -> np.ndarray:
     """Per target, the share of ``fits`` bootstrap replicates (rows resampled with replacement,
-    anchor rows kept as they are) whose top-k set equals the full fit's (``coef [t, d]``, fitted
-    here when not given): ``[t]`` in [0, 1]."""
+    anchor rows kept as they are) whose top-k set agrees with the full fit's (``coef [t, d]``,
+    fitted here when not given): ``[t]`` in [0, 1]. A replicate agrees when it holds every
+    component the full fit puts clearly above its k-th weight and none clearly below; "clearly":
+    by more than ``tie`` x the largest absolute weight (0: the exact set). Components within that
+    of the k-th weight are tied for the last places: which of them a replicate picks does not
+    count, so a near-tie (which no number of masks would settle in time) does not keep sampling
+    going to ``max_samples``."""
     with threadpool_limits(1, user_api="blas"):  # small matrices: see fit_round
-        return _stability(masks, targets, weights, alpha, k, seed, anchors, coef, fits, chunk)
+        return _stability(masks, targets, weights, alpha, k, seed, anchors, coef, fits, chunk, tie)
 
 
-def _stability(masks, targets, weights, alpha, k, seed, anchors, coef, fits, chunk) -> np.ndarray:
+def tied_bounds(coef: np.ndarray, k: int, tie: float = TIE) -> tuple[np.ndarray, np.ndarray]:
+    """For ``coef [t, d]``: the components clearly in the top-k set (above the k-th weight by more
+    than ``tie`` x max |weight|) and those clearly out (below it by more), as ``[t, d]`` masks."""
+    kth = -np.sort(-coef, axis=-1)[..., k - 1:k]
+    margin = tie * np.abs(coef).max(axis=-1, keepdims=True)
+    return coef > kth + margin, coef < kth - margin
+
+
+def _stability(masks, targets, weights, alpha, k, seed, anchors, coef, fits, chunk, tie) -> np.ndarray:
     x = masks.astype(np.float64)
     y = np.asarray(targets, np.float64).reshape(len(x), -1)
     k = min(k, x.shape[1])
-    full = top_set(ridge(x, y, weights[None, :], alpha)[0][0] if coef is None else np.atleast_2d(coef), k)  # [t, k]
+    coef = ridge(x, y, weights[None, :], alpha)[0][0] if coef is None else np.atleast_2d(coef)  # [t, d]
+    full = top_set(coef, k)  # [t, k]
+    must_in, must_out = tied_bounds(coef, k, tie)
+    if tie <= 0:  # the exact set (also when weights tie exactly)
+        must_in, must_out = np.zeros_like(must_in), np.ones_like(must_out)
+        np.put_along_axis(must_in, full, True, axis=-1)
+        np.put_along_axis(must_out, full, False, axis=-1)
     anchors = np.zeros(len(x), bool) if anchors is None else anchors
     free = np.flatnonzero(~anchors)
     rng = np.random.default_rng(seed)
@@ -127,7 +149,10 @@ def _stability(masks, targets, weights, alpha, k, seed, anchors, coef, fits, chu
         for i in range(b):
             counts[i, free] = np.bincount(rng.integers(0, len(free), len(free)), minlength=len(free))
         coef, _ = ridge(x, y, counts * weights[None, :], alpha)  # [b, t, d]
-        same += (top_set(coef, k) == full[None]).all(axis=-1).sum(axis=0)
+        chosen = np.zeros(coef.shape, bool)  # [b, t, d]
+        np.put_along_axis(chosen, top_set(coef, k), True, axis=-1)
+        agree = (chosen | ~must_in[None]).all(axis=-1) & ~(chosen & must_out[None]).any(axis=-1)
+        same += agree.sum(axis=0)
     return same / fits
 
 
@@ -151,4 +176,4 @@ def _fit_round(masks: MaskSet, targets: np.ndarray, request: ExplainRequest, rou
         return fit, np.ones(fit.coef.shape[0])
     return fit, top_k_stability(masks.masks, targets, weights, request.ridge_alpha, request.top_k,
                                 [request.seed, round_no], anchors=anchor_rows(masks.masks, request.kernel),
-                                coef=fit.coef)
+                                coef=fit.coef, tie=TIE)
