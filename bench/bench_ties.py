@@ -5,7 +5,7 @@ explain the same window and tag in-process with the product's default request (t
 reference's (exactly, and up to components tied within TIE x the reference's largest weight),
 beside the same for the checkpoint's ``default`` item (run with the exact-set rule, tie 0).
 
-    python bench/bench_ties.py out/eval-faith-musicnn [--tagger musicnn-msd] [--windows N]
+    python bench/bench_ties.py out/eval-faith-musicnn [--tie 0.05] [--windows N]
 """
 
 from __future__ import annotations
@@ -37,17 +37,20 @@ def main() -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--audio", type=Path, default=Path("../shared/audio"))
     p.add_argument("--model-dir", type=Path, default=Path("models"))
+    p.add_argument("--tie", type=float, default=None, help="the tie tolerance to try (default: surrogate.TIE)")
     p.add_argument("--windows", type=int, default=0, help="at most this many windows (0: all)")
     args = p.parse_args()
     items = [json.loads(line) for line in (args.out / "items.jsonl").open()]
     items = [r for r in items if r["method"] == "default" and isinstance(r["result"].get("reference"), dict)]
     items = items[:args.windows or None]
+    if args.tie is not None:
+        surrogate.TIE = args.tie  # read by every round's fit (surrogate.fit_round)
     quiet_tensorflow()
     model_dir = args.model_dir
     tagger = load_tagger(model_dir, items[0]["tagger"], None)
     separator = load_separator(model_dir, "2stems")
     source = LocalSeparation(lambda wave: separator.separate(wave, STEM_RATE).stems, separator.name)
-    engine = Engine(tagger.predict, tagger.labels, batch_size=64)
+    engine = Engine(tagger.predict, tagger.labels, batch_size=16 if tagger.name == "fcn-msd" else 64)
     rows = []
     for r in items:
         audio = decode(args.audio / r["song"])

@@ -170,7 +170,7 @@ def test_stability_high_for_separated_weights_low_for_a_tie():
 
 
 def test_a_near_tie_for_the_last_place_does_not_count_as_instability():
-    """With the tie rule, components within 1 % of the strongest weight of the k-th one are tied
+    """With a 1 % tie rule, components within 1 % of the strongest weight of the k-th one are tied
     for the last places: the tie above is stable; a real gap of 5 % still is not a tie, so a
     replicate putting the wrong component in is still caught."""
     masks = sample_masks(10, 600, 4).masks
