@@ -682,8 +682,10 @@ def issue_certificates(render: Render, workdir: Path) -> list[str]:
                                                                 .read_bytes(), "ca.crt": pem}))
             continue
         if issuer is None:  # the operator's issuer (issuerRef): some CA of theirs
-            ca = authorities.setdefault(f"external:{spec['issuerRef']['name']}",
-                                        Authority(directory / spec["issuerRef"]["name"], spec["issuerRef"]["name"]))
+            key = f"external:{spec['issuerRef']['name']}"
+            if key not in authorities:
+                authorities[key] = Authority(directory / spec["issuerRef"]["name"], spec["issuerRef"]["name"])
+            ca = authorities[key]
         elif "ca" in issuer and issuer["ca"]["secretName"] in authorities:
             ca = authorities[issuer["ca"]["secretName"]]
         else:
@@ -702,6 +704,7 @@ def check_ssl_config(path: Path, shown: str) -> list[str]:
     """TF Serving's ``--ssl_config_file`` as it reads it: an SSLConfig text proto whose key and
     certificate belong together, signed by ``custom_ca``, with client certificates required."""
     from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
 
     from audiolime.errors import InvalidInput
     from audiolime.tagger.config import ConfigError, load_ssl_config
@@ -713,9 +716,13 @@ def check_ssl_config(path: Path, shown: str) -> list[str]:
         config = load_ssl_config(path)
         check_pair(config.server_cert.encode(), config.server_key.encode(), f"--ssl_config_file={shown}")
         cert = x509.load_pem_x509_certificate(config.server_cert.encode())
-        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(config.custom_ca.encode()))
+        ca = x509.load_pem_x509_certificate(config.custom_ca.encode())
     except (ConfigError, InvalidInput, ValueError, TypeError) as exc:
         return [f"--ssl_config_file={shown}: {exc}"]
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError) as exc:
+        return [f"--ssl_config_file={shown}: server_cert is not signed by custom_ca ({exc or 'bad signature'})"]
     return [] if config.client_verify else [f"--ssl_config_file={shown}: client_verify is off (no mTLS)"]
 
 

@@ -7,6 +7,7 @@ its release supports (deploy/tfserving-versions.json). Each distinct pod runs on
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -67,10 +68,11 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 @pytest.mark.parametrize("render", RENDERS, ids=[" ".join(r) for r in RENDERS])
 def test_every_pod_of_the_chart_comes_up_ready(helm_template, kubelet, render):
-    """Each value set's pods start from the rendered manifests with no network at pod start, pass
-    their startup/readiness/liveness probes within the rendered budgets, are not ready before and
-    after SIGTERM, and exit within their grace period; TF Serving's flags and probes fit its release."""
-    findings = kubelet.check(" ".join(render), helm_template(*render))
+    """Each value set's pods start from the rendered manifests (plus the Secrets its values say the
+    operator made) with no network at pod start, pass their startup/readiness/liveness probes within
+    the rendered budgets, are not ready before and after SIGTERM, and exit within their grace
+    period; TF Serving's flags, probes and SSLConfig fit its release."""
+    findings = kubelet.check(" ".join(render), (*helm_template(*render), *operator_secrets(kubelet.workdir)))
     assert findings == []
 
 
@@ -78,18 +80,19 @@ def test_every_pod_of_the_chart_comes_up_ready(helm_template, kubelet, render):
 def test_every_pod_of_the_kustomize_output_comes_up_ready(kustomize, kubelet, path):
     """The kustomize base and CPU overlay (cert-manager Certificates, issued by podsim's stand-in;
     the token Secret the operator creates) pass the same checks as the chart's value sets."""
-    assert kubelet.check(f"kustomize {path}", (*kustomize(path), _operator_token_secret())) == []
+    assert kubelet.check(f"kustomize {path}", (*kustomize(path), *operator_secrets(kubelet.workdir))) == []
 
 
 def test_each_distinct_pod_runs_once_and_all_of_ours_ran(kubelet, helm_template, kustomize):
     """Checking the renders again starts nothing (each distinct pod runs once: the suite stays
     lean), and the renders started our separator, tagger, explainer and models containers."""
+    secrets = operator_secrets(kubelet.workdir)
     for render in RENDERS:
-        kubelet.check(" ".join(render), helm_template(*render))
+        kubelet.check(" ".join(render), (*helm_template(*render), *secrets))
     before = list(kubelet.started)
     for render in RENDERS:
-        assert kubelet.check(" ".join(render), helm_template(*render)) == []
-    kubelet.check("kustomize base", (*kustomize("base"), _operator_token_secret()))
+        assert kubelet.check(" ".join(render), (*helm_template(*render), *secrets)) == []
+    kubelet.check("kustomize base", (*kustomize("base"), *secrets))
     assert kubelet.started == before
     assert {s.split(":")[1] for s in before} >= {"separator", "tagger", "explainer", "models"}
 
@@ -150,12 +153,38 @@ def test_reports_a_model_the_volume_does_not_hold(helm_template, kubelet):
     assert any("model fcn-msd: no <version>/saved_model.pb" in f for f in findings), findings
 
 
-def _operator_token_secret() -> dict:
-    """The Secret an operator creates for the kustomize base (deploy/README "Kustomize")."""
+def _operator_token_secret(name: str = "audiolime-auth-tokens") -> dict:
+    """The token Secret an operator creates (deploy/README "Tokens"): kustomize base, value sets
+    with security.auth.existingSecret."""
     import base64
 
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "audiolime-auth-tokens"},
-            "data": {"tokens": base64.b64encode(b"team-a:kustomize-smoke-token-0123456789\n").decode()}}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "data": {"tokens": base64.b64encode(b"team-a:operator-smoke-token-0123456789\n").decode()}}
+
+
+@functools.lru_cache(maxsize=None)
+def _operator_tls_secrets(directory: str, *names: str) -> tuple[dict, ...]:
+    """kubernetes.io/tls Secrets (tls.crt, tls.key, ca.crt) of the operator's own CA, as
+    security.tls.existingSecrets names them (ci/secure-values.yaml)."""
+    import base64
+
+    from audiolime.certs import Authority
+
+    ca = Authority(Path(directory), "operator CA")
+    docs = []
+    for name in names:
+        pair = ca.issue(name)
+        files = {"tls.crt": pair.cert.read_bytes(), "tls.key": pair.key.read_bytes(), "ca.crt": ca.cert.read_bytes()}
+        docs.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": name},
+                     "data": {k: base64.b64encode(v).decode() for k, v in files.items()}})
+    return tuple(docs)
+
+
+def operator_secrets(tmp: Path) -> tuple[dict, ...]:
+    """Every Secret the CI value sets and the kustomize base expect the operator to have made."""
+    tls = _operator_tls_secrets(str(tmp / "operator-ca"), *(f"audiolime-{c}-tls-ops"
+                                                            for c in ("separator", "tagger", "explainer")))
+    return (*tls, _operator_token_secret(), _operator_token_secret("audiolime-api-tokens"))
 
 
 def test_the_default_chart_serves_explanations_over_tls_with_tokens(helm_template, kubelet, tmp_path):
@@ -205,8 +234,8 @@ def test_the_default_chart_serves_explanations_over_tls_with_tokens(helm_templat
 
 
 def test_reports_a_broken_tf_serving_ssl_config(helm_template, kubelet, tmp_path):
-    """TF Serving's SSLConfig is checked the way it parses it: a key of another certificate, an
-    unparsable file and client_verify off are each reported."""
+    """TF Serving's SSLConfig is checked the way it parses it: a key of another certificate, a CA
+    that did not sign the certificate, an unparsable file and client_verify off are each reported."""
     good = tmp_path / "good.config"
     docs = helm_template("default-values")
     secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
@@ -226,5 +255,14 @@ def test_reports_a_broken_tf_serving_ssl_config(helm_template, kubelet, tmp_path
     assert any("does not match the private key" in f for f in mismatch), mismatch
     (tmp_path / "junk").write_text("server_key: unquoted\n")
     assert any("not a TF Serving SSLConfig" in f for f in check_ssl_config(tmp_path / "junk", "x"))
+    foreign = helm_template("default-values", "fullnameOverride=other")  # another render: another CA
+    foreign_ca = base64.b64decode(next(d for d in foreign if d["kind"] == "Secret"
+                                       and d["metadata"]["name"] == "other-ca")["data"]["tls.crt"]).decode()
+    wrong_ca = write(tmp_path / "w", tagger["tls.key"], tagger["tls.crt"]).read_text().replace(
+        " ".join('"%s\\n"' % line for line in tagger["ca.crt"].splitlines()),
+        " ".join('"%s\\n"' % line for line in foreign_ca.splitlines()))
+    (tmp_path / "w").write_text(wrong_ca)
+    (finding,) = check_ssl_config(tmp_path / "w", "x")
+    assert finding.startswith("--ssl_config_file=x: server_cert is not signed by custom_ca"), finding
     off = check_ssl_config(write(tmp_path / "off", tagger["tls.key"], tagger["tls.crt"], "false"), "x")
     assert off == ["--ssl_config_file=x: client_verify is off (no mTLS)"]
