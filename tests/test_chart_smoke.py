@@ -191,8 +191,9 @@ def test_the_default_chart_serves_explanations_over_tls_with_tokens(helm_templat
     """The default values' pods, run together from the rendered manifests (certificates and token
     from the chart's generated Secrets, TF Serving's args incl. its --ssl_config_file), answer a
     client holding the token and the CA with a real explanation; without the token it is
-    UNAUTHENTICATED, without TLS there is no connection, the separator refuses a client with no
-    certificate (mTLS), and every readiness probe passes over the plaintext health port meanwhile."""
+    UNAUTHENTICATED, without TLS there is no connection, and the separator refuses a client with no
+    certificate (mTLS); the stack is only used once every rendered readiness probe has passed over
+    the plaintext health port while the gRPC ports speak TLS."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
