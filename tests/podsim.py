@@ -21,6 +21,17 @@ against what its release supports (deploy/tfserving-versions.json, read from TF 
   termination runs the preStop hook, sends SIGTERM, and requires readiness to fail and the process
   to exit within ``terminationGracePeriodSeconds``.
 
+* cert-manager ``Certificate`` objects are issued the way cert-manager would (a self-signed CA
+  Issuer bootstraps a CA; a CA Issuer signs the rest), into the Secrets they name;
+* an init container on the TF Serving image that runs ``/bin/sh -c`` (the chart's SSLConfig
+  builder) runs with this machine's sh and coreutils, which the image's Ubuntu base also has; the
+  SSLConfig it writes is then checked the way TF Serving parses it.
+
+:meth:`Kubelet.serve` runs a whole render at once instead (every pod of ours together, Service
+names resolved to the local ports, TF Serving played by our wire-compatible tagger started with
+TF Serving's rendered arguments) so that a test can call the explainer through the rendered TLS,
+mTLS and tokens.
+
 It returns findings (one line each) instead of raising, so a test can also assert that a broken
 manifest IS reported. Not simulated: runAsUser / readOnlyRootFilesystem (the interpreter lives
 under a private home here) and resource limits.
@@ -30,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -196,7 +208,7 @@ class Kubelet:
     # .. entry point .......................................................................
     def check(self, name: str, docs) -> list[str]:
         render = Render(name, [d for d in docs if d])
-        findings = []
+        findings = issue_certificates(render, self.workdir)
         for doc in render.docs:
             if doc["kind"] not in WORKLOADS:
                 continue
@@ -214,7 +226,7 @@ class Kubelet:
         """Everything a pod's behaviour depends on: its spec and the ConfigMaps/Secrets it uses."""
         refs = []
         text = json.dumps(pod, sort_keys=True)
-        for kind, rx in (("ConfigMap", r'"configMap": \{"name": "([^"]+)"'), ("Secret", r'"name": "([^"]+)"')):
+        for kind, rx in (("ConfigMap", r'"configMap": \{"name": "([^"]+)"'), ("Secret", r'"(?:name|secretName)": "([^"]+)"')):
             for ref in sorted(set(re.findall(rx, text))):
                 obj = render.find(kind, ref)
                 if obj:  # a Secret's keys, not its (possibly random per render) values
@@ -303,6 +315,8 @@ class Kubelet:
     def _container(self, render: Render, pod: dict, c: dict, volumes: dict[str, Path], podir: Path,
                    init: bool = False, ports: dict | None = None):
         """Start one of our containers; returns the Popen, or a list of findings."""
+        if init and TFSERVING_IMAGE.search(c["image"]):
+            return self._shell_init(render, pod, c, volumes, podir)
         match = OUR_IMAGE.search(c["image"])
         if not match:
             return [f"{c['name']}: image {c['image']} is neither ours nor TF Serving: cannot run it here"]
@@ -360,6 +374,22 @@ class Kubelet:
         log = open(podir / f"{c['name']}.log", "wb")
         self.started.append(f"{render.name}:{c['name']}")
         return subprocess.Popen(argv, env=env, cwd=podir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _shell_init(self, render: Render, pod: dict, c: dict, volumes: dict[str, Path], podir: Path):
+        """An init container on the TF Serving image running ``/bin/sh -c SCRIPT`` (its Ubuntu base
+        has sh, sed and coreutils, as this machine does): run here, paths mapped, no network."""
+        command = [*c.get("command", []), *c.get("args", [])]
+        if command[:2] not in (["/bin/sh", "-c"], ["sh", "-c"]) or len(command) != 3:
+            return [f"init container {c['name']}: only `/bin/sh -c SCRIPT` runs on the TF Serving image "
+                    f"(no entrypoint of its own for init work): {command[:2]}"]
+        mapping, findings = self._mounts(render, pod, c, volumes)
+        if findings:
+            return findings
+        log = open(podir / f"{c['name']}.log", "wb")
+        self.started.append(f"{render.name}:{c['name']}")
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+        return subprocess.Popen(["unshare", "--net", "--", "/bin/sh", "-c", map_paths(command[2], mapping)], env=env,
+                                cwd=podir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def _exec(self, argv: list[str], timeout: float) -> int:
         key = json.dumps(argv)
@@ -441,6 +471,101 @@ class Kubelet:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
+    # .. a whole render at once ...........................................................................
+    @contextlib.contextmanager
+    def serve(self, name: str, docs, ready_s: float = 300.0):
+        """Run every Deployment of ours in ``docs`` together (init containers first, no network),
+        Service names in env values and arguments resolved to the pods' local ports, and yield a
+        :class:`Stack` once each readiness probe passes. The official TF Serving container is played
+        by our tagger, started with TF Serving's rendered arguments (it accepts the same flags,
+        ``--ssl_config_file`` included); its REST probes have no counterpart there, so its gRPC port
+        accepting connections stands for readiness. Everything is killed on exit."""
+        render = Render(name, [d for d in docs if d])
+        problems = issue_certificates(render, self.workdir)
+        assert not problems, problems
+        pods = [d for d in render.docs if d["kind"] == "Deployment"
+                and any(OUR_IMAGE.search(c["image"]) or TFSERVING_IMAGE.search(c["image"])
+                        for c in d["spec"]["template"]["spec"]["containers"])]
+        ports = {d["metadata"]["name"]: {p["containerPort"]: _free_port()
+                                         for p in d["spec"]["template"]["spec"]["containers"][0].get("ports", [])}
+                 for d in pods}
+        addresses: dict[str, str] = {}  # "<service>:<port>" -> "127.0.0.1:<local port>"
+        for svc in (d for d in render.docs if d["kind"] == "Service"):
+            pod = next((d for d in pods if _matches(svc["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])),
+                       None)
+            if pod is None:
+                continue
+            c = pod["spec"]["template"]["spec"]["containers"][0]
+            named = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+            for sp in svc["spec"]["ports"]:
+                target = sp.get("targetPort", sp["port"])
+                local = ports[pod["metadata"]["name"]].get(named.get(target, target))
+                if local:
+                    addresses[f"{svc['metadata']['name']}:{sp['port']}"] = f"{HOST}:{local}"
+        resolve = re.compile(r"(?:dns:///)?(" + "|".join(re.escape(a) for a in sorted(addresses, key=len, reverse=True))
+                             + r")(?![\w.-])") if addresses else None
+
+        def local(text: str) -> str:
+            return resolve.sub(lambda m: addresses[m.group(1)], text) if resolve else text
+
+        procs: list[tuple[str, subprocess.Popen, dict, dict]] = []
+        try:
+            for doc in pods:
+                pod = copy.deepcopy(doc["spec"]["template"]["spec"])
+                podir = Path(tempfile.mkdtemp(prefix=f"{doc['metadata']['name']}-", dir=self.workdir))
+                volumes = self._volumes(render, pod, podir)
+                for init in pod.get("initContainers", []):
+                    proc = self._container(render, pod, init, volumes, podir, init=True)
+                    assert not isinstance(proc, list), proc
+                    assert proc.wait(timeout=600) == 0, (podir / f"{init['name']}.log").read_text()
+                c = pod["containers"][0]
+                mine = ports[doc["metadata"]["name"]]
+                for e in c.get("env", []):
+                    if "value" in e:
+                        e["value"] = local(str(e["value"]))
+                if TFSERVING_IMAGE.search(c["image"]):  # our tagger plays tensorflow_model_server
+                    c["image"] = "audiolime-tagger:stand-in"
+                    c["command"] = ["audiolime", "serve", "tagger"]
+                    c["args"] = [re.sub(r"^--port=(\d+)$", lambda m: f"--port={mine[int(m.group(1))]}", a)
+                                 for a in c.get("args", [])] + ["--metrics-port=0"]
+                else:
+                    c["args"] = [local(str(a)) for a in c.get("args", [])]
+                proc = self._container(render, pod, c, volumes, podir, ports=mine)
+                assert not isinstance(proc, list), proc
+                procs.append((doc["metadata"]["name"], proc, c, mine))
+            deadline = time.monotonic() + ready_s
+            for name_, proc, c, mine in procs:
+                named = {p["name"]: mine[p["containerPort"]] for p in c.get("ports", []) if "name" in p}
+                while True:
+                    if c["image"] == "audiolime-tagger:stand-in":
+                        ok = run_probe({"tcpSocket": {"port": "grpc"}}, named, None)[0]
+                    else:
+                        ok = run_probe(c["readinessProbe"], {**mine, **named}, lambda argv, t: self._exec(argv, t))[0]
+                    if ok:
+                        break
+                    assert proc.poll() is None, f"{name_} exited with {proc.returncode}"
+                    assert time.monotonic() < deadline, f"{name_} not ready after {ready_s} s"
+                    time.sleep(0.5)
+            yield Stack(render, addresses, {n: p for n, p, _, _ in procs})
+        finally:
+            for _, proc, _, _ in procs:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+    def _volumes(self, render: Render, pod: dict, podir: Path) -> dict[str, Path]:
+        volumes: dict[str, Path] = {}
+        for vol in pod.get("volumes", []):
+            if "persistentVolumeClaim" in vol:
+                claim = vol["persistentVolumeClaim"]["claimName"]
+                volumes[vol["name"]] = render.claims.setdefault(
+                    claim, Path(tempfile.mkdtemp(prefix=f"claim-{claim}-", dir=self.workdir)))
+            else:
+                volumes[vol["name"]] = podir / "volumes" / vol["name"]
+                volumes[vol["name"]].mkdir(parents=True, exist_ok=True)
+        return volumes
+
     # .. the official TF Serving container ............................................................
     def _check_tfserving(self, render: Render, pod: dict, c: dict, volumes: dict[str, Path]) -> list[str]:
         tag = TFSERVING_IMAGE.search(c["image"]).group(1)
@@ -480,6 +605,8 @@ class Kubelet:
                 if not Path(base).is_absolute() or not versions:
                     findings.append(f"model {name}: no <version>/saved_model.pb under {base}: TF Serving waits for "
                                     "every configured model and would never open its ports")
+        if "ssl_config_file" in flags:
+            findings += check_ssl_config(Path(map_paths(flags["ssl_config_file"], mapping)), flags["ssl_config_file"])
         health = release["grpc_health"]
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             probe = c.get(kind)
@@ -488,6 +615,10 @@ class Kubelet:
                     findings.append(f"no {kind}")
                 continue
             if "grpc" in probe:
+                if "ssl_config_file" in flags:
+                    findings.append(f"{kind}: gRPC probe on TF Serving's TLS port (--ssl_config_file): the kubelet's "
+                                    "gRPC probes speak plaintext and can never pass")
+                    continue
                 if not health["supported"]:
                     findings.append(f"{kind}: TF Serving {version} has no grpc.health.v1 service (server.cc; "
                                     "added in 2.15), the probe can never pass")
@@ -516,3 +647,101 @@ class Kubelet:
         if hook and hook[0] not in ("sleep", "/bin/sleep"):
             findings.append(f"preStop {hook}: only coreutils are in the image")
         return findings
+
+
+# -- cert-manager and TF Serving's SSLConfig -------------------------------------------------------
+def _secret_doc(name: str, files: dict[str, bytes]) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": name},
+            "data": {k: base64.b64encode(v).decode() for k, v in files.items()}}
+
+
+def issue_certificates(render: Render, workdir: Path) -> list[str]:
+    """cert-manager stand-in: every ``Certificate`` of the render becomes the Secret it names
+    (tls.crt, tls.key, ca.crt), issued by a self-signed CA for a CA Certificate and by that CA
+    for certificates of a CA Issuer; findings for what cert-manager would not issue."""
+    from audiolime.certs import Authority
+
+    certificates = [d for d in render.docs if d["kind"] == "Certificate" and d["apiVersion"] == "cert-manager.io/v1"]
+    if not certificates:
+        return []
+    issuers = {d["metadata"]["name"]: d["spec"] for d in render.docs if d["kind"] in ("Issuer", "ClusterIssuer")}
+    authorities: dict[str, Authority] = {}  # CA Secret name -> its authority
+    findings = []
+    directory = Path(tempfile.mkdtemp(prefix=f"cert-manager-{re.sub(r'[^a-z0-9]+', '-', render.name.lower())}-",
+                                      dir=workdir))
+    for cert in sorted(certificates, key=lambda c: not c["spec"].get("isCA")):
+        spec, name = cert["spec"], cert["metadata"]["name"]
+        issuer = issuers.get(spec["issuerRef"]["name"])
+        if spec.get("isCA"):
+            if issuer is None or "selfSigned" not in issuer:
+                findings.append(f"Certificate/{name}: a CA certificate needs a selfSigned issuer here")
+                continue
+            ca = authorities[spec["secretName"]] = Authority(directory / spec["secretName"], name)
+            pem = ca.cert.read_bytes()
+            render.docs.append(_secret_doc(spec["secretName"], {"tls.crt": pem, "tls.key": (ca.directory / "ca.key")
+                                                                .read_bytes(), "ca.crt": pem}))
+            continue
+        if issuer is None:  # the operator's issuer (issuerRef): some CA of theirs
+            key = f"external:{spec['issuerRef']['name']}"
+            if key not in authorities:
+                authorities[key] = Authority(directory / spec["issuerRef"]["name"], spec["issuerRef"]["name"])
+            ca = authorities[key]
+        elif "ca" in issuer and issuer["ca"]["secretName"] in authorities:
+            ca = authorities[issuer["ca"]["secretName"]]
+        else:
+            findings.append(f"Certificate/{name}: issuer {spec['issuerRef']['name']} issues nothing here")
+            continue
+        if not {"server auth", "client auth"} <= set(spec.get("usages", [])):
+            findings.append(f"Certificate/{name}: usages {spec.get('usages')} lack server auth + client auth (mTLS)")
+        pair = ca.issue(name, tuple(spec.get("dnsNames", [])) + tuple(spec.get("ipAddresses", [])))
+        render.docs.append(_secret_doc(spec["secretName"], {"tls.crt": pair.cert.read_bytes(),
+                                                            "tls.key": pair.key.read_bytes(),
+                                                            "ca.crt": ca.cert.read_bytes()}))
+    return findings
+
+
+def check_ssl_config(path: Path, shown: str) -> list[str]:
+    """TF Serving's ``--ssl_config_file`` as it reads it: an SSLConfig text proto whose key and
+    certificate belong together, signed by ``custom_ca``, with client certificates required."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    from audiolime.errors import InvalidInput
+    from audiolime.tagger.config import ConfigError, load_ssl_config
+    from audiolime.tls import check_pair
+
+    if not path.is_file():
+        return [f"--ssl_config_file={shown} is no file in the container's mounts"]
+    try:
+        config = load_ssl_config(path)
+        check_pair(config.server_cert.encode(), config.server_key.encode(), f"--ssl_config_file={shown}")
+        cert = x509.load_pem_x509_certificate(config.server_cert.encode())
+        ca = x509.load_pem_x509_certificate(config.custom_ca.encode())
+    except (ConfigError, InvalidInput, ValueError, TypeError) as exc:
+        return [f"--ssl_config_file={shown}: {exc}"]
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError) as exc:
+        return [f"--ssl_config_file={shown}: server_cert is not signed by custom_ca ({exc or 'bad signature'})"]
+    return [] if config.client_verify else [f"--ssl_config_file={shown}: client_verify is off (no mTLS)"]
+
+
+def _matches(selector: dict, labels: dict) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+@dataclass
+class Stack:
+    """What :meth:`Kubelet.serve` runs: the render (with issued Secrets), Service addresses, processes."""
+
+    render: Render
+    addresses: dict[str, str]
+    processes: dict[str, subprocess.Popen]
+
+    def address(self, service: str, port: int) -> str:
+        return self.addresses[f"{service}:{port}"]
+
+    def secret(self, name: str) -> dict[str, str]:
+        doc = self.render.find("Secret", name)
+        assert doc is not None, f"Secret {name} is not rendered"
+        return {k: _b64(v) for k, v in (doc.get("data") or {}).items()}

@@ -23,7 +23,7 @@ CONTRACT = REPO / "docs" / "service-contract.md"
 DASHBOARD = CHART / "dashboards" / "audiolime.json"
 PROMETHEUS_RULE_TEMPLATE = CHART / "templates" / "prometheusrule.yaml"
 K8S_VERSION = "1.35.0"  # OpenAPI schemas (kubernetes-validate) the manifests must satisfy.
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Certificate", "Issuer"}
 COMPONENTS = ("separator", "tagger", "explainer")
 GRPC_SERVICE = {"separator": "audiolime.v1.Separator", "explainer": "audiolime.v1.Explainer"}
 
@@ -212,6 +212,18 @@ def _validate_objects(docs) -> None:
 
 
 def _check_crd_structure(doc: dict) -> None:
+    if doc["kind"] in ("Certificate", "Issuer"):  # cert-manager.io/v1
+        assert doc["apiVersion"] == "cert-manager.io/v1"
+        spec = doc["spec"]
+        if doc["kind"] == "Issuer":
+            assert len(set(spec) & {"selfSigned", "ca"}) == 1 and (spec.get("ca") or {}).get("secretName", "x")
+            return
+        assert spec["secretName"] and spec["issuerRef"]["name"] and spec["issuerRef"]["kind"] in ("Issuer", "ClusterIssuer")
+        assert spec.get("isCA") or {"server auth", "client auth"} <= set(spec["usages"]), doc["metadata"]["name"]
+        assert spec.get("isCA") or spec["dnsNames"]
+        for key in ("duration", "renewBefore"):
+            assert key not in spec or re.fullmatch(r"(\d+h)?(\d+m)?(\d+s)?", spec[key]), spec[key]
+        return
     assert doc["apiVersion"] == "monitoring.coreos.com/v1"
     if doc["kind"] == "ServiceMonitor":
         spec = doc["spec"]
@@ -316,8 +328,10 @@ def _check_workload(doc: dict) -> None:
         if component in COMPONENTS:
             assert c["livenessProbe"].get("grpc") or component == "tagger", where
             if c["livenessProbe"].get("grpc"):
-                port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
+                # the plaintext health port (--health-port): the kubelet's gRPC probes cannot speak TLS
+                port = next(p["containerPort"] for p in c["ports"] if p["name"] == "health")
                 assert c["readinessProbe"]["grpc"]["port"] == port == c["livenessProbe"]["grpc"]["port"]
+                assert _env(c)["AUDIOLIME_HEALTH_PORT"] == str(port), where
                 if component in GRPC_SERVICE:
                     assert c["readinessProbe"]["grpc"]["service"] == GRPC_SERVICE[component]
             keys = {t["topologyKey"] for t in pod["topologySpreadConstraints"]}
@@ -397,7 +411,8 @@ def test_models_come_from_the_models_image_without_network(helm_template):
         docs = helm_template(value_set)
         for component in ("separator", "tagger"):
             pod = _find(docs, "Deployment", f"audiolime-{component}")["spec"]["template"]["spec"]
-            (init,) = pod["initContainers"]
+            init, *others = pod["initContainers"]  # TF Serving also builds its SSLConfig (tls-config)
+            assert [o["name"] for o in others] == (["tls-config"] if component == "tagger" else [])
             assert init["image"] == image
             assert init["args"] == ["install", "--from", "/opt/audiolime/models", "--to", "/models"]
             assert {"name": "models", "mountPath": "/models"} in init["volumeMounts"]
@@ -416,7 +431,7 @@ def test_download_at_start_stays_an_explicit_option(helm_template):
     docs = helm_template("default-values", "models.source=download")
     for component, image in (("separator", "audiolime-separator:0.1.0-gpu"), ("tagger", "audiolime-separator:0.1.0")):
         pod = _find(docs, "Deployment", f"audiolime-{component}")["spec"]["template"]["spec"]
-        (init,) = pod["initContainers"]
+        init = pod["initContainers"][0]
         assert init["image"].endswith(image) and init["args"][:3] == ["setup", "--model-dir", "/models"]
         assert _egress_allowed(docs, component, "203.0.113.7", 443)  # any HTTPS address: the index
     assert not _egress_allowed(helm_template("default-values"), "tagger", "203.0.113.7", 443)
@@ -433,8 +448,9 @@ def _contract_ports() -> dict[str, dict[str, int]]:
     rows = {}
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 3 and cells[1].isdigit():
-            rows[cells[0]] = {"grpc": int(cells[1]), "metrics": int(cells[2].split()[0])}
+        if len(cells) >= 4 and cells[1].isdigit():
+            rows[cells[0]] = {"grpc": int(cells[1]), "metrics": int(cells[2].split()[0]),
+                              "health": int(cells[3]) if cells[3].isdigit() else None}
     return rows
 
 
@@ -454,6 +470,9 @@ def test_ports_follow_the_service_contract(helm_template):
         c = _container(_find(docs, "Deployment", f"audiolime-{component}"))
         by_name = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert by_name["grpc"] == grpc and by_name[metrics_name] == metrics, (value_set, component, by_name)
+        row = next(r for name, r in ports.items() if name.startswith(component) and r["grpc"] == grpc
+                   and r["metrics"] == metrics)
+        assert by_name.pop("health", None) == row["health"], (value_set, component)  # kubelet only: no Service port
         svc = _find(docs, "Service", f"audiolime-{component}")
         assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == by_name
 
@@ -526,7 +545,7 @@ def test_own_tagger_switch(helm_template):
     env = _env(c)
     assert env["AUDIOLIME_MODEL_BASE_PATH"] == "/models/serving"
     assert env["AUDIOLIME_METRICS_PORT"] == "9090" and env["AUDIOLIME_ENABLE_BATCHING"] == "true"
-    assert c["readinessProbe"]["grpc"] == {"port": 8500, "service": "tensorflow.serving.PredictionService"}
+    assert c["readinessProbe"]["grpc"] == {"port": 8086, "service": "tensorflow.serving.PredictionService"}
     sm = _find(docs, "ServiceMonitor", "audiolime-tagger")
     assert sm["spec"]["endpoints"][0]["port"] == "metrics" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
     official = _find(helm_template("default-values", "monitoring.enabled=true"), "ServiceMonitor", "audiolime-tagger")
@@ -801,13 +820,14 @@ def test_termination_grace_covers_prestop_and_drain(helm_template):
         container = pod["containers"][0]
         assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(pre)]
         assert _env(container)["AUDIOLIME_GRACE_PERIOD"] == str(grace)
-    assert values["explainer"]["gracePeriodSeconds"] >= 60  # placeholder: a typical explanation fits
+    # docs/reliability.md: a typical explanation (default request, one loaded CPU tagger) took 146 s
+    assert values["explainer"]["gracePeriodSeconds"] >= 146
 
 
 BROKEN = [
     (("filestore-values", "fileStore.persistence.enabled=false"),
-     "s3.enabled=false with 2 explainer replicas and per-pod emptyDir stores: a signed URL lands on a replica "
-     "that does not have the file (404)"),
+     "s3.enabled=false with 2 explainer replicas and per-pod emptyDir stores: the store is not shared, so a job "
+     "submitted to one replica is NOT_FOUND on the others"),
     (("default-values", "s3.enabled=false", "minio.enabled=false", "explainer.urlSecret.generate=true"),
      "s3.enabled=false with 2-10 (HPA) explainer replicas and per-pod emptyDir stores"),
     (("filestore-values", "fileStore.persistence.enabled=false", "explainer.replicas=1"),
@@ -818,10 +838,23 @@ BROKEN = [
      "the explainer replicas sign URLs with one shared key"),
     (("filestore-values", "explainer.urlSecret.value=k"), "explainer.urlSecret: set existingSecret or value, not both"),
     (("default-values", "models.source=none"), "models.source=none needs models.persistence.enabled=true"),
-    (("default-values", "tagger.tfserving.probe=grpc", "tagger.tfserving.image.tag=2.12.1"),
+    (("default-values", "tagger.tfserving.probe=grpc", "tagger.tfserving.image.tag=2.12.1", "security.enabled=false"),
      "tagger.tfserving.probe=grpc needs TF Serving >= 2.15.0: 2.12.1 has no grpc.health.v1 service"),
-    (("default-values", "tagger.tfserving.probe=grpc", "tagger.tfserving.image.tag=2.14.1-gpu"),
+    (("default-values", "tagger.tfserving.probe=grpc", "tagger.tfserving.image.tag=2.14.1-gpu", "security.enabled=false"),
      "2.14.1 has no grpc.health.v1 service"),
+    (("default-values", "tagger.tfserving.probe=grpc"),
+     "tagger.tfserving.probe=grpc with security.enabled: TF Serving serves grpc.health.v1 only on its TLS port"),
+    (("default-values", "security.auth.generate=false"), "security.auth: the explainer needs bearer tokens"),
+    (("default-values", "security.tls.certManager.enabled=true", "security.tls.existingSecrets.tagger=t"),
+     "security.tls: set certManager.enabled or existingSecrets, not both"),
+    (("default-values", "security.tls.existingSecrets.tagger=t"),
+     "security.tls.existingSecrets: name a Secret for each of separator, tagger and explainer"),
+    (("default-values", "explainer.maxConcurrent=8", "explainer.maxQueued=8"),
+     "explainer.maxConcurrent (8) + explainer.maxQueued (8) must be below explainer.maxWorkers (16)"),
+    (("default-values", "explainer.jobs.poll=20"), "explainer.jobs.lease (30 s) must be at least twice explainer.jobs.poll (20 s)"),
+    (("default-values", "s3.enabled=false", "minio.enabled=false", "explainer.autoscaling.enabled=false",
+      "explainer.replicas=3", "explainer.urlSecret.value=k"),
+     "s3.enabled=false with 3 explainer replicas and per-pod emptyDir stores: the store is not shared"),
     (("default-values", "tagger.tfserving.image.tag=nightly"),
      'tagger.tfserving.image.tag "nightly" is not a TF Serving release: set tagger.tfserving.version'),
 ]
@@ -884,11 +917,13 @@ def test_tf_serving_probes_fit_the_release(helm_template):
         assert c[probe]["httpGet"] == {"path": "/v1/models/musicnn-msd/metadata", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/v1/models/musicnn-msd", "port": "http"}
     assert not any("healthcheck" in a for a in c["args"])
-    grpc = _container(_find(helm_template("default-values", "tagger.tfserving.probe=grpc"), "Deployment", "audiolime-tagger"))
+    grpc = _container(_find(helm_template("default-values", "tagger.tfserving.probe=grpc", "security.enabled=false"),
+                            "Deployment", "audiolime-tagger"))
     assert "--enable_grpc_healthcheck_service=true" in grpc["args"]
     assert grpc["readinessProbe"]["grpc"] == {"port": 8500, "service": "PredictionService"}
     custom = _container(_find(helm_template("default-values", "tagger.tfserving.image.tag=2.15.1-custom",
-                                            "tagger.tfserving.probe=grpc"), "Deployment", "audiolime-tagger"))
+                                            "tagger.tfserving.probe=grpc", "security.enabled=false"),
+                              "Deployment", "audiolime-tagger"))
     assert custom["image"] == "tensorflow/serving:2.15.1-custom" and custom["readinessProbe"]["grpc"]
     pinned = _find(helm_template("default-values", "tagger.tfserving.image.tag=build-7", "tagger.tfserving.version=2.19.1"),
                    "Deployment", "audiolime-tagger")
@@ -915,3 +950,120 @@ def test_models_image_ships_the_models_and_the_installer_only(helm_template):
     init = _find(helm_template("default-values"), "Deployment", "audiolime-separator")["spec"]["template"]["spec"]["initContainers"][0]
     assert "command" not in init and init["args"] == image.cmd
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Security (issue 10) and durable jobs (issue 11)
+
+
+def _secret_files(docs, name: str) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in _find(docs, "Secret", name)["data"].items()}
+
+
+def _host(target: str) -> str:
+    return target.removeprefix("dns:///").rsplit(":", 1)[0]
+
+
+def test_security_is_on_by_default(helm_template):
+    """Default values: TLS on every gRPC port of ours, mTLS to separator and tagger (TF Serving via its
+    SSLConfig), the explainer's tokens from the chart's kept Secret, reflection off; the generated
+    certificates name what the explainer dials and the explainer's Service, serve and authenticate
+    clients, and chain to the one CA, whose key no pod mounts."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    docs = helm_template("default-values")
+    own = helm_template("default-values", "tagger.server=audiolime")
+    ca = x509.load_pem_x509_certificate(_secret_files(docs, "audiolime-ca")["tls.crt"])
+    explainer = _container(_find(docs, "Deployment", "audiolime-explainer"))
+    env = _env(explainer)
+    names = {"separator": [_host(env["AUDIOLIME_SEPARATOR_TARGET"])], "tagger": [_host(env["AUDIOLIME_TAGGER_TARGET"])],
+             "explainer": ["audiolime-explainer", "audiolime-explainer.audiolime.svc", "localhost"]}
+    for component, dialled in names.items():
+        files = _secret_files(docs, f"audiolime-{component}-tls")
+        cert = x509.load_pem_x509_certificate(files["tls.crt"])
+        cert.verify_directly_issued_by(ca)
+        assert files["ca.crt"] == _secret_files(docs, "audiolime-ca")["tls.crt"]
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        assert set(dialled) <= set(sans), (component, sans)
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(usages)
+    for d, component in ((docs, "separator"), (own, "tagger"), (docs, "explainer")):
+        c = _container(_find(d, "Deployment", f"audiolime-{component}"))
+        e = _env(c)
+        assert e["AUDIOLIME_TLS_CERT"] == "/etc/audiolime/tls/tls.crt" and "AUDIOLIME_REFLECTION" not in e
+        assert ("AUDIOLIME_TLS_CLIENT_CA" in e) == (component != "explainer")  # mTLS on the backends
+        pod = _find(d, "Deployment", f"audiolime-{component}")["spec"]["template"]["spec"]
+        tls = next(v for v in pod["volumes"] if v["name"] == "tls")
+        assert tls["secret"]["secretName"] == f"audiolime-{component}-tls"
+        assert not any(v.get("secret", {}).get("secretName") == "audiolime-ca" for v in pod["volumes"])
+    assert env["AUDIOLIME_TLS_CA"] == "/etc/audiolime/tls/ca.crt" and env["AUDIOLIME_TLS_CLIENT_CERT"]
+    assert env["AUDIOLIME_AUTH_TOKENS_FILE"] == "/etc/audiolime/auth/tokens"
+    tokens = _find(docs, "Secret", "audiolime-explainer-auth-tokens")
+    assert tokens["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert re.fullmatch(r"default:[A-Za-z0-9]{48}\n", base64.b64decode(tokens["data"]["tokens"]).decode())
+    tagger = _container(_find(docs, "Deployment", "audiolime-tagger"))
+    assert "--ssl_config_file=/etc/audiolime/tfserving/ssl.config" in tagger["args"]
+    plain = helm_template("default-values", "security.enabled=false")
+    assert not any(d["kind"] == "Secret" and d["metadata"]["name"].endswith(("-tls", "-ca", "-auth-tokens"))
+                   for d in plain)
+    assert not any(k.startswith(("AUDIOLIME_TLS", "AUDIOLIME_AUTH"))
+                   for k in _env(_container(_find(plain, "Deployment", "audiolime-explainer"))))
+
+
+def test_cert_manager_certificates_name_what_the_explainer_dials(helm_template):
+    """certManager.enabled: no key material is rendered; one Certificate per component (server and
+    client auth) into the Secret the pods mount, from the given issuer or the chart's bootstrapped CA."""
+    for sets, issuer in ((("security.tls.certManager.enabled=true",), ("audiolime-ca", "Issuer")),
+                         (("security.tls.certManager.enabled=true", "security.tls.certManager.issuerRef.name=corp-ca"),
+                          ("corp-ca", "ClusterIssuer"))):
+        docs = helm_template("default-values", *sets)
+        _validate_objects(docs)
+        assert not any(d["kind"] == "Secret" and d["metadata"]["name"].endswith(("-tls", "-ca")) for d in docs)
+        assert any(d["kind"] == "Issuer" for d in docs) == (issuer[0] == "audiolime-ca")
+        env = _env(_container(_find(docs, "Deployment", "audiolime-explainer")))
+        for component, host in (("separator", _host(env["AUDIOLIME_SEPARATOR_TARGET"])),
+                                ("tagger", _host(env["AUDIOLIME_TAGGER_TARGET"])), ("explainer", "audiolime-explainer")):
+            cert = _find(docs, "Certificate", f"audiolime-{component}")["spec"]
+            assert cert["secretName"] == f"audiolime-{component}-tls" and host in cert["dnsNames"]
+            assert (cert["issuerRef"]["name"], cert["issuerRef"]["kind"]) == issuer
+
+
+def test_store_credentials_and_input_buckets_per_service(helm_template):
+    """Each service takes its own S3 Secret when given (least privilege), else the shared one, and
+    --input-buckets is the values' list, by default the chart's own bucket only."""
+    secure = helm_template("secure-values")
+    for component in ("separator", "explainer"):
+        env = _env(_container(_find(secure, "Deployment", f"audiolime-{component}")))
+        assert env["AWS_ACCESS_KEY_ID"]["secretKeyRef"]["name"] == f"audiolime-s3-{component}"
+        assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == f"audiolime-s3-{component}"
+        assert env["AUDIOLIME_INPUT_BUCKETS"] == "audiolime-uploads/incoming"
+        default = _env(_container(_find(helm_template("production-values"), "Deployment", f"audiolime-{component}")))
+        assert default["AWS_ACCESS_KEY_ID"]["secretKeyRef"]["name"] == "audiolime-s3"
+        assert default["AUDIOLIME_INPUT_BUCKETS"] == "audiolime-explanations-prod"
+
+
+def test_explainer_admission_and_job_flags_come_from_values(helm_template):
+    """The explainer's admission and job flags are the values', with the contract's defaults."""
+    env = _env(_container(_find(helm_template("default-values"), "Deployment", "audiolime-explainer")))
+    assert {k: env[k] for k in env if k.startswith(("AUDIOLIME_MAX_C", "AUDIOLIME_MAX_Q", "AUDIOLIME_MAX_W",
+                                                    "AUDIOLIME_JOB_"))} == {
+        "AUDIOLIME_MAX_CONCURRENT": "4", "AUDIOLIME_MAX_QUEUED": "8", "AUDIOLIME_MAX_WORKERS": "16",
+        "AUDIOLIME_JOB_LEASE": "30", "AUDIOLIME_JOB_POLL": "1", "AUDIOLIME_JOB_ATTEMPTS": "5", "AUDIOLIME_JOB_TTL": "3600"}
+    env = _env(_container(_find(helm_template("default-values", "explainer.maxConcurrent=2", "explainer.jobs.lease=60",
+                                              "explainer.jobs.ttl=86400"), "Deployment", "audiolime-explainer")))
+    assert (env["AUDIOLIME_MAX_CONCURRENT"], env["AUDIOLIME_JOB_LEASE"], env["AUDIOLIME_JOB_TTL"]) == ("2", "60", "86400")
+
+
+def test_three_explainers_on_s3_render_with_a_pdb(helm_template):
+    """replicas=3 on S3 (jobs live in the bucket, any replica answers and resumes them) renders,
+    validates and gets a PodDisruptionBudget selecting exactly the explainer pods; one replica gets none."""
+    docs = helm_template("default-values", "explainer.autoscaling.enabled=false", "explainer.replicas=3")
+    _validate_objects(docs)
+    dep = _find(docs, "Deployment", "audiolime-explainer")
+    assert dep["spec"]["replicas"] == 3 and _env(_container(dep))["AUDIOLIME_STORE"].startswith("s3://")
+    pdb = _find(docs, "PodDisruptionBudget", "audiolime-explainer")
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    single = helm_template("default-values", "explainer.autoscaling.enabled=false", "explainer.replicas=1")
+    assert not any(d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "audiolime-explainer" for d in single)

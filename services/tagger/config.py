@@ -100,6 +100,37 @@ def _batching_parameters_class():
 BatchingParameters = _batching_parameters_class()
 
 
+def _ssl_config_class():
+    """``tensorflow.serving.SSLConfig`` (``tensorflow_serving/config/ssl_config.proto``: PEM text
+    inline, not file names), built in a private pool: the wheel does not ship ``ssl_config_pb2``."""
+    fd = descriptor_pb2.FieldDescriptorProto
+    f = descriptor_pb2.FileDescriptorProto(name="audiolime/tagger/ssl_config.proto", package="tensorflow.serving",
+                                           syntax="proto3")
+    m = f.message_type.add(name="SSLConfig")
+    for name, number, kind in (("server_key", 1, fd.TYPE_STRING), ("server_cert", 2, fd.TYPE_STRING),
+                               ("custom_ca", 3, fd.TYPE_STRING), ("client_verify", 4, fd.TYPE_BOOL)):
+        m.field.add(name=name, number=number, label=fd.LABEL_OPTIONAL, type=kind, json_name=name)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.SSLConfig"))
+
+
+SSLConfig = _ssl_config_class()
+
+
+def load_ssl_config(path: Path):
+    """``--ssl_config_file``: an ``SSLConfig`` text proto, as TF Serving reads it; ``ConfigError``
+    when it does not parse or lacks the key or certificate."""
+    msg = SSLConfig()
+    try:
+        text_format.Parse(_read(path, "--ssl_config_file"), msg)
+    except text_format.ParseError as exc:
+        raise ConfigError(f"--ssl_config_file {path}: not a TF Serving SSLConfig text proto: {exc}") from None
+    if not (msg.server_key and msg.server_cert):
+        raise ConfigError(f"--ssl_config_file {path}: server_key and server_cert are required")
+    return msg
+
+
 def _read(path: Path, what: str) -> str:
     try:
         return Path(path).read_text()

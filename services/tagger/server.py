@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,7 +40,8 @@ from tensorflow_serving.apis import (
 
 from audiolime import errors
 from audiolime.server import logs, runtime
-from audiolime.tagger.config import ConfigError, ModelConfig, load_batching_parameters, load_model_config
+from audiolime.tagger.config import (ConfigError, ModelConfig, load_batching_parameters, load_model_config,
+                                     load_ssl_config)
 from audiolime.tagger.model_server import ModelServer
 from audiolime.tagger.savedmodel import list_versions
 
@@ -200,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorFlow intra-op threads (0 = TensorFlow's default)")
     p.add_argument("--tensorflow-inter-op-parallelism", "--tensorflow_inter_op_parallelism", type=int, default=0,
                    help="TensorFlow inter-op threads (0 = TensorFlow's default)")
+    p.add_argument("--ssl-config-file", "--ssl_config_file", type=Path,
+                   default=env("AUDIOLIME_SSL_CONFIG_FILE", None, Path),
+                   help="TF Serving SSLConfig text file (server_key, server_cert, custom_ca, client_verify: PEM "
+                        "inline), as tensorflow_model_server takes it; instead of --tls-cert/--tls-key/"
+                        "--tls-client-ca, read once at start ($AUDIOLIME_SSL_CONFIG_FILE)")
     # tensorflow_model_server flags without a meaning here, accepted so one argument list fits both.
     for flag in ("--rest_api_port", "--monitoring_config_file", "--model_config_file_poll_wait_seconds",
                  "--file_system_poll_wait_seconds"):
@@ -242,9 +251,37 @@ def build_core(args: argparse.Namespace) -> ModelServer:
     return ModelServer.load(configs, batching)
 
 
+def apply_ssl_config(args: argparse.Namespace) -> Path | None:
+    """``--ssl_config_file`` -> the ``--tls-*`` files (written to a private directory, returned so
+    it can be removed at exit): TF Serving's way of passing TLS material, so the chart's argument
+    list for tensorflow_model_server starts this server the same way. ``client_verify`` = mTLS."""
+    if args.ssl_config_file is None:
+        return None
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        raise ConfigError("--ssl_config_file and --tls-cert/--tls-key/--tls-client-ca exclude each other")
+    config = load_ssl_config(args.ssl_config_file)
+    if config.client_verify and not config.custom_ca:
+        raise ConfigError(f"--ssl_config_file {args.ssl_config_file}: client_verify needs custom_ca")
+    directory = Path(tempfile.mkdtemp(prefix="tagger-tls-"))  # mode 0700
+    files = {"tls_cert": ("cert.pem", config.server_cert), "tls_key": ("key.pem", config.server_key)}
+    if config.client_verify:
+        files["tls_client_ca"] = ("ca.pem", config.custom_ca)
+    for attr, (name, text) in files.items():
+        path = directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        setattr(args, attr, path)
+    return directory
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_logging("tagger", args.log_level)
+    try:
+        tls_dir = apply_ssl_config(args)
+    except ConfigError as exc:
+        raise SystemExit(f"audiolime serve tagger: error: {exc}") from None
     try:
         security = runtime.Security.from_args(args)
     except errors.InvalidInput as exc:
@@ -264,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
          runtime.Service(MODEL_SERVICE, lambda s: add_model(ModelServicer(core), s))],
         args.host, args.port, args.metrics_port, args.max_workers, security=security)
     running.on_stop.append(core.close)
+    if tls_dir is not None:
+        running.on_stop.append(lambda: shutil.rmtree(tls_dir, ignore_errors=True))
     runtime.run_until_signalled(running, args.grace_period)
     return 0
 

@@ -142,8 +142,17 @@ lifecycle:
 {{- default (include "audiolime.componentName" (dict "ctx" . "component" "minio")) .Values.minio.existingSecret -}}
 {{- end -}}
 
-{{/* Object-store environment (separator, explainer): --store, --s3-endpoint, --s3-region, AWS chain. */}}
+{{/* The Secret with a component's S3 keys: its own (s3.credentials.<component>), else s3.existingSecret. */}}
+{{- define "audiolime.s3Secret" -}}
+{{- $own := (index .ctx.Values.s3.credentials .component).existingSecret -}}
+{{- default .ctx.Values.s3.existingSecret $own -}}
+{{- end -}}
+
+{{/* Object-store environment of a component (separator, explainer): --store, --s3-endpoint,
+--s3-region, the AWS chain, --input-buckets; call with (dict "ctx" $ "component" "separator"). */}}
 {{- define "audiolime.storeEnv" -}}
+{{- $secret := include "audiolime.s3Secret" . -}}
+{{- with .ctx }}
 {{- if .Values.s3.enabled }}
 - name: AUDIOLIME_STORE
   value: {{ printf "s3://%s/%s" .Values.s3.bucket .Values.s3.prefix | trimSuffix "/" | quote }}
@@ -153,16 +162,18 @@ lifecycle:
 - name: AWS_ENDPOINT_URL
   value: {{ . | quote }}
 {{- end }}
-{{- if .Values.s3.existingSecret }}
+- name: AUDIOLIME_INPUT_BUCKETS
+  value: {{ join "," (default (list .Values.s3.bucket) .Values.security.inputBuckets) | quote }}
+{{- if $secret }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.s3.existingSecret }}
+      name: {{ $secret }}
       key: {{ .Values.s3.accessKeyIdKey }}
 - name: AWS_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.s3.existingSecret }}
+      name: {{ $secret }}
       key: {{ .Values.s3.secretAccessKeyKey }}
 {{- else if .Values.minio.enabled }}
 - name: AWS_ACCESS_KEY_ID
@@ -179,6 +190,11 @@ lifecycle:
 {{- else }}
 - name: AUDIOLIME_STORE
   value: file:///var/lib/audiolime/store
+{{- with .Values.security.inputBuckets }}
+- name: AUDIOLIME_INPUT_BUCKETS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -208,44 +224,44 @@ lifecycle:
 {{- printf "%s:%s%s" $repo $tag $m.tagSuffix -}}
 {{- end -}}
 
-{{/* Init container that fills the model volume; call with (dict "ctx" $ "image" "<setup image>").
+{{/* Init container that fills the model volume (an initContainers list item, or nothing); call with
+(dict "ctx" $ "image" "<setup image>").
 models.source: image -> copy from the audiolime-models image (no network); download -> `audiolime
 setup` (the pod's image unless models.setup.image); none -> no init container. */}}
 {{- define "audiolime.modelInitContainer" -}}
 {{- $image := .image -}}
 {{- with .ctx }}
 {{- if ne .Values.models.source "none" }}
-initContainers:
-  {{- if eq .Values.models.source "image" }}
-  - name: models
-    image: {{ include "audiolime.modelsImage" . }}
-    imagePullPolicy: {{ .Values.image.pullPolicy }}
-    args: ["install", "--from", "/opt/audiolime/models", "--to", {{ .Values.models.mountPath | quote }}]
-  {{- else }}
-  - name: model-setup
-    image: {{ default $image .Values.models.setup.image }}
-    imagePullPolicy: {{ .Values.image.pullPolicy }}
-    args:
-      - setup
-      - --model-dir
-      - {{ .Values.models.mountPath }}
-      - --no-demo
-      {{- range .Values.models.setup.extraArgs }}
-      - {{ . | quote }}
-      {{- end }}
-  {{- end }}
-    env:
-      - name: HOME
-        value: /tmp
-    resources:
-      {{- toYaml .Values.models.initResources | nindent 6 }}
-    securityContext:
-      {{- include "audiolime.containerSecurityContext" . | nindent 6 }}
-    volumeMounts:
-      - name: models
-        mountPath: {{ .Values.models.mountPath }}
-      - name: tmp
-        mountPath: /tmp
+{{- if eq .Values.models.source "image" }}
+- name: models
+  image: {{ include "audiolime.modelsImage" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  args: ["install", "--from", "/opt/audiolime/models", "--to", {{ .Values.models.mountPath | quote }}]
+{{- else }}
+- name: model-setup
+  image: {{ default $image .Values.models.setup.image }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  args:
+    - setup
+    - --model-dir
+    - {{ .Values.models.mountPath }}
+    - --no-demo
+    {{- range .Values.models.setup.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+{{- end }}
+  env:
+    - name: HOME
+      value: /tmp
+  resources:
+    {{- toYaml .Values.models.initResources | nindent 4 }}
+  securityContext:
+    {{- include "audiolime.containerSecurityContext" . | nindent 4 }}
+  volumeMounts:
+    - name: models
+      mountPath: {{ .Values.models.mountPath }}
+    - name: tmp
+      mountPath: /tmp
 {{- end }}
 {{- end }}
 {{- end -}}
@@ -325,4 +341,114 @@ the file store (a volume). */}}
       port: {{ . }}
     {{- end }}
 {{- end }}
+{{- end -}}
+
+
+{{/* -- Security (values.security; docs/security.md) ------------------------------------------ */}}
+
+{{/* The TLS Secret of a component (tls.crt, tls.key, ca.crt); call with (dict "ctx" $ "component" "x"). */}}
+{{- define "audiolime.tlsSecretName" -}}
+{{- $given := index .ctx.Values.security.tls.existingSecrets .component -}}
+{{- default (printf "%s-tls" (include "audiolime.componentName" .)) $given -}}
+{{- end -}}
+
+{{/* Names a component's certificate carries: its Services' short and cluster names (the tagger's
+headless one too: the explainer dials it), localhost (port-forward), and for the explainer
+security.tls.explainerDnsNames. Call with (dict "ctx" $ "component" "x"); a YAML list. */}}
+{{- define "audiolime.tlsDnsNames" -}}
+{{- $ns := .ctx.Release.Namespace -}}
+{{- $svc := include "audiolime.componentName" . -}}
+{{- $services := list $svc -}}
+{{- if eq .component "tagger" }}{{ $services = append $services (printf "%s-headless" $svc) }}{{ end -}}
+{{- $names := list -}}
+{{- range $services }}
+{{- $names = concat $names (list . (printf "%s.%s" . $ns) (printf "%s.%s.svc" . $ns) (printf "%s.%s.svc.cluster.local" . $ns)) -}}
+{{- end -}}
+{{- if eq .component "explainer" }}{{ $names = concat $names .ctx.Values.security.tls.explainerDnsNames }}{{ end -}}
+{{- toYaml (append $names "localhost") -}}
+{{- end -}}
+
+{{- define "audiolime.tlsMountPath" -}}/etc/audiolime/tls{{- end -}}
+{{- define "audiolime.authMountPath" -}}/etc/audiolime/auth{{- end -}}
+
+{{/* Environment of our servers' security flags; call with (dict "ctx" $ "component" "x").
+Separator and our tagger: TLS with client certificates of the CA required (mTLS). Explainer: TLS
+for its clients (who authenticate with tokens), and its certificate presented to the backends. */}}
+{{- define "audiolime.securityEnv" -}}
+{{- $sec := .ctx.Values.security -}}
+- name: AUDIOLIME_HEALTH_PORT
+  value: {{ $sec.healthPort | quote }}
+{{- if $sec.reflection }}
+- name: AUDIOLIME_REFLECTION
+  value: "true"
+{{- end }}
+{{- if $sec.enabled }}
+{{- $dir := include "audiolime.tlsMountPath" . }}
+- name: AUDIOLIME_TLS_CERT
+  value: {{ $dir }}/tls.crt
+- name: AUDIOLIME_TLS_KEY
+  value: {{ $dir }}/tls.key
+{{- if eq .component "explainer" }}
+- name: AUDIOLIME_TLS_CA
+  value: {{ $dir }}/ca.crt
+- name: AUDIOLIME_TLS_CLIENT_CERT
+  value: {{ $dir }}/tls.crt
+- name: AUDIOLIME_TLS_CLIENT_KEY
+  value: {{ $dir }}/tls.key
+- name: AUDIOLIME_AUTH_TOKENS_FILE
+  value: {{ include "audiolime.authMountPath" . }}/{{ $sec.auth.key }}
+{{- else }}
+- name: AUDIOLIME_TLS_CLIENT_CA
+  value: {{ $dir }}/ca.crt
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* volumeMounts of the security files (nothing when security is off); (dict "ctx" $ "component" "x"). */}}
+{{- define "audiolime.securityMounts" -}}
+{{- if .ctx.Values.security.enabled }}
+- name: tls
+  mountPath: {{ include "audiolime.tlsMountPath" . }}
+  readOnly: true
+{{- if eq .component "explainer" }}
+- name: auth
+  mountPath: {{ include "audiolime.authMountPath" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Volumes of the security files: the component's TLS Secret (and the explainer's token Secret).
+Mounted whole (no subPath) so that the kubelet's in-place updates reach the servers, which re-read
+certificates and tokens when they change. */}}
+{{- define "audiolime.securityVolumes" -}}
+{{- if .ctx.Values.security.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "audiolime.tlsSecretName" . }}
+    defaultMode: 0440
+{{- if eq .component "explainer" }}
+- name: auth
+  secret:
+    secretName: {{ include "audiolime.authSecretName" .ctx }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "audiolime.authSecretName" -}}
+{{- default (printf "%s-auth-tokens" (include "audiolime.componentName" (dict "ctx" . "component" "explainer"))) .Values.security.auth.existingSecret -}}
+{{- end -}}
+
+{{/* The health containerPort of our servers. */}}
+{{- define "audiolime.healthPort" -}}
+- name: health
+  containerPort: {{ .Values.security.healthPort }}
+  protocol: TCP
+{{- end -}}
+
+{{/* More than one explainer at once (fixed replicas > 1 or the HPA): "true" or "". */}}
+{{- define "audiolime.severalExplainers" -}}
+{{- $e := .Values.explainer -}}
+{{- if or $e.autoscaling.enabled (gt (int $e.replicas) 1) }}true{{ end -}}
 {{- end -}}
