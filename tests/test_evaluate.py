@@ -304,19 +304,22 @@ def test_calls_to_reach_and_stopping_replay():
 
 def test_aggregate_rates_curves_and_reference_agreement():
     """Keep/drop rates are means over windows, deletion < random counts per window, the reference
-    agreement is the share of windows with the reference's top-3 set; random only counts where defined."""
+    agreement is the share of windows with the reference's top-3 set (exactly, and up to components
+    tied within 5 % of the strongest reference weight); random only counts where defined."""
     from audiolime.evaluation.aggregate import aggregate
     from audiolime.evaluation.config import EvalConfig, parse_variant
 
     cfg = EvalConfig(taggers=("t",), audio_dir=".", ks=(1, 3), variants=(parse_variant("v:reference"),))
 
-    def variant(win: int, keep3: bool, dele: float, same_ref: bool) -> dict:
+    def variant(win: int, keep3: bool, dele: float, same_ref: bool, gap: float = 0.01) -> dict:
         return {"song": "s", "tagger": "t", "window": win, "method": "v", "result": {
             "rows": [{"k": 1, "keep": True, "drop_lost": False}, {"k": 3, "keep": keep3, "drop_lost": True}],
             "deletion_auc": dele, "insertion_auc": 0.5, "surrogate_r2": 0.8, "stability": 0.9, "seconds": 1.0,
             "stopping": {"reason": "stable"}, "calls": {"sampling": 256 * (win + 1), "metrics": 20},
             "top_k_set": [0, 1, 2], "trace": [{"masks": 256, "unique": 250, "stability": 0.99, "top": [0, 1, 2]}],
-            "reference": {"top_k_set": [0, 1, 2] if same_ref else [0, 1, 5], "unique": 4096, "stability": 1.0}}}
+            "reference": {"top_k_set": [0, 1, 2] if same_ref else [0, 1, 5], "unique": 4096, "stability": 1.0,
+                          "weights": [0.5, 0.4, 0.3] + [0.0] * 2 + [0.3 + gap] if not same_ref else
+                          [0.5, 0.4, 0.3, 0.0, 0.0, 0.1]}}}
 
     def rand(win: int, dele: float) -> dict:
         return {"song": "s", "tagger": "t", "window": win, "method": "random", "result": {
@@ -325,6 +328,8 @@ def test_aggregate_rates_curves_and_reference_agreement():
 
     recs = [variant(0, True, 0.1, True), variant(1, False, 0.4, True), variant(2, True, 0.2, False),
             rand(0, 0.3), rand(1, 0.3), rand(2, 0.3)]
+    far = aggregate(cfg, recs[:2] + [variant(2, True, 0.2, False, gap=0.1)] + recs[3:])["t"]["v"]["reference"]
+    assert far["same_top3_up_to_ties"]["rate"] == pytest.approx(2 / 3, abs=1e-4)  # 0.4 vs 0.3: not a tie
     t = aggregate(cfg, recs)["t"]
     v = t["v"]
     assert v["keep"]["3"]["rate"] == pytest.approx(2 / 3, abs=1e-4) and v["keep"]["3"]["n"] == 3
@@ -333,6 +338,7 @@ def test_aggregate_rates_curves_and_reference_agreement():
     assert v["calls"]["sampling_median"] == 512 and v["stopping"] == {"stable": 3}
     ref = v["reference"]
     assert ref["same_top3"]["rate"] == pytest.approx(2 / 3, abs=1e-4) and ref["reference_calls_median"] == 4096
+    assert ref["same_top3_up_to_ties"]["rate"] == 1.0  # component 2 at 0.30 vs 5 at 0.31: within 5 % of 0.5
     assert ref["calls_ratio_median"] == 0.125 and ref["reached"]["rate"] == pytest.approx(2 / 3, abs=1e-4)
     assert t["random"]["keep"]["1"]["rate"] == 0.25 and t["random"]["keep"]["3"]["n"] == 0
     assert t["paired"]["random"]["1"] == {"diff": 0.75, "wins": 3, "losses": 0, "n": 3}  # 1 - 0.25 on 3 windows
