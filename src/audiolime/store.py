@@ -241,7 +241,8 @@ class LocalStore(ObjectStore):
     def path(self, key: str) -> Path:
         return self.root / clean_key(key)
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def _staged(self, key: str, data: bytes) -> tuple[Path, str]:
+        """``data`` written and fsynced to a temporary file beside ``key``'s path: (dest, tmp)."""
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -250,20 +251,22 @@ class LocalStore(ObjectStore):
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return dest, tmp
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        dest, tmp = self._staged(key, data)
+        try:
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
     def put_if_absent(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
-        dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        dest, tmp = self._staged(key, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.link(tmp, dest)  # atomic, fails if dest exists; the object is complete when it appears
             return True
         except FileExistsError:
