@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from audiolime import errors
+from audiolime.explain import surrogate
 from audiolime.explain.limits import Limits
 from audiolime.explainer.remote import RetryPolicy
 from audiolime.explainer.service import ExplainerService, ServiceConfig
@@ -86,6 +87,7 @@ def test_adaptive_rounds_stream_as_events_and_reach_the_proto(core):
     pb = outcome_to_proto(outcome)
     assert (pb.stopping.rounds, pb.stopping.reason) == (doc.stopping.rounds, doc.stopping.reason)
     assert pb.edges.mode == "fade" and pb.edges.fade_s == doc.edges.fade_s and pb.sampling.kernel == "lime"
+    assert pb.sampling.tie_tolerance == doc.sampling.tie_tolerance == surrogate.TIE > 0
     tf = pb.targets[0].faithfulness
     assert list(tf.deletion.probabilities) == list(f.deletion.probabilities) and tf.insertion.auc == f.insertion.auc
     assert list(tf.drop_top_k.components) == list(f.drop_top_k.components) and tf.stability == f.stability

@@ -109,7 +109,8 @@ def explanation_to_proto(doc: Document, explanation_id: str, manifest_url: str, 
         sm = doc.sampling
         pb.sampling.CopyFrom(explainer_pb2.SamplingInfo(kernel=sm.kernel, sampling=sm.sampling,
                                                         num_samples=sm.num_samples, max_samples=sm.max_samples,
-                                                        stability_threshold=sm.stability_threshold))
+                                                        stability_threshold=sm.stability_threshold,
+                                                        tie_tolerance=sm.tie_tolerance))
     if doc.stopping is not None:
         st = doc.stopping
         pb.stopping.CopyFrom(explainer_pb2.Stopping(rounds=st.rounds, masks=st.masks, reason=st.reason,

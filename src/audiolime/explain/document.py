@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from audiolime.errors import InvalidInput
+from audiolime.explain.surrogate import TIE
 
 if TYPE_CHECKING:
     from audiolime.explain.pipeline import ExplainResult
@@ -182,6 +183,10 @@ class SamplingRecord:
     num_samples: int  # as requested; 0 = adaptive
     max_samples: int
     stability_threshold: float
+    # components within this share of the strongest weight of the k-th one count as tied for the
+    # last places of the top-k set (audiolime.explain.surrogate.TIE); 0: the exact set (documents
+    # written before the tie rule)
+    tie_tolerance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -421,7 +426,7 @@ def describe(result: ExplainResult) -> Document:
         seed=req.seed, top_k=k, kernel_width=req.kernel_width,
         timings_s={key: round(v, 4) for key, v in result.timings_s.items()}, warnings=tuple(result.warnings),
         edges=EdgesRecord(fact.edges, fact.fade, round(fact.fade_s, 4)),
-        sampling=SamplingRecord(req.kernel, req.sampling, req.num_samples, req.max_samples, req.stability),
+        sampling=SamplingRecord(req.kernel, req.sampling, req.num_samples, req.max_samples, req.stability, TIE),
         stopping=StoppingRecord(exp.stopping.rounds, exp.stopping.masks, exp.stopping.reason,
                                 round(exp.stopping.stability, 4)),
         faithfulness_cost=CostRecord(exp.metric_calls, round(exp.timings_s.get("fidelity", 0.0), 4)),

@@ -157,18 +157,20 @@ class SegmentEdges(_message.Message):
     def __init__(self, mode: _Optional[str] = ..., fade: _Optional[float] = ..., fade_s: _Optional[float] = ...) -> None: ...
 
 class SamplingInfo(_message.Message):
-    __slots__ = ("kernel", "sampling", "num_samples", "max_samples", "stability_threshold")
+    __slots__ = ("kernel", "sampling", "num_samples", "max_samples", "stability_threshold", "tie_tolerance")
     KERNEL_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     MAX_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     STABILITY_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TIE_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     kernel: str
     sampling: str
     num_samples: int
     max_samples: int
     stability_threshold: float
-    def __init__(self, kernel: _Optional[str] = ..., sampling: _Optional[str] = ..., num_samples: _Optional[int] = ..., max_samples: _Optional[int] = ..., stability_threshold: _Optional[float] = ...) -> None: ...
+    tie_tolerance: float
+    def __init__(self, kernel: _Optional[str] = ..., sampling: _Optional[str] = ..., num_samples: _Optional[int] = ..., max_samples: _Optional[int] = ..., stability_threshold: _Optional[float] = ..., tie_tolerance: _Optional[float] = ...) -> None: ...
 
 class Stopping(_message.Message):
     __slots__ = ("rounds", "masks", "reason", "stability")
