@@ -2,7 +2,7 @@
 # The measurements behind docs/evaluation.md ("Faithfulness, sampling and edges", issue 12): audioLIME
 # variants vs SLIME vs random on ../shared/audio, musicnn and FCN. Long (hours on a shared 2-core
 # machine); resumable: rerun the same command to continue, or to rebuild the outputs.
-#   sh bench/eval_faithfulness.sh [musicnn|fcn|musicnn-tau9|fcn-tau10]   (default: musicnn then fcn)
+#   sh bench/eval_faithfulness.sh [musicnn|fcn|fcn-w3|musicnn-tau9|fcn-tau10]   (default: musicnn then fcn)
 # musicnn/fcn: the product's resolution (tau = 6, d' = 12: the N = 16384 reference enumerates all
 # 4096 masks exactly); musicnn-tau9/fcn-tau10: the audioLIME paper's temporal resolution, where
 # today's hard edges fail most often (keep/drop and curves only, no reference; every method at most
@@ -28,6 +28,12 @@ esac
 case "${1:-both}" in
   fcn|both) .venv/bin/audiolime evaluate --tagger fcn-msd --audio "$AUDIO" --windows-per-song 2 $COMMON \
               $VARIANTS --batch-size 16 --out out/eval-faith-fcn ;;
+esac
+# the shipped default (tie rule) vs today on FCN with 3 windows per song (9 windows), no reference
+case "${1:-both}" in
+  fcn-w3) .venv/bin/audiolime evaluate --tagger fcn-msd --audio "$AUDIO" --windows-per-song 3 --k 1 2 3 4 5 \
+            --slime-segments 6 --slime-bands 2 --trace-samples 0 --variant "default:$DEFAULT" \
+            --variant "today:$TODAY" --batch-size 16 --out out/eval-faith-fcn-w3 ;;
 esac
 # the same budget for all three: adaptive with at most 1024 masks, today's fixed 1024, SLIME's fixed 1024
 PAPER="--k 1 2 3 4 5 --slime-bands 2 --slime-samples 1024 --trace-samples 0"
