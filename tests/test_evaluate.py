@@ -432,8 +432,9 @@ def test_tiny_run_writes_all_outputs_with_sane_values(tiny_run):
 
 
 def test_rerun_resumes_from_checkpoint(tiny_run):
-    """A rerun computes nothing; after losing results (and a torn line) it recomputes just those;
-    a variant changed under its name is refused."""
+    """A rerun computes nothing; --from-checkpoint tabulates only the complete windows and computes
+    nothing; after losing results (and a torn line) a rerun recomputes just those; a variant changed
+    under its name is refused."""
     args, out, _ = tiny_run
     ckpt = out / "items.jsonl"
     before = ckpt.read_text()
@@ -441,6 +442,15 @@ def test_rerun_resumes_from_checkpoint(tiny_run):
     proc = _evaluate(*args)
     assert "8 results: 8 resumed from the checkpoint, 0 computed" in proc.stdout
     assert ckpt.read_text() == before and (out / "results.csv").read_text() == results
+
+    first = sorted(SONGS)[0]
+    partial = [line for line in before.splitlines() if not ('"method": "hard"' in line and first in line)]
+    ckpt.write_text("\n".join(partial) + "\n")
+    proc = _evaluate(*args, "--from-checkpoint")  # interim tables: only the window with every method
+    assert "4 results: 4 resumed from the checkpoint, 0 computed" in proc.stdout
+    with (out / "results.csv").open() as f:
+        assert {r["song"] for r in csv.DictReader(f)} == set(SONGS) - {first}
+    assert ckpt.read_text() == "\n".join(partial) + "\n"
 
     kept = [line for line in before.splitlines() if '"method": "hard"' not in line]
     ckpt.write_text("\n".join(kept) + "\n" + '{"song": "torn')  # lost results and an interrupted write

@@ -55,6 +55,7 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
         computed = 0
         complete = {key for key in items.keys if all(key + (m,) in done for m in cfg.methods)}
         wanted = [key + (m,) for key in items.keys if key in complete for m in cfg.methods]
+        n_done = len(wanted)
     table = write_outputs(out, cfg, [done[key] for key in wanted if key in done])
     return RunSummary(len(wanted), n_done, computed, out, table)
 
