@@ -27,11 +27,6 @@ from audiolime.explain.stems import STEM_RATE, LocalSeparation
 from audiolime.local import load_separator, load_tagger, quiet_tensorflow
 
 
-def agrees_up_to_ties(chosen: set[int], reference: np.ndarray, k: int, tie: float) -> bool:
-    must_in, must_out = surrogate.tied_bounds(reference[None, :], k, tie)
-    return set(np.flatnonzero(must_in[0])) <= chosen and not chosen & set(np.flatnonzero(must_out[0]))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
@@ -62,10 +57,10 @@ def main() -> None:
         top = {rc.component.index for rc in res.explanation.targets[0].top(req.top_k)}
         stop = res.explanation.stopping
         old_top, old_stop = set(r["result"]["top_k_set"]), r["result"]["stopping"]
-        out = {"tie": (stop.masks, stop.reason, top == ref_top, agrees_up_to_ties(top, ref, req.top_k, surrogate.TIE),
+        out = {"tie": (stop.masks, stop.reason, top == ref_top, surrogate.agrees_up_to_ties(sorted(top), ref, surrogate.TIE),
                        time.perf_counter() - t),
                "exact": (old_stop["masks"], old_stop["reason"], old_top == ref_top,
-                         agrees_up_to_ties(old_top, ref, req.top_k, surrogate.TIE), r["result"]["seconds"])}
+                         surrogate.agrees_up_to_ties(sorted(old_top), ref, surrogate.TIE), r["result"]["seconds"])}
         rows.append(out)
         print(f"{r['song'][:24]:24} w{r['window']} {r['top_tag']:>18}: " + "  ".join(
             f"{n}: {m} masks ({why}), same {s}, same up to ties {u}, {sec:.0f} s" for n, (m, why, s, u, sec) in out.items()),

@@ -77,3 +77,12 @@ def test_nothing_outside_tests_imports_test_code():
     offenders = [p for root in ("src", "services") for p in (REPO / root).rglob("*.py")
                  if "from reference" in p.read_text() or "import reference" in p.read_text()]
     assert not offenders
+
+
+def test_the_client_and_the_report_do_without_scikit_learn():
+    """Reading a result (client, document, report page) needs no scikit-learn: the document's
+    records and their defaults come from the request model, not from the surrogate."""
+    code = ("import sys\nsys.modules['sklearn'] = None\nsys.modules['threadpoolctl'] = None\n"
+            "import audiolime.client, audiolime.report.page, audiolime.report.terminal, audiolime.wire\nprint('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

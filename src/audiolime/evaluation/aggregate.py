@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from audiolime.evaluation.config import RANDOM, SLIME, EvalConfig
-from audiolime.explain.surrogate import TIE, tied_bounds
+from audiolime.explain.surrogate import agrees_up_to_ties
 
 REPLAY_THRESHOLDS = (0.9, 0.95, 0.99)
 
@@ -149,16 +149,6 @@ def summarize(cfg: EvalConfig, method: str, recs: Sequence[dict], random_by_wind
     return out
 
 
-def _agrees_up_to_ties(chosen: Sequence[int], reference_weights: Sequence[float], tie: float = TIE) -> bool:
-    """``chosen`` holds every component the reference puts clearly in its top-k set and none clearly
-    out (components within ``tie`` x its largest weight of its k-th weight are tied)."""
-    w = np.asarray(reference_weights, np.float64)[None, :]
-    must_in, must_out = tied_bounds(w, len(chosen), tie)
-    picked = np.zeros(w.shape[1], bool)
-    picked[list(chosen)] = True
-    return bool((picked | ~must_in[0]).all() and not (picked & must_out[0]).any())
-
-
 def reference_summary(cfg: EvalConfig, res: Sequence[dict]) -> dict | None:
     """Agreement of the top-3 set with the reference, calls, and a replay of stopping rules."""
     refs = [x for x in res if x.get("reference")]
@@ -170,7 +160,7 @@ def reference_summary(cfg: EvalConfig, res: Sequence[dict]) -> dict | None:
     reach = [calls_to_reach(x["trace"], x["reference"]["top_k_set"]) if x["trace"]
              else (x["calls"]["sampling"] if x["top_k_set"] == x["reference"]["top_k_set"] else None) for x in refs]
     out = {"windows": len(refs), "same_top3": rate(same),
-           "same_top3_up_to_ties": rate([float(_agrees_up_to_ties(x["top_k_set"], x["reference"]["weights"]))
+           "same_top3_up_to_ties": rate([float(agrees_up_to_ties(x["top_k_set"], x["reference"]["weights"]))
                                          for x in refs]),
            "jaccard_mean": _mean([jaccard(x["top_k_set"], x["reference"]["top_k_set"]) for x in refs]),
            "calls_median": _median(calls), "reference_calls_median": _median(ref_calls),

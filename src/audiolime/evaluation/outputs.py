@@ -13,7 +13,7 @@ from pathlib import Path
 from audiolime.evaluation.aggregate import aggregate
 from audiolime.evaluation.config import RANDOM, SLIME, EvalConfig
 from audiolime.evaluation.figure import figure
-from audiolime.explain.surrogate import TIE
+from audiolime.explain.request import TIE
 
 CSV_FIELDS = ["song", "window", "window_start_s", "tagger", "top_tag", "top_probability", "method", "k", "components",
               "keep", "keep_probability", "kept_top_tag", "drop_lost", "drop_probability", "deletion_auc",

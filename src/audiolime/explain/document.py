@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from audiolime.errors import InvalidInput
-from audiolime.explain.surrogate import TIE
+from audiolime.explain.request import TIE
 
 if TYPE_CHECKING:
     from audiolime.explain.pipeline import ExplainResult

@@ -27,6 +27,12 @@ KERNELS = ("lime", "shap")  # LIME's exponential kernel on uniform masks; Kernel
 SAMPLINGS = ("paired", "independent")  # paired: every mask is drawn with its complement (antithetic)
 CURVES = ("auto", "on", "off")  # deletion/insertion curves; auto: on while d' <= CURVES_MAX_COMPONENTS
 CURVES_MAX_COMPONENTS = 48
+# Components whose weights are within TIE x the largest absolute weight of the k-th weight are tied
+# for the last places of the top-k set when its stability is measured (surrogate.top_k_stability):
+# 5 % of the strongest component (docs/evaluation.md: on musicnn, 1 % still needed 2,048-4,096
+# masks in 3 of 7 windows to order components 0.05-0.6 % of the top weight apart; 5 % stopped 6 of
+# 8 at the first round, 256 masks).
+TIE = 0.05
 
 # Separator models and the stems they produce: Spleeter's published configurations, and
 # 2stems+hpss (2stems with the accompaniment split by harmonic-percussive separation; it needs

@@ -16,15 +16,10 @@ import numpy as np
 from sklearn.metrics.pairwise import cosine_distances
 from threadpoolctl import threadpool_limits
 
-from audiolime.explain.request import ExplainRequest
+from audiolime.explain.request import TIE, ExplainRequest
 from audiolime.explain.sampling import MaskSet, shapley_kernel
 
 BOOTSTRAP_FITS = 100
-# Components whose weights are within TIE x the largest absolute weight of the k-th weight are tied
-# for the last places of the top-k set (see top_k_stability): 5 % of the strongest component
-# (docs/evaluation.md: on musicnn, 1 % still needed 2,048-4,096 masks in 3 of 7 windows to order
-# components 0.05-0.6 % of the top weight apart; 5 % stopped 6 of 8 at the first round, 256 masks).
-TIE = 0.05
 SHAP_ANCHOR_WEIGHT = 1e3  # x the total weight of the sampled rows: f(all on), f(all off) as constraints
 
 
@@ -113,7 +108,8 @@ def top_k_stability(masks: np.ndarray, targets: np.ndarray, weights: np.ndarray,
     anchor rows kept as they are) whose top-k set agrees with the full fit's (``coef [t, d]``,
     fitted here when not given): ``[t]`` in [0, 1]. A replicate agrees when it holds every
     component the full fit puts clearly above its k-th weight and none clearly below; "clearly":
-    by more than ``tie`` x the largest absolute weight (0: the exact set). Components within that
+    by more than ``tie`` x the largest absolute weight (0: the exact set, exactly equal weights
+    aside). Components within that
     of the k-th weight are tied for the last places: which of them a replicate picks does not
     count, so a near-tie (which no number of masks would settle in time) does not keep sampling
     going to ``max_samples``."""
@@ -129,17 +125,27 @@ def tied_bounds(coef: np.ndarray, k: int, tie: float = TIE) -> tuple[np.ndarray,
     return coef > kth + margin, coef < kth - margin
 
 
+def agrees_up_to_ties(chosen: Sequence[int], weights: Sequence[float], tie: float = TIE) -> bool:
+    """Whether the set ``chosen`` (k components) holds every component ``weights`` put clearly in
+    their top-k set and none clearly out (see :func:`tied_bounds`)."""
+    w = np.asarray(weights, np.float64)[None, :]
+    must_in, must_out = tied_bounds(w, len(chosen), tie)
+    picked = np.zeros(w.shape, bool)
+    picked[0, list(chosen)] = True
+    return bool(_agree(picked, must_in, must_out)[0])
+
+
+def _agree(chosen: np.ndarray, must_in: np.ndarray, must_out: np.ndarray) -> np.ndarray:
+    """``chosen [..., d]`` boolean sets against the bounds ``[..., d]``: agreement ``[...]``."""
+    return (chosen | ~must_in).all(axis=-1) & ~(chosen & must_out).any(axis=-1)
+
+
 def _stability(masks, targets, weights, alpha, k, seed, anchors, coef, fits, chunk, tie) -> np.ndarray:
     x = masks.astype(np.float64)
     y = np.asarray(targets, np.float64).reshape(len(x), -1)
     k = min(k, x.shape[1])
     coef = ridge(x, y, weights[None, :], alpha)[0][0] if coef is None else np.atleast_2d(coef)  # [t, d]
-    full = top_set(coef, k)  # [t, k]
-    must_in, must_out = tied_bounds(coef, k, tie)
-    if tie <= 0:  # the exact set (also when weights tie exactly)
-        must_in, must_out = np.zeros_like(must_in), np.ones_like(must_out)
-        np.put_along_axis(must_in, full, True, axis=-1)
-        np.put_along_axis(must_out, full, False, axis=-1)
+    must_in, must_out = tied_bounds(coef, k, tie)  # tie 0: the full fit's set (exactly equal weights aside)
     anchors = np.zeros(len(x), bool) if anchors is None else anchors
     free = np.flatnonzero(~anchors)
     rng = np.random.default_rng(seed)
@@ -153,8 +159,7 @@ def _stability(masks, targets, weights, alpha, k, seed, anchors, coef, fits, chu
         coef, _ = ridge(x, y, counts * weights[None, :], alpha)  # [b, t, d]
         chosen = np.zeros(coef.shape, bool)  # [b, t, d]
         np.put_along_axis(chosen, top_set(coef, k), True, axis=-1)
-        agree = (chosen | ~must_in[None]).all(axis=-1) & ~(chosen & must_out[None]).any(axis=-1)
-        same += agree.sum(axis=0)
+        same += _agree(chosen, must_in[None], must_out[None]).sum(axis=0)
     return same / fits
 
 
