@@ -109,6 +109,16 @@ def predicting(job) -> bool:
     return job.state == State.RUNNING and job.progress.stage == "predict" and job.progress.evaluated > 0
 
 
+def interrupt_mid_job(explainer, req: explainer_pb2.ExplainRequest, stop) -> tuple[str, float]:
+    """Submit ``req`` to ``explainer``, wait until that replica is predicting it, then ``stop()``:
+    the job id and the moment of the interruption."""
+    job_id = explainer.stub.SubmitExplanation(req, timeout=60).job_id
+    wait_job(explainer.stub, job_id, lambda j: predicting(j) and j.worker.endswith(f"-{explainer.pid}"))
+    t = time.perf_counter()
+    stop()
+    return job_id, t
+
+
 def half_written(root: Path) -> list[str]:
     """Everything in a file store that a crash-safe writer would never leave behind."""
     problems = [p.relative_to(root).as_posix() for p in root.rglob("*.part")]
@@ -234,7 +244,7 @@ def load(stack: Stack, song: Path, args) -> None:
 # -- recovery ---------------------------------------------------------------------------------------
 def recovery(stack: Stack, song: Path, args) -> None:
     store = stack.tmp / "recovery-store"
-    req = request(song)  # every default: N = 2048, top tag, 6 segments, 2stems
+    req = request(song)  # every default (adaptive N since issue 12; docs/reliability.md's 146 s: N = 2048)
     a = stack.explainer(store, "--job-lease", str(args.lease))
     t = time.perf_counter()
     cold = a.stub.Explain(req, timeout=3600)
@@ -247,10 +257,7 @@ def recovery(stack: Stack, song: Path, args) -> None:
           f"(stages {dict((k, round(v, 1)) for k, v in warm.timings_s.items())})", flush=True)
 
     b = stack.explainer(store, "--job-lease", str(args.lease))
-    job_id = a.stub.SubmitExplanation(req, timeout=60).job_id
-    wait_job(a.stub, job_id, lambda j: predicting(j) and j.worker.endswith(f"-{a.pid}"))
-    t_kill = time.perf_counter()
-    a.kill()
+    job_id, t_kill = interrupt_mid_job(a, req, a.kill)
     a.wait()
     job = wait_job(b.stub, job_id, lambda j: j.attempt == 2)
     takeover = time.perf_counter() - t_kill
@@ -260,10 +267,7 @@ def recovery(stack: Stack, song: Path, args) -> None:
           f"SUCCEEDED {done:.1f} s after the kill (state {State.State.Name(job.state)}, attempt {job.attempt})", flush=True)
 
     c = stack.explainer(store, "--job-lease", str(args.lease), "--grace-period", "2")
-    job_id = c.stub.SubmitExplanation(req, timeout=60).job_id
-    wait_job(c.stub, job_id, lambda j: predicting(j) and j.worker.endswith(f"-{c.pid}"))
-    t_term = time.perf_counter()
-    c.send_signal(signal.SIGTERM)
+    job_id, t_term = interrupt_mid_job(c, req, lambda: c.send_signal(signal.SIGTERM))
     code = c.wait(120)
     exited = time.perf_counter() - t_term
     job = wait_job(b.stub, job_id, lambda j: j.attempt == 2)
@@ -274,10 +278,7 @@ def recovery(stack: Stack, song: Path, args) -> None:
           f"SUCCEEDED {done:.1f} s after the signal (attempt {job.attempt})", flush=True)
 
     d = stack.explainer(store, "--job-lease", str(args.lease), "--grace-period", str(args.grace))
-    job_id = d.stub.SubmitExplanation(req, timeout=60).job_id
-    wait_job(d.stub, job_id, lambda j: predicting(j) and j.worker.endswith(f"-{d.pid}"))
-    t_term = time.perf_counter()
-    d.send_signal(signal.SIGTERM)
+    job_id, t_term = interrupt_mid_job(d, req, lambda: d.send_signal(signal.SIGTERM))
     code = d.wait(args.grace + 60)
     exited = time.perf_counter() - t_term
     job = wait_job(b.stub, job_id)
