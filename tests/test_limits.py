@@ -260,6 +260,18 @@ def test_num_samples_is_capped_by_the_tagger_cost_budget():
         check(ExplainRequest(num_samples=30000), FakeTagger())
 
 
+def test_adaptive_sampling_stops_at_the_tagger_cost_budget():
+    """The default (adaptive, max_samples 4096) is not refused for the FCN: its cap is lowered to the
+    2259 masks the budget allows; a budget below d'+1 masks is refused by check(), before any work."""
+    from audiolime.explain.pipeline import within_budget
+
+    req = ExplainRequest()
+    check(req, FCN)
+    assert within_budget(req, FCN).max_samples == 2259 and within_budget(req, FakeTagger()) == req
+    with pytest.raises(errors.InvalidInput, match="num_samples 13 x the 29 s window of 'fcn-msd'"):
+        check(req, FCN, limits=Limits(max_window_seconds=29 * 12))
+
+
 def test_segments_are_capped_by_the_component_memory_budget():
     """d' components of model + listening audio must fit --max-component-bytes: the FCN with 500
     segments of a 44.1 kHz stereo song (~12 GB) is refused naming segments; 6 segments pass."""

@@ -9,7 +9,6 @@ Stages are announced as events (``scan``, ``separate``, then the engine's ``pred
 
 from __future__ import annotations
 
-
 import time
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -78,8 +77,8 @@ def check(request: ExplainRequest, tagger: Tagger, audio: Audio | AudioHeader | 
         raise InvalidInput(f"window_duration_s must be 0 or the model's input length {window_s:g} s "
                            f"for {tagger.name!r}, got {request.window_duration_s:g}")
     segment_bounds(tagger.window_samples, request.segments, tagger.sample_rate)
-    if not request.adaptive:  # adaptive sampling stops at the budget instead (see within_budget)
-        limits.check_cost(request.num_samples, window_s, tagger.name)
+    # adaptive sampling stops at the budget (within_budget), but needs at least d'+1 masks
+    limits.check_cost(request.num_components + 1 if request.adaptive else request.num_samples, window_s, tagger.name)
     if audio is not None:
         if request.window_start_s is not None and not request.window_start_s < audio.duration_s:
             raise InvalidInput(f"window_start_s {request.window_start_s:g} s is outside the audio "
