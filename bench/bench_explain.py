@@ -30,15 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--naive-samples", type=int, default=None, help="masks for (c) (default: all N)")
     args = p.parse_args(argv)
 
-    from audiolime.local import quiet_tensorflow
+    from audiolime.models import quiet_tensorflow
 
     quiet_tensorflow()
     from audiolime.audio import decode
-    from audiolime.explain.engine import Engine
-    from audiolime.explain.pipeline import explain_song
-    from audiolime.explain.request import ExplainRequest
-    from audiolime.explain.stems import STEM_RATE, LocalSeparation
-    from audiolime.local import load_separator, load_tagger
+    from audiolime.method.engine import Engine
+    from audiolime.method.pipeline import explain_song
+    from audiolime.method.plan import make_plan
+    from audiolime.method.request import ExplainRequest
+    from audiolime.method.stems import STEM_RATE, LocalSeparation
+    from audiolime.models import load_separator, load_tagger
 
     tagger = load_tagger(args.model_dir, "musicnn-msd")
     separator = load_separator(args.model_dir, "2stems")
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                          num_samples=args.num_samples, seed=0)
     stem_source = LocalSeparation(lambda wave: separator.separate(wave, STEM_RATE).stems, separator.name)
     t = time.perf_counter()
-    result = explain_song(audio, str(args.song), req, tagger, stem_source, engine)
+    plan = make_plan(req.validate(), tagger, audio.header)
+    result = explain_song(plan, audio, str(args.song), tagger, stem_source, engine)
     engine_s = time.perf_counter() - t
     unique = result.explanation.unique_samples
     sep_s = result.timings_s["separate"]
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     dev = float(np.abs(naive - result.explanation.mask_predictions[result.explanation.masks.inverse[:n_naive]]).max())
 
     rows = [
-        ("(a) tagger per window, batch %d" % args.batch_size, f"{per_window * 1000:.2f} ms", f"{1 / per_window:.1f} windows/s"),
+        (f"(a) tagger per window, batch {args.batch_size}", f"{per_window * 1000:.2f} ms",
+         f"{1 / per_window:.1f} windows/s"),
         ("(b) engine, N=%d (%d unique)" % (len(masks), unique), f"{engine_s:.2f} s", f"separation {sep_s:.2f} s"),
         ("    floor: unique x per-window + separation", f"{floor:.2f} s", ""),
         ("(c) per-sample loop, N=%d%s" % (len(masks), "" if n_naive == len(masks) else f" (extrapolated from {n_naive})"),

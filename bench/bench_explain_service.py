@@ -21,14 +21,15 @@ import time
 from pathlib import Path
 
 from audiolime.commands.up import PORT_OFFSETS
-from audiolime.procs import free_base
+from audiolime.processes import free_base
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 
 
-def start_up(model_dir: Path, store: Path, base: int, extra: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def start_up(model_dir: Path, store: Path, base: int, extra: list[str], cache: bool = False) -> subprocess.Popen:
+    """``audiolime up``; the explanation cache off unless ``cache`` (the repeats must compute)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "AUDIOLIME_CACHE": "on" if cache else "off"}
     proc = subprocess.Popen([sys.executable, "-m", "audiolime.cli", "up", "--model-dir", str(model_dir), "--store",
                              store.as_uri(), "--base-port", str(base), *extra], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
@@ -58,18 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", type=Path, default=Path("/tmp/audiolime-bench-store"))
     args = p.parse_args(argv)
 
-    from audiolime.local import quiet_tensorflow
+    from audiolime.models import quiet_tensorflow
 
     quiet_tensorflow()
-    from audiolime.audio import decode
-    from audiolime.explain.engine import Engine
-    from audiolime.explain.pipeline import explain_song
-    from audiolime.explain.request import ExplainRequest
-    from audiolime.explain.stems import STEM_RATE, LocalSeparation
-    from audiolime.local import load_separator, load_tagger
-    from audiolime.v1 import common_pb2, explainer_pb2, explainer_pb2_grpc
-
     import grpc
+
+    from audiolime.audio import decode
+    from audiolime.method.engine import Engine
+    from audiolime.method.pipeline import explain_song
+    from audiolime.method.plan import make_plan
+    from audiolime.method.request import ExplainRequest
+    from audiolime.method.stems import STEM_RATE, LocalSeparation
+    from audiolime.models import load_separator, load_tagger
+    from audiolime.v1 import common_pb2, explainer_pb2, explainer_pb2_grpc
 
     tagger = load_tagger(args.model_dir, "musicnn-msd")
     separator = load_separator(args.model_dir, "2stems")
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def in_process() -> tuple[float, float, int]:
         t = time.perf_counter()
-        result = explain_song(audio, str(args.song), req, tagger, stem_source, engine)
+        plan = make_plan(req.validate(), tagger, audio.header)
+        result = explain_song(plan, audio, str(args.song), tagger, stem_source, engine)
         wall = time.perf_counter() - t
         return wall - result.timings_s["separate"], result.timings_s["separate"], result.explanation.unique_samples
 
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         b = min(b_runs, key=lambda r: r[0])
         print(f"request: {args.song.name}, tag {args.tag!r}, N={args.num_samples} ({a[2]} unique masks), "
               f"batch {args.batch_size}, best of {args.repeats}")
-        print(f"(a) in-process engine:      {a[0]:7.2f} s  (+ Spleeter on the chunks covering the window {a[1]:.2f} s, excluded)")
+        print(f"(a) in-process engine:      {a[0]:7.2f} s  "
+              f"(+ Spleeter on the chunks covering the window {a[1]:.2f} s, excluded)")
         print(f"(b) through the services:   {b[0]:7.2f} s  (+ cached stems fetch {b[1]:.2f} s, excluded)")
         print(f"    service stages: {b[3]}")
         print(f"ratio (b)/(a) = {b[0] / a[0]:.3f}   (target <= 1.10)")

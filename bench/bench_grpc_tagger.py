@@ -30,7 +30,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from audiolime.procs import free_port
+from audiolime.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,8 @@ def drive(port: int, pid: int, name: str, clients: int, batch: int, requests_per
           window: int) -> tuple[float, float]:
     """(windows/s, windows per CPU second of server + clients) of ``clients`` threads each sending
     ``requests_per_client`` Predicts of ``batch`` rows."""
-    from audiolime.explainer.remote import RemoteTagger, make_channel
+    from audiolime.channels import make_channel
+    from audiolime.explainer.remote import RemoteTagger
 
     channel = make_channel(f"127.0.0.1:{port}")
     tagger = RemoteTagger(channel, name)

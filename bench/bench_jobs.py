@@ -1,14 +1,14 @@
 """Explainer load, admission and recovery numbers, each measured in one run on real processes
 (separator, batching tagger, explainers on loopback, a ``file://`` store):
 
-``load`` (issue 10): limits --max-concurrent C / --max-queued Q. C + Q concurrent unary/stream
+``load``: limits --max-concurrent C / --max-queued Q. C + Q concurrent unary/stream
     explanations and Q jobs (all within the limits) must all succeed; then ``--extra`` more requests
     (Explain, ExplainStream, SubmitExplanation) beyond the limits must all get RESOURCE_EXHAUSTED
     fast (latency reported). Explainer peak RSS (VmHWM) is recorded, and the store is checked for
     anything half-written (an explanation without its manifest or missing a file it names, a job
     without a result, a temporary file, a leftover queue entry or claim).
 
-``recovery`` (issue 11): the duration of a typical explanation (musicnn, default N = 2048, one
+``recovery``: the duration of a typical explanation (musicnn, default N = 2048, one
     whole song, separation cached and cold), and the recovery times of a job whose explainer is
     SIGKILLed (resumed by a second replica after the lease) or SIGTERMed with a grace period too
     short to finish (handed over at once).
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import grpc
 
-from audiolime.procs import free_port, metric_value, scrape, terminate, wait_serving
+from audiolime.processes import free_port, metric_value, scrape, terminate, wait_serving
 from audiolime.v1 import common_pb2, explainer_pb2, explainer_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -244,7 +244,7 @@ def load(stack: Stack, song: Path, args) -> None:
 # -- recovery ---------------------------------------------------------------------------------------
 def recovery(stack: Stack, song: Path, args) -> None:
     store = stack.tmp / "recovery-store"
-    req = request(song)  # every default (adaptive N since issue 12; docs/reliability.md's 146 s: N = 2048)
+    req = request(song)  # every default (adaptive N; docs/reliability.md's 146 s: N = 2048)
     a = stack.explainer(store, "--job-lease", str(args.lease))
     t = time.perf_counter()
     cold = a.stub.Explain(req, timeout=3600)

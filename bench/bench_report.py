@@ -25,9 +25,19 @@ def synthetic(stems: int, segments: int, top_k: int, out: Path, rng: np.random.G
     """A document with ``stems x segments`` components and its WAVs written under ``out``."""
     import soundfile as sf
 
-    from audiolime.explain.document import (PEAK_COLUMNS, AudioRecord, ComponentRecord, Document, FidelityRecord,
-                                            ModelRecord, SeparatorRecord, StemRecord, TargetRecord, component_file,
-                                            stem_file)
+    from audiolime.explanation.document import (
+        PEAK_COLUMNS,
+        AudioRecord,
+        ComponentRecord,
+        Document,
+        KeepTopKRecord,
+        ModelRecord,
+        SeparatorRecord,
+        StemRecord,
+        TargetRecord,
+        component_file,
+        stem_file,
+    )
 
     names = ("vocals", "drums", "bass", "piano", "other")[:stems]
     seg = WINDOW_S / segments
@@ -42,7 +52,7 @@ def synthetic(stems: int, segments: int, top_k: int, out: Path, rng: np.random.G
     for f in files:
         sf.write(out / f, (rng.normal(0, 0.05, (int(WINDOW_S * RATE), 2))).astype(np.float32), RATE)
     peaks = lambda: tuple(np.round(rng.uniform(0, 0.5, PEAK_COLUMNS), 3).tolist())  # noqa: E731
-    fid = FidelityRecord(top_k, tuple(c.name for c in comps[:top_k]), True, "rock", 0.4, 0.5, "topk_mix.wav",
+    fid = KeepTopKRecord(top_k, tuple(c.name for c in comps[:top_k]), True, "rock", 0.4, 0.5, "topk_mix.wav",
                          "rest_mix.wav")
     return Document(
         audio=AudioRecord("song.ogg", "0" * 64, RATE, 2, 180.0, 60.0, WINDOW_S, "window.wav", peaks()),
@@ -61,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from audiolime.explain.artifacts import render_report
+    from audiolime.artifacts import render_report
 
     rng = np.random.default_rng(0)
     rows = []

@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from audiolime.audio import decode
-from audiolime.procs import free_port
+from audiolime.processes import free_port
 from audiolime.v1 import common_pb2, separator_pb2, separator_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from audiolime.audio import decode
-from audiolime.explain import surrogate
-from audiolime.explain.engine import Engine
-from audiolime.explain.pipeline import explain_song
-from audiolime.explain.request import ExplainRequest
-from audiolime.explain.stems import STEM_RATE, LocalSeparation
-from audiolime.local import load_separator, load_tagger, quiet_tensorflow
+from audiolime.method import surrogate
+from audiolime.method.engine import Engine
+from audiolime.method.pipeline import explain_song
+from audiolime.method.plan import make_plan
+from audiolime.method.request import ExplainRequest
+from audiolime.method.stems import STEM_RATE, LocalSeparation
+from audiolime.models import load_separator, load_tagger, quiet_tensorflow
 
 
 def main() -> None:
@@ -53,7 +54,7 @@ def main() -> None:
         req = ExplainRequest(model=r["tagger"], tags=(r["top_tag"],), window_start_s=r["window_start_s"])
         ref_top = set(r["result"]["reference"]["top_k_set"])
         t = time.perf_counter()
-        res = explain_song(audio, r["song"], req, tagger, source, engine)
+        res = explain_song(make_plan(req.validate(), tagger, audio.header), audio, r["song"], tagger, source, engine)
         top = {rc.component.index for rc in res.explanation.targets[0].top(req.top_k)}
         stop = res.explanation.stopping
         old_top, old_stop = set(r["result"]["top_k_set"]), r["result"]["stopping"]

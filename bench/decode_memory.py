@@ -25,7 +25,7 @@ MEASURE = """
 import io, os, sys
 import numpy as np, soundfile as sf
 from audiolime.audio import decode
-from audiolime.procs import memory, reset_peak
+from audiolime.processes import memory, reset_peak
 data = open(sys.argv[1], "rb").read()
 rss, _ = memory(os.getpid())
 reset_peak(os.getpid())

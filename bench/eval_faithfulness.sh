@@ -1,5 +1,5 @@
 #!/bin/sh
-# The measurements behind docs/evaluation.md ("Faithfulness, sampling and edges", issue 12): audioLIME
+# The measurements behind docs/evaluation.md ("Faithfulness, sampling and edges"): audioLIME
 # variants vs SLIME vs random on ../shared/audio, musicnn and FCN. Long (hours on a shared 2-core
 # machine); resumable: rerun the same command to continue, or to rebuild the outputs.
 #   sh bench/eval_faithfulness.sh [musicnn|fcn|fcn-w3|musicnn-tau9|fcn-tau10]   (default: musicnn then fcn)

@@ -64,7 +64,7 @@ print(json.dumps(report))
 def make_inputs(audio: Path, model_dir: Path) -> dict[str, np.ndarray]:
     """Windows of a real song at 16 kHz for every signature that takes a waveform or spectrogram."""
     from audiolime.audio import decode
-    from audiolime.explain.signal import resample, to_mono
+    from audiolime.method.waveform import resample, to_mono
 
     song = decode(audio)
     wave = resample(to_mono(song.waveform)[None], song.sample_rate, 16000)[0]

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -24,12 +25,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
 
-from audiolime.procs import free_port, metric_value, scrape, terminate, wait_serving
+from audiolime.processes import free_port, metric_value, scrape, terminate, wait_serving
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "deploy" / "helm" / "audiolime"
@@ -40,6 +41,19 @@ HOST = "127.0.0.1"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
           "AWS_DEFAULT_REGION": "us-east-1"}
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **S3_ENV}
+
+
+# Tests that need these are `slow` (left out by `make test-fast`): TensorFlow models, servers and
+# processes, a browser, the chart tools. Modules that start processes themselves say so with
+# ``pytestmark = pytest.mark.slow``.
+SLOW_FIXTURES = {"models", "karissa", "moto_s3", "browser", "chromium", "vnu", "tools", "helm_template", "kustomize",
+                 "promtool", "buf"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_addoption(parser) -> None:
@@ -107,6 +121,18 @@ def start_server(module: str, args: list[str], log: Path, env: dict[str, str] | 
         terminate(proc)
         raise RuntimeError(f"{exc}: {log.read_text(errors='replace')[-3000:]}") from None
     return Server(proc, port, mport, log)
+
+
+def exit_status(proc: subprocess.Popen, timeout_s: float, log: Path) -> int:
+    """``proc``'s exit status within ``timeout_s``; past it, its thread stacks (SIGUSR1, see
+    runtime.run_until_signalled) and log tail go into the failure instead of a bare timeout."""
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        tail = log.read_text(errors="replace")[-12000:]
+        raise AssertionError(f"{proc.args[2]} did not exit within {timeout_s} s; stacks and log:\n{tail}") from None
 
 
 @contextlib.contextmanager
@@ -336,12 +362,10 @@ class FakeSeparator:
         self.requests = 0
 
     def stems(self, audio, model: str):
-        from audiolime.explain.stems import ChunkPlan, LocalSeparation
+        from audiolime.method.stems import ChunkPlan, LocalSeparation
 
         self.requests += 1
-        source = LocalSeparation(lambda w: {"vocals": w * 0.7, "accompaniment": w * 0.3}, model, ChunkPlan(0, 0))
-        source.cache_hit = False
-        return source
+        return LocalSeparation(lambda w: {"vocals": w * 0.7, "accompaniment": w * 0.3}, model, ChunkPlan(0, 0))
 
 
 def song(seconds: float = 4.0) -> bytes:
@@ -356,16 +380,24 @@ def song(seconds: float = 4.0) -> bytes:
     return buf.getvalue()
 
 
-def fake_job(**kw):
-    """A small explanation of :func:`song` for the fake tagger (fields of ExplainRequest)."""
-    from audiolime.explain.request import ExplainRequest
-    from audiolime.explainer.service import Job
-    from audiolime.wire import AudioSource
+def fake_request(**kw):
+    """A small explanation of :func:`song` for the fake tagger (fields of ExplainRequest), not yet
+    checked: ``(request, audio, url_ttl_s)`` as a servicer hands them to the core."""
+    from audiolime.inputs import AudioSource
+    from audiolime.method.request import ExplainRequest
 
     fields = dict(tags=("voice",), num_samples=200, segments=4, top_k=2)
     url_ttl_s = kw.pop("url_ttl_s", 0)
     fields.update(kw)
-    return Job(ExplainRequest(model="fake", **fields), AudioSource(content=song(), filename="tone.wav"), url_ttl_s)
+    return ExplainRequest(model="fake", **fields), AudioSource(content=song(), filename="tone.wav"), url_ttl_s
+
+
+def fake_task(**kw):
+    """:func:`fake_request`, checked (the task the core runs)."""
+    from audiolime.explainer.service import Task
+
+    request, audio, url_ttl_s = fake_request(**kw)
+    return Task(request.validate(), audio, url_ttl_s)
 
 
 # -- audiolime up ------------------------------------------------------------------------------------
@@ -385,7 +417,7 @@ class Stack:
 
     def pid(self, component: str) -> int:
         """The process id of one service (``separator``, ``tagger``, ``explainer``)."""
-        from audiolime.procs import child_pids, cmdline
+        from audiolime.processes import child_pids, cmdline
 
         for pid in child_pids(self.proc.pid):
             if f"audiolime.{component}.server" in cmdline(pid).split():
@@ -398,7 +430,7 @@ def audiolime_up(tmp: Path, *args: str, env: dict[str, str] | None = None) -> It
     """``audiolime up ARGS`` on a free port range with a local store under ``tmp`` (environment:
     ``ENV`` plus ``env``); stopped at the end."""
     from audiolime.commands.up import PORT_OFFSETS
-    from audiolime.procs import free_base
+    from audiolime.processes import free_base
 
     base = free_base(PORT_OFFSETS)
     store, log = tmp / "store", tmp / "up.log"
@@ -433,7 +465,8 @@ def toy_explanation(tags: tuple[str, ...] = ("voice", "drums"), segments: int = 
     the mix. Returns the ExplainResult."""
     import numpy as np
 
-    from audiolime.explain import engine, pipeline, request, signal, stems as stem_mod
+    from audiolime.method import engine, pipeline, plan, request, waveform
+    from audiolime.method import stems as stem_mod
 
     n = int(window_s * rate)
 
@@ -445,15 +478,15 @@ def toy_explanation(tags: tuple[str, ...] = ("voice", "drums"), segments: int = 
             return np.stack([np.tanh(4 * e1), np.tanh(4 * e2), 0.1 + 0 * e1], axis=1).astype(np.float32)
 
     t = np.arange(2 * n) / rate
-    audio = signal.Audio(np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 220 * t) * (t < 0.6 * window_s)])
+    audio = waveform.Audio(np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 220 * t) * (t < 0.6 * window_s)])
                          .astype(np.float32) * 0.3, rate)
     names = ("vocals", "accompaniment") if stems == 2 else ("vocals", "drums", "bass", "piano", "other")[:stems]
     shares = np.linspace(1, 2, len(names)) / np.linspace(1, 2, len(names)).sum()
     source = stem_mod.LocalSeparation(lambda w: {n: w * float(k) for n, k in zip(names, shares)}, "toy")
     req = request.ExplainRequest(model="toy", tags=tags, segments=segments, num_samples=num_samples).validate()
     tagger = Tagger()
-    return pipeline.explain_song(audio, "songs/tone <1>.wav", req, tagger, source,
-                                 engine.Engine(tagger.predict, tagger.labels))
+    return pipeline.explain_song(plan.make_plan(req, tagger, audio.header), audio, "songs/tone <1>.wav", tagger,
+                                 source, engine.Engine(tagger.predict, tagger.labels))
 
 
 # -- a real browser and the HTML validator ----------------------------------------------------------------
@@ -484,6 +517,20 @@ def chromium() -> str:
             pytest.fail(f"the report's browser tests need Debian's chromium at {CHROMIUM} and could not install it "
                         f"({problem or 'installed, but not there'}): run `apt-get install -y chromium` as root")
     return CHROMIUM
+
+
+PROMTOOL = "/usr/bin/promtool"
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Debian's promtool (package ``prometheus``), installed with apt-get when missing (as .ci/run does)."""
+    if not Path(PROMTOOL).is_file():
+        problem = _apt_install("prometheus")
+        if problem or not Path(PROMTOOL).is_file():
+            pytest.fail(f"the alert rule tests need promtool at {PROMTOOL} and could not install it "
+                        f"({problem or 'installed, but not there'}): run `apt-get install -y prometheus` as root")
+    return PROMTOOL
 
 
 @pytest.fixture(scope="module")
@@ -518,6 +565,19 @@ def vnu() -> list[str]:
     return [java, "-jar", str(jar)]
 
 
+@pytest.fixture(scope="session")
+def buf() -> str:
+    """buf (npm's @bufbuild/buf, pinned in package.json; ``npm ci`` installs it when missing, as
+    .ci/run also does)."""
+    exe = REPO / "node_modules" / ".bin" / "buf"
+    if not exe.is_file() and shutil.which("npm"):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=REPO, capture_output=True,
+                       timeout=600)
+    if not exe.is_file():
+        pytest.fail(f"the API checks need {exe}: run `npm ci` in {REPO}")
+    return str(exe)
+
+
 # -- the chart: pinned helm/kubectl, memoized renders ---------------------------------------------
 def load_fetcher():
     """scripts/fetch_k8s_tools.py as a module (pinned helm and kubectl from the npm registry)."""
@@ -542,7 +602,7 @@ def helm_template(tools):
     """helm template with a value set (and --set overrides) -> list of objects, memoized."""
     import yaml
 
-    @lru_cache(maxsize=None)
+    @cache
     def render(value_set: str = "default-values", *sets: str) -> tuple[dict, ...]:
         cmd = [tools["helm"], "template", RELEASE, CHART, "--namespace", NAMESPACE,
                "-f", CHART / "ci" / f"{value_set}.yaml"]
@@ -558,7 +618,7 @@ def kustomize(tools):
     """kubectl kustomize of a directory under deploy/kustomize -> list of objects, memoized."""
     import yaml
 
-    @lru_cache(maxsize=None)
+    @cache
     def build(path: str) -> tuple[dict, ...]:
         out = run_cmd([tools["kubectl"], "kustomize", KUSTOMIZE / path]).stdout
         return tuple(d for d in yaml.safe_load_all(out) if d)

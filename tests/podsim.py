@@ -526,7 +526,7 @@ class Kubelet:
                 if TFSERVING_IMAGE.search(c["image"]):  # our tagger plays tensorflow_model_server
                     c["image"] = "audiolime-tagger:stand-in"
                     c["command"] = ["audiolime", "serve", "tagger"]
-                    c["args"] = [re.sub(r"^--port=(\d+)$", lambda m: f"--port={mine[int(m.group(1))]}", a)
+                    c["args"] = [re.sub(r"^--port=(\d+)$", lambda m, mine=mine: f"--port={mine[int(m.group(1))]}", a)
                                  for a in c.get("args", [])] + ["--metrics-port=0"]
                 else:
                     c["args"] = [local(str(a)) for a in c.get("args", [])]

@@ -18,6 +18,8 @@ from audiolime import errors, modelcopy
 from conftest import KARISSA, TAG, excerpt, s3_client, shared_dir
 from podsim import Kubelet, check_ssl_config
 
+pytestmark = pytest.mark.slow  # real servers, processes or the chart tools
+
 RENDERS = [
     ("default-values",),
     ("cpu-values",),
@@ -102,7 +104,7 @@ def _tagger(docs) -> dict:
 
 
 def test_reports_a_grpc_probe_on_tf_serving_without_the_health_service(helm_template, kubelet):
-    """Defect 1 of issue 14 reintroduced (a native gRPC probe on tensorflow/serving:2.12.1, which has
+    """A past defect reintroduced (a native gRPC probe on tensorflow/serving:2.12.1, which has
     no grpc.health.v1): whether the chart is tricked into it or the manifest is the old one, the
     smoke check says no tagger pod would become Ready."""
     # (security off: with TLS on, the chart refuses any gRPC probe on TF Serving's TLS port)
@@ -128,7 +130,7 @@ def test_reports_a_grpc_probe_on_tf_serving_without_the_health_service(helm_temp
 
 
 def test_reports_models_downloaded_at_pod_start(helm_template, kubelet):
-    """Defect 2 of issue 14 reintroduced (every pod start runs `audiolime setup`, which downloads
+    """A past defect reintroduced (every pod start runs `audiolime setup`, which downloads
     wheels): with no network at pod start the init container fails and the check says so."""
     findings = kubelet.check("download", helm_template("default-values", "models.source=download"))
     failed = [f for f in findings if "init container model-setup failed without network at pod start" in f]
@@ -162,7 +164,7 @@ def _operator_token_secret(name: str = "audiolime-auth-tokens") -> dict:
             "data": {"tokens": base64.b64encode(b"team-a:operator-smoke-token-0123456789\n").decode()}}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _operator_tls_secrets(directory: str, *names: str) -> tuple[dict, ...]:
     """kubernetes.io/tls Secrets (tls.crt, tls.key, ca.crt) of the operator's own CA, as
     security.tls.existingSecrets names them (ci/secure-values.yaml)."""

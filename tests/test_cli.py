@@ -78,7 +78,8 @@ def test_document_schema_and_counts(karissa_run, shared: Path):
 
 def test_faithfulness_is_in_the_document(karissa_run):
     """Every target carries drop-top-k, deletion/insertion curves over d'+1 points (from every
-    component on to none, and back) and the top-3 stability; the document says what they cost."""
+    component on to none, and back), the top-3 ranking stability (bootstrap) and the verdict against
+    random 3-sets; the document says what they cost."""
     doc, _ = karissa_run
     target = doc["targets"][0]
     f, keep = target["faithfulness"], target["fidelity"]
@@ -88,7 +89,12 @@ def test_faithfulness_is_in_the_document(karissa_run):
     assert abs(dele[0] - keep["original_target_probability"]) < 0.05  # all components on ~ the window
     assert 0 <= f["deletion"]["auc"] < f["insertion"]["auc"] <= 1  # vocals first: deleting them hurts at once
     assert f["drop_top_k"]["target_probability"] < keep["original_target_probability"]
-    assert 0 < doc["faithfulness_cost"]["tagger_calls"] <= 2 + 2 * 13 and doc["faithfulness_cost"]["seconds"] > 0
+    v = f["verdict"]  # the top-k against 16 random 3-sets; the cost counts them (2 windows each, at most)
+    assert v["random_sets"] == 16 and 0 <= v["keep_random_as_good"] <= 1 and 0 <= v["drop_random_as_good"] <= 1
+    assert v["sufficient"] == (keep["top_tag"] == target["tag"] and v["keep_random_as_good"] <= 0.25)
+    assert v["necessary"] == (f["drop_top_k"]["top_tag"] != target["tag"] and v["drop_random_as_good"] <= 0.25)
+    assert f"random {keep['top_k']}-sets" in v["summary"] or "does not keep" in v["summary"]
+    assert 0 < doc["faithfulness_cost"]["tagger_calls"] <= 2 + 2 * 13 + 2 * 16 and doc["faithfulness_cost"]["seconds"] > 0
 
 
 def test_written_audio_is_the_listenable_decomposition(karissa_run, shared: Path):
@@ -202,3 +208,28 @@ def test_hpss_separator_in_the_cli(capsys, models, shared, tmp_path):
     assert doc["num_components"] == 6 and {c["source"] for c in doc["targets"][0]["components"]} == {
         "vocals", "harmonic", "percussive"}
     assert doc["separator"]["residual_rel_rms"] < 1e-3 and doc["exhaustive"]
+
+
+def test_interim_rankings_print_live_on_a_terminal_only():
+    """Each adaptive round's ranking is one line above the progress bar on a terminal (the
+    component's name, its weight, the tag's stability); piped output gets no such lines."""
+    import io
+
+    from rich.console import Console
+
+    from audiolime.commands.explain import ProgressBar
+    from audiolime.method.events import Event, RankedSoFar, Ranking
+    from audiolime.method.factorization import Component
+
+    ranking = Ranking(2, 512, (RankedSoFar("rock", 0.834, ((Component(7, "vocals", 3, 3.0, 4.0), 0.12),
+                                                           (Component(1, "accompaniment", 1, 1.0, 2.0), -0.05))),))
+    shown = {}
+    for terminal in (True, False):
+        out = io.StringIO()
+        with ProgressBar(Console(file=out, force_terminal=terminal, width=200)) as bar:
+            bar(Event("predict", 256, 512))
+            bar(ranking)
+        shown[terminal] = out.getvalue()
+    assert ("round 2, 512 masks | rock (stability 0.83): vocals[3] 3.00\u20134.00 s +0.120, "
+            "accompaniment[1] 1.00\u20132.00 s -0.050") in shown[True]
+    assert "round 2" not in shown[False]

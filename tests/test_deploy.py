@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CHART, KUSTOMIZE, NAMESPACE, RELEASE, REPO, load_fetcher as _load_fetcher, run_cmd as _run
+from conftest import CHART, KUSTOMIZE, NAMESPACE, RELEASE, REPO
+from conftest import load_fetcher as _load_fetcher
+from conftest import run_cmd as _run
+
+pytestmark = pytest.mark.slow  # real servers, processes or the chart tools
 
 VALUE_SETS = ("default-values", "cpu-values", "production-values", "filestore-values", "secure-values")
 CONTRACT = REPO / "docs" / "service-contract.md"
@@ -271,6 +275,10 @@ BAD_VALUES = [
     ("tagger.server=triton", "at '/tagger/server'", "value must be one of"),
     ("image.tag=latest", "at '/image/tag'", "not"),
     ("separator.gpuCount=2", "at '/separator'", "additional properties 'gpuCount' not allowed"),
+    ("image.digest.explainer=latest", "at '/image/digest/explainer'", "does not match pattern"),
+    ("explainer.service.type=ExternalName", "at '/explainer/service/type'", "value must be one of"),
+    ("separator.priorityClassName=Not_A_Name", "at '/separator/priorityClassName'", "does not match pattern"),
+    ("explainer.corsOrigins={app.example.com}", "at '/explainer/corsOrigins/0'", "does not match pattern"),
 ]
 
 
@@ -289,6 +297,16 @@ def test_schema_allows_missing_bucket_without_s3(helm_template):
     env = _env(_container(_find(docs, "Deployment", "audiolime-explainer")))
     assert env["AUDIOLIME_STORE"] == "file:///var/lib/audiolime/store"
     assert "AUDIOLIME_URL_SECRET" in env
+
+
+def test_cors_origins_reach_the_explainer_and_bad_ones_fail_the_schema(helm_template):
+    """explainer.corsOrigins becomes AUDIOLIME_CORS_ORIGINS (the signed-URL server's CORS list);
+    unset, the variable is absent (no CORS); an entry that is not an origin fails the schema (BAD_VALUES)."""
+    docs = helm_template("filestore-values", "explainer.corsOrigins={https://app.example.com,http://localhost:3000}")
+    env = _env(_container(_find(docs, "Deployment", "audiolime-explainer")))
+    assert env["AUDIOLIME_CORS_ORIGINS"] == "https://app.example.com,http://localhost:3000"
+    docs = helm_template("filestore-values")
+    assert "AUDIOLIME_CORS_ORIGINS" not in _env(_container(_find(docs, "Deployment", "audiolime-explainer")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -550,7 +568,9 @@ def test_own_tagger_switch(helm_template):
     assert sm["spec"]["endpoints"][0]["port"] == "metrics" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
     official = _find(helm_template("default-values", "monitoring.enabled=true"), "ServiceMonitor", "audiolime-tagger")
     assert official["spec"]["endpoints"][0] | {"interval": None} == {
-        "port": "http", "path": "/monitoring/prometheus/metrics", "interval": None, "scheme": "http", "honorLabels": True}
+        "port": "http", "path": "/monitoring/prometheus/metrics", "interval": None, "scheme": "http"}
+    # No label of ours clashes with the target's, so none needs honorLabels.
+    assert not any("honorLabels" in e for d in docs if d["kind"] == "ServiceMonitor" for e in d["spec"]["endpoints"])
 
 
 def test_hpas_and_pdbs_target_the_right_workloads(helm_template):
@@ -705,7 +725,8 @@ def test_alerts_cover_the_failure_modes(helm_template):
         alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
         assert {"AudiolimeHighErrorRatio", "AudiolimeExplainerHighLatency", "AudiolimeSeparatorHighLatency",
                 "AudiolimeTaggerHighLatency", "AudiolimeTaggerQueueDelayHigh",
-                "AudiolimeSeparatorCacheHitRatioCollapse", "AudiolimePodsNotReady"} <= set(alerts)
+                "AudiolimeSeparatorCacheHitRatioCollapse", "AudiolimePodsNotReady",
+                "AudiolimeAuthTokenFileUnusable"} <= set(alerts)
         queue = alerts["AudiolimeTaggerQueueDelayHigh"]["expr"]
         expected = ":tensorflow:serving:batching_session:queuing_latency_bucket" if not sets else "audiolime_tagger_queue_delay_seconds_bucket"
         assert promql_metric_names(queue) == {expected}
@@ -953,7 +974,7 @@ def test_models_image_ships_the_models_and_the_installer_only(helm_template):
 
 
 # ---------------------------------------------------------------------------------------------
-# Security (issue 10) and durable jobs (issue 11)
+# Security and durable jobs
 
 
 def _secret_files(docs, name: str) -> dict[str, bytes]:
@@ -1067,3 +1088,198 @@ def test_three_explainers_on_s3_render_with_a_pdb(helm_template):
     assert pdb["spec"]["maxUnavailable"] == 1
     single = helm_template("default-values", "explainer.autoscaling.enabled=false", "explainer.replicas=1")
     assert not any(d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "audiolime-explainer" for d in single)
+
+
+# ---------------------------------------------------------------------------------------------
+# Operator conventions: registries, digests, pod metadata, scheduling, extra volumes, exposure,
+# monitoring switches, the helm test hook, NOTES.txt
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _pods(docs) -> dict[str, dict]:
+    """Workload name -> its pod template (plus the helm test Pod, by its own name)."""
+    out = {d["metadata"]["name"]: d["spec"]["template"] for d in _workloads(docs)}
+    out.update({d["metadata"]["name"]: d for d in docs if d["kind"] == "Pod"})
+    return out
+
+
+def test_a_mirror_registry_and_digests_name_every_image(helm_template):
+    """global.imageRegistry moves every image (ours, TF Serving, MinIO, mc) to the mirror; a digest
+    replaces the tag of exactly the image it names (explainer, models), the others keep theirs."""
+    docs = helm_template("default-values", "global.imageRegistry=mirror.example.com",
+                         f"image.digest.explainer={DIGEST}", f"image.digest.models={DIGEST}")
+    images = {c["image"] for pod in _pods(docs).values() for c in
+              pod["spec"].get("initContainers", []) + pod["spec"]["containers"]}
+    assert images == {
+        f"mirror.example.com/audiolime-explainer@{DIGEST}",
+        f"mirror.example.com/audiolime-models@{DIGEST}",
+        "mirror.example.com/audiolime-separator:0.1.0-gpu",
+        "mirror.example.com/tensorflow/serving:2.20.0",
+        "mirror.example.com/minio/minio:RELEASE.2024-12-18T13-15-44Z",
+        "mirror.example.com/minio/mc:RELEASE.2024-11-21T17-21-54Z",
+    }, images
+    default = {c["image"] for pod in _pods(helm_template("default-values")).values() for c in pod["spec"]["containers"]}
+    assert "tensorflow/serving:2.20.0" in default and "quay.io/minio/minio:RELEASE.2024-12-18T13-15-44Z" in default
+
+
+def test_pod_metadata_scheduling_and_extra_volumes_reach_each_component(helm_template):
+    """podLabels/podAnnotations (global + per component), priorityClassName and runtimeClassName
+    (component over global; the GPU separator's own RuntimeClass), imagePullSecrets on every pod,
+    extraEnv/extraVolumes/extraVolumeMounts on the main container; the objects stay valid."""
+    sets = ["podLabels.team=audio", "podAnnotations.global=yes", "priorityClassName=audiolime-default",
+            "separator.gpu.runtimeClassName=nvidia", "tagger.runtimeClassName=gvisor",
+            "explainer.priorityClassName=audiolime-frontend", "imagePullSecrets[0].name=regcred"]
+    for comp in COMPONENTS:
+        sets += [f"{comp}.podLabels.part={comp}", f"{comp}.podAnnotations.owner={comp}-team",
+                 f"{comp}.extraEnv[0].name=EXTRA_{comp.upper()}", f"{comp}.extraEnv[0].value=on",
+                 f"{comp}.extraVolumes[0].name=extra", f"{comp}.extraVolumes[0].configMap.name={comp}-extra",
+                 f"{comp}.extraVolumeMounts[0].name=extra", f"{comp}.extraVolumeMounts[0].mountPath=/etc/extra"]
+    docs = helm_template("default-values", *sets)
+    _validate_objects(docs)
+    runtime = {"separator": "nvidia", "tagger": "gvisor", "explainer": None}
+    priority = {"separator": "audiolime-default", "tagger": "audiolime-default", "explainer": "audiolime-frontend"}
+    for comp in COMPONENTS:
+        pod = _find(docs, "Deployment", f"audiolime-{comp}")["spec"]["template"]
+        meta, spec = pod["metadata"], pod["spec"]
+        assert meta["labels"]["team"] == "audio" and meta["labels"]["part"] == comp
+        assert meta["labels"]["app.kubernetes.io/component"] == comp  # the selector's labels stay
+        assert meta["annotations"]["global"] == "yes" and meta["annotations"]["owner"] == f"{comp}-team"
+        assert spec.get("runtimeClassName") == runtime[comp] and spec["priorityClassName"] == priority[comp]
+        assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+        main = spec["containers"][0]
+        assert _env(main)[f"EXTRA_{comp.upper()}"] == "on"
+        assert {"name": "extra", "mountPath": "/etc/extra"} in main["volumeMounts"]
+        assert {"name": "extra", "configMap": {"name": f"{comp}-extra"}} in spec["volumes"]
+    tagger_annotations = _find(docs, "Deployment", "audiolime-tagger")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/config" in tagger_annotations  # the chart's own annotations stay
+    for name in ("audiolime-minio", "audiolime-minio-setup"):
+        assert _pods(docs)[name]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    cpu = _find(helm_template("cpu-values", "separator.gpu.runtimeClassName=nvidia"), "Deployment", "audiolime-separator")
+    assert "runtimeClassName" not in cpu["spec"]["template"]["spec"]  # GPU RuntimeClass only on GPU pods
+
+
+def test_the_explainer_can_be_exposed_by_service_type_or_grpcroute(helm_template, tools):
+    """explainer.service sets the Service's type, annotations and source ranges; grpcRoute renders
+    a Gateway API GRPCRoute to the explainer's gRPC port for audiolime.v1.Explainer, and refuses to
+    render without the Gateway it attaches to."""
+    docs = helm_template("default-values", "explainer.service.type=LoadBalancer",
+                         "explainer.service.annotations.service\\.beta\\.kubernetes\\.io/aws-load-balancer-scheme=internal",
+                         "explainer.service.loadBalancerSourceRanges[0]=10.0.0.0/8",
+                         "explainer.grpcRoute.enabled=true", "explainer.grpcRoute.parentRefs[0].name=public",
+                         "explainer.grpcRoute.parentRefs[0].namespace=gateways",
+                         "explainer.grpcRoute.hostnames[0]=explain.example.com")
+    svc = _find(docs, "Service", "audiolime-explainer")
+    assert svc["spec"]["type"] == "LoadBalancer" and svc["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
+    assert svc["metadata"]["annotations"] == {"service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}
+    _validate_objects([svc])
+    route = _find(docs, "GRPCRoute", "audiolime-explainer")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["parentRefs"] == [{"name": "public", "namespace": "gateways"}]
+    assert route["spec"]["hostnames"] == ["explain.example.com"]
+    (rule,) = route["spec"]["rules"]
+    assert rule["matches"] == [{"method": {"service": "audiolime.v1.Explainer"}}]
+    port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc")
+    assert rule["backendRefs"] == [{"name": "audiolime-explainer", "port": port}]
+    assert not [d for d in helm_template("default-values") if d["kind"] == "GRPCRoute"]
+    proc = _run([tools["helm"], "template", RELEASE, CHART, "--set", "explainer.grpcRoute.enabled=true"], check=False)
+    assert proc.returncode != 0 and "explainer.grpcRoute.parentRefs" in proc.stderr
+
+
+@pytest.mark.parametrize(("switch", "kinds"), [
+    ("monitoring.serviceMonitors.enabled=false", {"PrometheusRule": 1, "ConfigMap/dashboard": 1}),
+    ("monitoring.prometheusRule.enabled=false", {"ServiceMonitor": 3, "ConfigMap/dashboard": 1}),
+    ("monitoring.dashboard.enabled=false", {"ServiceMonitor": 3, "PrometheusRule": 1}),
+])
+def test_monitoring_objects_have_their_own_switches(helm_template, switch, kinds):
+    """With monitoring on, ServiceMonitors, PrometheusRule and the dashboard each turn off alone
+    (e.g. the dashboard on a cluster without the prometheus-operator CRDs)."""
+    docs = helm_template("default-values", "monitoring.enabled=true", switch)
+    found: dict[str, int] = {}
+    for d in docs:
+        key = "ConfigMap/dashboard" if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard") else d["kind"]
+        if key in ("ServiceMonitor", "PrometheusRule", "ConfigMap/dashboard"):
+            found[key] = found.get(key, 0) + 1
+    assert found == kinds
+
+
+def test_the_helm_test_pod_checks_health_and_explains_with_the_release_credentials(helm_template):
+    """`helm test` runs a hook Pod on the explainer image, labelled as a client the NetworkPolicy
+    admits, that mounts the CA (not the explainer's key) and the token file, and whose script is
+    valid Python naming the explainer's Service and port; with security off it mounts neither."""
+    docs = helm_template("default-values")
+    _validate_objects(docs)
+    pod = _find(docs, "Pod", "audiolime-test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    policy = _find(docs, "NetworkPolicy", "audiolime-explainer")
+    clients = [peer["podSelector"]["matchLabels"] for rule in policy["spec"]["ingress"] for peer in rule.get("from", [])
+               if "podSelector" in peer and peer["podSelector"].get("matchLabels")]
+    assert any(all(pod["metadata"]["labels"].get(k) == v for k, v in sel.items()) for sel in clients), clients
+    (c,) = pod["spec"]["containers"]
+    assert c["image"] == "ghcr.io/audiolime/audiolime-explainer:0.1.0" and c["command"] == ["python", "-c"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] and pod["spec"]["securityContext"]["runAsNonRoot"]
+    script = c["args"][0]
+    compile(script, "helm-test", "exec")
+    assert '"audiolime-explainer:50052"' in script and "True" in script
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["ca"]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    assert volumes["auth"]["secret"]["secretName"] == "audiolime-explainer-auth-tokens"
+    plain = _find(helm_template("default-values", "security.enabled=false"), "Pod", "audiolime-test")
+    assert "False" in plain["spec"]["containers"][0]["args"][0]
+    assert [v["name"] for v in plain["spec"]["volumes"]] == ["tmp"]
+    assert not [d for d in helm_template("default-values", "tests.enabled=false") if d["kind"] == "Pod"]
+
+
+def _notes(tools, *sets: str) -> str:
+    cmd = [tools["helm"], "install", "--dry-run=client", RELEASE, CHART, "--namespace", NAMESPACE]
+    for item in sets:
+        cmd += ["--set", item]
+    out = _run(cmd).stdout
+    return out[out.index("NOTES:"):]
+
+
+def test_notes_name_the_endpoint_the_ca_the_token_and_why_a_gpu_separator_waits(tools):
+    """NOTES.txt: the explainer's in-cluster address and port-forward, the kubectl lines that
+    fetch the CA (dots escaped in jsonpath) and the token, `helm test`; by default it says the GPU
+    separator stays Pending on a CPU-only cluster and how to avoid it, on CPU it says nothing of GPUs."""
+    notes = _notes(tools)
+    assert f"audiolime-explainer.{NAMESPACE}.svc:50052" in notes
+    assert "port-forward svc/audiolime-explainer 50052" in notes
+    assert "get secret audiolime-explainer-tls -o jsonpath='{.data.ca\\.crt}'" in notes
+    assert "get secret audiolime-explainer-auth-tokens -o jsonpath='{.data.tokens}'" in notes
+    assert "stay Pending" in notes and "separator.accelerator=cpu" in notes
+    assert f"helm test {RELEASE}" in notes
+    cpu = _notes(tools, "separator.accelerator=cpu", "security.enabled=false")
+    assert "nvidia.com/gpu" not in cpu and "Security is OFF" in cpu and "ca.crt" not in cpu
+
+
+# What one batch of musicnn-msd keeps allocated in TensorFlow, measured on this kind of machine
+# (SavedModel in-process: 617 MB loaded -> 2 891 MB after one batch of 64 windows, 4 291 MB after
+# two at once): per window of a running batch, and the process before any batch.
+TAGGER_MB_PER_RUNNING_WINDOW = 36
+TAGGER_BASE_MB = 700
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity[:-2]) * factor
+    return float(quantity) / 2**20
+
+
+@pytest.mark.parametrize("value_set", ["default-values", "production-values", "cpu-values"])
+def test_the_tagger_memory_limit_covers_its_running_batches_and_queue(value_set):
+    """The tagger's memory limit holds what its batching lets it hold at once: the process, every
+    batch thread's running batch (TensorFlow's working memory) and the queued windows. With four
+    batch threads the default 4Gi tagger was OOM-killed by its first explanation."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    override = yaml.safe_load((CHART / "ci" / f"{value_set}.yaml").read_text()) or {}
+    tagger = {**values["tagger"], **override.get("tagger", {})}
+    batching = {**values["tagger"]["batching"], **tagger.get("batching", {})}
+    resources = {**values["tagger"]["resources"], **tagger.get("resources", {})}
+    window_mb = 48000 * 4 / 2**20  # a musicnn window of float32
+    running = batching["numBatchThreads"] * batching["maxBatchSize"] * TAGGER_MB_PER_RUNNING_WINDOW
+    queued = batching["maxEnqueuedBatches"] * batching["maxBatchSize"] * window_mb
+    limit = _mebibytes(resources["limits"]["memory"])
+    assert TAGGER_BASE_MB + running + queued <= limit, (value_set, TAGGER_BASE_MB, running, queued, limit)

@@ -23,10 +23,23 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiolime.procs import free_port, metric_value, scrape, terminate
+from audiolime.processes import free_port, metric_value, scrape, terminate
 from audiolime.v1 import explainer_pb2
-from conftest import (BATCHING, DRUMS, audiolime_up, explain_request, explainer_args, explainer_stub, http_get,
-                      model_dir, s3_client, start_server, tagger_args, wait_metric)
+from conftest import (
+    BATCHING,
+    DRUMS,
+    audiolime_up,
+    exit_status,
+    explain_request,
+    explainer_args,
+    explainer_stub,
+    http_get,
+    model_dir,
+    s3_client,
+    start_server,
+    tagger_args,
+    wait_metric,
+)
 
 pytestmark = pytest.mark.slow
 State = explainer_pb2.ExplanationJob
@@ -78,9 +91,9 @@ class Explainers:
     def start(self, *args: str):
         log = self.tmp / f"explainer-{len(self.procs)}.log"
         server = start_server("audiolime.explainer.server", explainer_args(
-            self.url, self.sep.port, self.tag.port, *self.extra, "--http-port", str(free_port()), "--url-secret",
-            self.secret, "--batch-size", "16", "--max-in-flight", "1", "--job-lease", LEASE, "--job-poll", "0.2",
-            *args), log)
+            self.url, self.sep.port, self.tag.port, *self.extra, "--http-port", str(free_port()),
+            "--batch-size", "16", "--max-in-flight", "1", "--job-lease", LEASE, "--job-poll", "0.2",
+            *args), log, env={"AUDIOLIME_URL_SECRET": self.secret})
         server.stub = explainer_stub(server.port)
         self.procs.append(server)
         return server
@@ -220,7 +233,7 @@ def test_sigterm_lets_a_running_job_finish_within_the_grace_period(explainers, t
     job_id = a.stub.SubmitExplanation(drums(), timeout=60).job_id
     wait_job(a, job_id, predicting)
     a.proc.send_signal(signal.SIGTERM)
-    assert a.proc.wait(150) == 0
+    assert exit_status(a.proc, 150, a.log) == 0
     b = e.start()
     job = get(b, job_id)
     assert job.state == State.SUCCEEDED and job.attempt == 1 and job.worker.endswith(f"-{a.proc.pid}")
@@ -236,7 +249,7 @@ def test_sigterm_with_too_short_a_grace_period_hands_the_job_to_another_replica(
     wait_job(a, job_id, predicting)
     b = e.start("--job-lease", "120")
     a.proc.send_signal(signal.SIGTERM)
-    assert a.proc.wait(60) == 0
+    assert exit_status(a.proc, 60, a.log) == 0
     logs = a.log.read_text()
     assert "job released for another replica" in logs
     job = wait_job(b, job_id, timeout=100)  # well below the 120 s lease: the release, not its expiry
@@ -245,7 +258,7 @@ def test_sigterm_with_too_short_a_grace_period_hands_the_job_to_another_replica(
 
 # -- admission and cancellation ------------------------------------------------------------------------
 def predict_calls(backends) -> float:
-    return metric_value(scrape(backends[1].metrics_port), "audiolime_grpc_requests_total", method="Predict")
+    return metric_value(scrape(backends[1].metrics_port), "grpc_server_handled_total", grpc_method="Predict")
 
 
 def drain_quietly(stream) -> None:
@@ -332,8 +345,9 @@ def test_up_killed_mid_job_and_started_again_on_the_same_store_finishes_it(tmp_p
     same --store: the job is resumed and GetExplanation returns SUCCEEDED with URLs that download."""
     env = {"AUDIOLIME_JOB_LEASE": LEASE}
     with audiolime_up(tmp_path, env=env) as first:
-        # up's explainer: batches of 64, 4 in flight; N = 1024 keeps the job in "predict" for a while
-        job_id = first.stub.SubmitExplanation(drums(num_samples=1024), timeout=60).job_id
+        # up's explainer: batches of 64, 4 in flight; N = 512 keeps the job in "predict" for 8 batches
+        # (the kill follows its first progress report at once)
+        job_id = first.stub.SubmitExplanation(drums(num_samples=512), timeout=60).job_id
         wait_job(first.stub, job_id, predicting)
         services = [first.pid(c) for c in ("separator", "tagger", "explainer")]
         first.proc.kill()

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from audiolime.errors import InvalidInput
-from audiolime.explain.engine import Engine, resolve_tags
-from audiolime.explain.factorization import StemSegmentFactorization, segment_bounds
-from audiolime.explain.request import ExplainRequest
-from audiolime.explain.sampling import sample_masks
-from audiolime.explain.surrogate import kernel_weights
+from audiolime.method.engine import Engine
+from audiolime.method.factorization import StemSegmentFactorization, segment_bounds
+from audiolime.method.plan import resolve_tags
+from audiolime.method.request import ExplainRequest
+from audiolime.method.sampling import sample_masks
+from audiolime.method.surrogate import kernel_weights
 
 SR = 16000
 
@@ -114,7 +115,7 @@ def test_ridge_recovers_known_linear_weights():
     assert t.surrogate_r2 == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose([rc.weight for rc in exp.targets[1].ranking], sorted(-true_w, reverse=True), atol=1e-4)
     assert exp.masks.exhaustive and exp.unique_samples == 64
-    assert t.fidelity.components == (0, 4) and t.fidelity.target_probability == pytest.approx(0.4 + 0.5, abs=1e-5)
+    assert t.keep.components == (0, 4) and t.keep.target_probability == pytest.approx(0.4 + 0.5, abs=1e-5)
 
 
 def test_predict_called_once_per_unique_mask():

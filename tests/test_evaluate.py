@@ -84,7 +84,7 @@ class WaveformOnly:
 
 @pytest.fixture(scope="module")
 def musicnn(models: Path):
-    from audiolime.local import load_tagger, quiet_tensorflow
+    from audiolime.models import load_tagger, quiet_tensorflow
 
     quiet_tensorflow()
     return load_tagger(models, "musicnn-msd")
@@ -93,7 +93,7 @@ def musicnn(models: Path):
 @pytest.fixture(scope="module")
 def brahms_window(shared: Path, musicnn) -> np.ndarray:
     from audiolime.audio import decode
-    from audiolime.explain.signal import resample, to_mono
+    from audiolime.method.waveform import resample, to_mono
 
     audio = decode(shared / "audio" / SONGS[1])
     mono = resample(to_mono(audio.waveform)[None, :], audio.sample_rate, musicnn.sample_rate)[0]
@@ -116,7 +116,7 @@ def test_slime_on_real_spectrogram_and_not_applicable_for_waveform_only(musicnn,
 
     from audiolime.evaluation.config import EvalConfig
     from audiolime.evaluation.methods import WindowContext, run_slime
-    from audiolime.explain.engine import Engine
+    from audiolime.method.engine import Engine
 
     top = int(np.argmax(p_wave))
     ctx = WindowContext(only, brahms_window, 10.0, 3, lambda sep: {}, Engine(only.predict, only.labels), top)
@@ -137,6 +137,7 @@ def test_slime_on_real_spectrogram_and_not_applicable_for_waveform_only(musicnn,
 # SLIME in the audio domain (the paper's: STFT rectangles resynthesised with istft)
 
 
+@pytest.mark.slow  # seconds of CPU: the full run only
 @pytest.mark.parametrize("samples,segments,bands", [
     (48_000, 9, 5),    # musicnn-length window at 16 kHz: 1025 bins x 94 frames (94 / 9 non-divisible)
     (30_000, 10, 7),   # 1025 / 7 and 59 frames / 10: non-divisible both ways
@@ -157,7 +158,7 @@ def test_audio_slime_rectangles_partition_the_stft(samples, segments, bands):
         expect[c.bin_lo:c.bin_hi, c.frame_lo:c.frame_hi] = True
         np.testing.assert_array_equal(per_comp[c.index], expect)
         assert c.index == c.band * segments + c.segment
-    for bounds, n, parts in ((rect.bin_bounds, bins, bands), (rect.frame_bounds, frames, segments)):
+    for bounds, n, _parts in ((rect.bin_bounds, bins, bands), (rect.frame_bounds, frames, segments)):
         sizes = np.diff(bounds)
         assert bounds[0] == 0 and bounds[-1] == n and sizes.min() >= 1 and sizes.max() - sizes.min() <= 1
     assert rect.info[-1].hz_hi == 8000.0 and rect.info[0].hz_lo == 0.0
@@ -478,6 +479,7 @@ def _one_line_error(proc: subprocess.CompletedProcess | tuple[int, str], needle:
     assert needle in lines[0], err
 
 
+@pytest.mark.slow  # seconds of CPU: the full run only
 def test_bad_input_in_a_separate_process(tmp_path: Path):
     """Missing --audio directory and an empty one: one line on stderr, non-zero exit."""
     _one_line_error(_evaluate("--audio", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), check=False),
@@ -512,3 +514,17 @@ def test_bad_arguments_are_one_line_errors(extra, needle, shared: Path, models: 
                  "--model-dir", str(models), *extra])
     _one_line_error((code, capsys.readouterr().err), needle)
     assert not (tmp_path / "o").exists()  # nothing written for a rejected run
+
+
+def test_evaluate_without_matplotlib_says_so_before_any_work(capsys, monkeypatch, tmp_path):
+    """Without the `eval` extra (matplotlib: the figure) `audiolime evaluate` stops at once with one
+    line naming the extra, instead of failing at the figure after hours of tagger calls."""
+    import importlib.util
+
+    from conftest import cli_error
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    line = cli_error(capsys, ["evaluate", "--audio", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert "pip install 'audiolime[eval]'" in line
+    assert not (tmp_path / "out").exists()

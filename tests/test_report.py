@@ -1,5 +1,5 @@
 """The listening report without a browser: what the writer writes and in which order, what the
-page references, the faithfulness adapter with and without issue 12's figures, hostile documents,
+page references, the faithfulness adapter with and without the version-2 faithfulness figures, hostile documents,
 the `audiolime report` command, HTML validity (Nu Html Checker) and the packaged template files.
 
 Explanations come from the method's own pipeline on a toy tagger and separation (no models)."""
@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import REPO, toy_explanation
-
+from audiolime.artifacts import write_explanation
 from audiolime.cli import main
-from audiolime.explain.artifacts import write_explanation
-from audiolime.explain.document import MANIFEST, REPORT_FILE, Document, describe
+from audiolime.explanation.describe import describe
+from audiolime.explanation.document import MANIFEST, REPORT_FILE, Document
 from audiolime.report.page import render
 from audiolime.report.view import audio_ref, faithfulness
 from audiolime.store import LocalStore
+from conftest import REPO, toy_explanation
 
 AUDIO_SRC = re.compile(r'<audio id="[^"]+" controls preload="metadata" src="([^"]+)"')
 
@@ -106,7 +106,7 @@ def test_stems_rest_and_topk_are_the_components_audio(toy, written):
             composed.append(component)
         np.testing.assert_allclose(sum(composed), stem, atol=q)
     for t in doc.targets:
-        topk, rest = read(t.fidelity.file), read(t.fidelity.rest_file)
+        topk, rest = read(t.keep_top_k.file), read(t.keep_top_k.rest_file)
         np.testing.assert_allclose(topk + rest, window, atol=3 * q)
         assert np.abs(rest).max() > 0.01 and np.abs(topk).max() > 0.01
 
@@ -142,16 +142,16 @@ def test_page_content_one_section_per_tag(written):
     assert sections == ["tag-voice-0", "tag-drums-1"]
     for j, t in enumerate(doc.targets):
         section = page.split(f'id="{sections[j]}"')[1].split("</section>")[0]
-        f, top = t.fidelity, max(doc.prediction, key=doc.prediction.get)
+        f, top = t.keep_top_k, max(doc.prediction, key=doc.prediction.get)
         kept = f.same_top_tag if t.tag == top else f.target_probability >= f.original_target_probability
         assert ("Kept:" if kept else "Lost:") in section and f"p({t.tag}) {f.original_target_probability:.3f}" in section
         assert f"Surrogate R&sup2; {t.surrogate_r2:.3f}" in section
         assert [html.unescape(s) for s in AUDIO_SRC.findall(section)][:3] == \
-            ["window.wav", t.fidelity.file, t.fidelity.rest_file]
+            ["window.wav", t.keep_top_k.file, t.keep_top_k.rest_file]
         cells = re.findall(r'<button type="button" class="cell ([a-z ]+)" style="left: ([\d.]+)%; width: ([\d.]+)%.*?'
                            r'aria-label="([^"]+)".*?data-audio="([^"]+)" data-start="([\d.]+)" data-end="([\d.]+)"', section)
         assert len(cells) == doc.num_components
-        for cls, left, width, label, audio, start, end in cells:
+        for cls, left, _width, label, audio, start, end in cells:
             c = next(c for c in t.components if label.startswith(f"{c.source}, segment {c.segment},"))
             assert audio == f"a-stem-{doc.separator.stems.index(c.source)}"
             assert float(start) == pytest.approx(c.start_s - doc.audio.window_start_s, abs=1e-3)
@@ -170,20 +170,21 @@ def test_verdict_follows_the_fidelity_check(written):
 
     doc, _ = written
     t = doc.targets[0]
-    f = replace(t.fidelity, top_k=2, original_target_probability=0.5)
+    f = replace(t.keep_top_k, top_k=2, original_target_probability=0.5)
     cases = [(replace(f, same_top_tag=True, top_tag=t.tag, target_probability=0.1), t.tag, True),
              (replace(f, same_top_tag=False, top_tag="x", target_probability=0.9), t.tag, False),
              (replace(f, same_top_tag=False, top_tag="x", target_probability=0.6), "x", True),
              (replace(f, same_top_tag=True, top_tag="x", target_probability=0.4), "x", False),
              (replace(f, top_k=0, same_top_tag=False), t.tag, False)]
     for fidelity, window_top, kept in cases:
-        ok, text = _verdict(replace(t, fidelity=fidelity), window_top)
+        ok, text = _verdict(replace(t, keep_top_k=fidelity), window_top)
         assert ok == kept and text.startswith("Kept:" if kept else ("No component" if not fidelity.top_k else "Lost:"))
 
 
 def test_faithfulness_figures_render_where_present(written):
-    """Each section shows the document's own drop-top-k, curve areas, stability, how sampling
-    stopped and both curves; a version 1 document (no figures) renders without them."""
+    """Each section shows the document's own drop-top-k, curve areas, ranking stability (bootstrap),
+    the verdict line, how sampling stopped and both curves; a version 1 document (no figures)
+    renders without them."""
     doc, _ = written
     page = render(doc)
     assert page.count('<figure class="curves"') == len(doc.targets) and page.count("<polyline") == 2 * len(doc.targets)
@@ -196,22 +197,29 @@ def test_faithfulness_figures_render_where_present(written):
         for text in (f"p({t.tag}) {rec.drop_top_k.target_probability:.3f}", f"{rec.deletion.auc:.3f}",
                      f"{rec.insertion.auc:.3f}"):
             assert text in page, text
+        assert f.verdict == rec.verdict.summary
+        assert f"<strong>Verdict:</strong> {rec.verdict.summary}</p>" in html.unescape(page)
+    assert page.count('<p class="random-verdict">') == len(doc.targets)
+    assert page.count("<dt>Ranking stability (bootstrap)</dt>") == len(doc.targets) and "Stability of" not in page
     stop = doc.stopping
     assert f"{stop.rounds} rounds, {stop.masks} masks: {stop.reason}" in page
     old = _v1(doc)
     assert all(faithfulness(old, t) is None for t in old.targets)
     assert '<figure class="curves"' not in render(old) and "Deletion AUC" not in render(old)
+    assert '<p class="random-verdict">' not in render(old)
 
 
 def test_hostile_documents_cannot_inject_markup_or_urls(written):
-    """Tag names, paths and warnings are escaped; file references that are not relative names or
+    """Tag names, paths, warnings and the verdict line are escaped; file references that are not relative names or
     http(s) URLs are dropped; the page has exactly one script, the inlined one its CSP allows."""
     doc, _ = written
     evil = "</title><script>alert(1)</script><img src=x onerror=alert(2)>"
     t0 = doc.targets[0]
     bad = replace(doc, warnings=(evil,), audio=replace(doc.audio, path=evil, window_file="javascript:alert(3)"),
-                  targets=(replace(t0, tag=evil, fidelity=replace(t0.fidelity, file="/etc/passwd",
-                                                                  rest_file="../../secret.wav")),),
+                  targets=(replace(t0, tag=evil, keep_top_k=replace(t0.keep_top_k, file="/etc/passwd",
+                                                                  rest_file="../../secret.wav"),
+                                   faithfulness=replace(t0.faithfulness,
+                                                        verdict=replace(t0.faithfulness.verdict, summary=evil))),),
                   stems=(replace(doc.stems[0], file="file:///etc/passwd"), doc.stems[1]))
     page = render(bad)
     assert "<script>alert" not in page and "<img" not in page and "alert(3)" not in page
@@ -302,6 +310,7 @@ def test_report_command_bad_input_is_one_line(written, tmp_path, capsys, content
     assert "Traceback" not in err and not (tmp_path / REPORT_FILE).exists()
 
 
+@pytest.mark.slow  # seconds of CPU: the full run only
 # -- packaging -------------------------------------------------------------------------------------------
 def test_wheel_ships_the_report_template_and_assets(tmp_path):
     """A built wheel contains the template, CSS and JS the renderer loads (package data)."""

@@ -9,13 +9,13 @@ import pytest
 from sklearn.linear_model import Ridge
 
 from audiolime.errors import InvalidInput
-from audiolime.explain.engine import Engine, MaskPredictions
-from audiolime.explain.factorization import Component, StemSegmentFactorization, segment_bounds, segment_weights
-from audiolime.explain.faithfulness import area, deletion_masks, insertion_masks
-from audiolime.explain.request import ExplainRequest
-from audiolime.explain.sampling import (MaskStream, round_sizes, sample_masks, shapley_kernel,
-                                        shapley_size_probabilities)
-from audiolime.explain.surrogate import fit_surrogate, kernel_weights, ridge, row_weights, top_k_stability
+from audiolime.method.engine import Engine, MaskPredictions
+from audiolime.method.events import Event, Ranking
+from audiolime.method.factorization import Component, StemSegmentFactorization, segment_bounds, segment_weights
+from audiolime.method.faithfulness import area, deletion_masks, insertion_masks, random_sets
+from audiolime.method.request import RANDOM_SETS, ExplainRequest
+from audiolime.method.sampling import MaskStream, round_sizes, sample_masks, shapley_kernel, shapley_size_probabilities
+from audiolime.method.surrogate import fit_surrogate, kernel_weights, ridge, row_weights, top_k_stability
 
 
 class MaskFactorization:
@@ -199,9 +199,18 @@ def test_adaptive_sampling_stops_when_the_top_k_set_is_stable():
     stop = exp.stopping
     assert stop.reason == "stable" and stop.stability >= 0.95 and stop.masks < 4096
     assert {rc.component.index for rc in exp.targets[0].top(3)} == set(np.argsort(-true)[:3])
-    totals = [e.total for e in events if e.stage == "predict"]
+    totals = [e.total for e in events if isinstance(e, Event) and e.stage == "predict"]
     assert len(set(totals)) == stop.rounds and totals == sorted(totals)
     assert stop.masks == round_sizes(d, 4096)[stop.rounds - 1] == exp.num_samples
+    # each round ends with its ranking, after its predict events; the last one is the answer's
+    rankings = [e for e in events if isinstance(e, Ranking)]
+    assert [r.round for r in rankings] == list(range(1, stop.rounds + 1))
+    assert [r.masks for r in rankings] == round_sizes(d, 4096)[:stop.rounds]
+    kinds = ["r" if isinstance(e, Ranking) else e.stage for e in events]
+    assert kinds.index("r") > kinds.index("predict") and kinds[-3:] == ["r", "fit", "fidelity"]
+    last = rankings[-1].targets
+    assert [t.tag for t in last] == ["t"] and last[0].stability == stop.stability
+    assert [(c.index, w) for c, w in last[0].top] == [(rc.component.index, rc.weight) for rc in exp.targets[0].top(3)]
     fixed = sample_masks(d, 4096, 0, "lime", paired=True).masks
     np.testing.assert_array_equal(exp.masks.masks, fixed[:stop.masks])
 
@@ -210,7 +219,7 @@ def test_adaptive_sampling_spends_more_on_a_tie_and_caps_at_max_samples(monkeypa
     """With the exact-set rule (tie 0), a tie at rank 3 needs far more masks than a clear top-3
     (over seeds: a chance separation can look stable), and a run that never stabilises stops at
     max_samples and says so; with the default tie rule the same tie stops as early as a clear top-3."""
-    from audiolime.explain import surrogate
+    from audiolime.method import surrogate
 
     d = 12
     tie = np.array([0.5, 0.4, 0.2, 0.2] + [0.0] * (d - 4))
@@ -237,12 +246,88 @@ def test_adaptive_sampling_spends_more_on_a_tie_and_caps_at_max_samples(monkeypa
         assert e.targets[0].faithfulness.stability == e.stopping.stability
 
 
+def test_a_deadline_stops_adaptive_sampling_with_the_ranking_so_far(monkeypatch):
+    """Masks cost time on the deadline's clock (10 ms each, simulated). A run that would go on to
+    max_samples stops after the last round that leaves time for the next one's predicted cost
+    ("deadline"), with the stability of that round, and the whole explanation (faithfulness checks
+    included) ends before the deadline; a deadline that never binds changes nothing."""
+    from audiolime.method import surrogate
+    from audiolime.method.engine import Deadline
+
+    monkeypatch.setattr(surrogate, "TIE", 0.0)  # an exact tie never stabilises
+    d, per_mask = 12, 0.01
+    tie = np.array([0.5, 0.4, 0.2, 0.2] + [0.0] * (d - 4))
+    clock = {"t": 0.0}
+    tagger = linear_tagger(tie, noise=0.05)
+
+    def timed(x):
+        clock["t"] += per_mask * len(x)
+        return tagger(x)
+
+    request = ExplainRequest(num_samples=0, max_samples=1024, top_k=3, seed=1)  # a seed that never stabilises
+    sizes = round_sizes(d, 1024)
+
+    def run(deadline=None):
+        return Engine(timed, ["t", "c"]).explain(MaskFactorization(d), np.ones(d, np.float32), [0], request,
+                                                 deadline=deadline)
+
+    free = run()
+    assert free.stopping.reason == "max_samples" and free.stopping.rounds == len(sizes) > 2
+    clock["t"] = 0.0
+    # room for the first two rounds (and their checks), not for the third
+    at = per_mask * (sizes[1] + 1 + 2) + 0.5 * per_mask * (sizes[2] - sizes[1])
+    cut = run(Deadline(at, clock=lambda: clock["t"]))
+    assert cut.stopping.reason == "deadline" and cut.stopping.rounds == 2 and cut.num_samples == sizes[1]
+    assert clock["t"] <= at  # the answer, faithfulness checks included, came in time
+    assert cut.stopping.stability < 0.95 and cut.targets[0].faithfulness.stability == cut.stopping.stability
+    np.testing.assert_array_equal(cut.masks.masks, free.masks.masks[:sizes[1]])  # the same stream, cut short
+    clock["t"] = 0.0
+    late = run(Deadline(1e9, clock=lambda: clock["t"]))
+    assert late.stopping == free.stopping
+    assert [rc.weight for rc in late.targets[0].ranking] == [rc.weight for rc in free.targets[0].ranking]
+
+
+def test_a_budget_too_short_for_the_first_round_shrinks_it_and_says_budget(monkeypatch):
+    """A budget (reason "budget") with a known cost per window (window_s, from the song scan) that
+    cannot hold the usual first round and its checks: the first round is what fits, even and never
+    below d'+1, the explanation ends within the budget and says "budget"; with no time for even
+    d'+1 masks it still answers from d'+1 (the least a surrogate needs)."""
+    from audiolime.method import surrogate
+    from audiolime.method.engine import Deadline
+
+    monkeypatch.setattr(surrogate, "TIE", 0.0)
+    d, per_mask = 12, 0.01
+    clock = {"t": 0.0}
+    tagger = linear_tagger(np.array([0.5, 0.4, 0.2, 0.2] + [0.0] * (d - 4)), noise=0.05)
+
+    def timed(x):
+        clock["t"] += per_mask * len(x)
+        return tagger(x)
+
+    request = ExplainRequest(num_samples=0, max_samples=1024, top_k=3, seed=1, time_budget_s=1.0)
+    checks = 2 + 2 * d + 2 + 2 * RANDOM_SETS  # keep, drop, both curves, the verdict's sets
+    assert round_sizes(d, 1024)[0] == 256
+    # the engine's first call is the unperturbed window (1 window), then the first round is sized
+    for at, first in ((per_mask * (1 + 100 + checks + 0.5), 100), (per_mask * (1 + 7 + checks), 14)):
+        clock["t"] = 0.0
+        budget = Deadline(at, clock=lambda: clock["t"], reason="budget", window_s=per_mask)
+        exp = Engine(timed, ["t", "c"]).explain(MaskFactorization(d), np.ones(d, np.float32), [0], request,
+                                                deadline=budget)
+        assert exp.stopping.reason == "budget" and exp.stopping.rounds == 1 and exp.num_samples == first
+        if first > d + 2:
+            assert clock["t"] <= at
+    assert Deadline.earliest(None, budget, Deadline(at - 1)).reason == "deadline" and Deadline.earliest() is None
+
+
 def test_fixed_n_reports_stability_and_exhaustive_small_spaces():
     """Fixed N stops as "fixed" with a measured stability; a space of 2^d' <= N is enumerated."""
     true = np.linspace(0.3, -0.2, 12)
     eng = Engine(linear_tagger(true, noise=0.02), ["t", "c"])
-    exp = eng.explain(MaskFactorization(12), np.ones(12, np.float32), [0], ExplainRequest(num_samples=500))
+    events: list = []
+    exp = eng.explain(MaskFactorization(12), np.ones(12, np.float32), [0], ExplainRequest(num_samples=500),
+                      events.append)
     assert exp.stopping == type(exp.stopping)(1, 500, "fixed", exp.targets[0].faithfulness.stability)
+    assert events and not [e for e in events if isinstance(e, Ranking)]  # no rounds, no interim rankings
     assert 0 <= exp.stopping.stability <= 1
     small = Engine(linear_tagger(true[:6]), ["t", "c"]).explain(MaskFactorization(6), np.ones(6, np.float32), [0],
                                                                  ExplainRequest(num_samples=0))
@@ -272,13 +357,18 @@ def test_faithfulness_metrics_are_the_taggers_own_outputs():
     np.testing.assert_allclose(f.insertion.probabilities, predict(insertion_masks(order).astype(np.float32))[:, 0], atol=1e-6)
     keep = np.zeros(d)
     keep[[0, 4, 6]] = 1
-    assert f.drop.components == t.fidelity.components == (0, 4, 6)
+    assert f.drop.components == t.keep.components == (0, 4, 6)
     assert f.drop.target_probability == pytest.approx(0.1 + true @ (1 - keep), abs=1e-6)
-    assert t.fidelity.target_probability == pytest.approx(0.1 + true @ keep, abs=1e-6)
+    assert t.keep.target_probability == pytest.approx(0.1 + true @ keep, abs=1e-6)
     assert f.deletion.auc < f.insertion.auc
     assert area(np.array([1.0, 0.0])) == 0.5 and area(np.array([0.0, 1.0, 1.0])) == 0.75
     assert calls[-1] == exp.metric_calls  # one batched call of every metric mask not sampled before
-    assert 0 < exp.metric_calls <= 2 + 2 * (d + 1)
+    assert 0 < exp.metric_calls <= 2 + 2 * (d + 1) + 2 * RANDOM_SETS  # keep, drop, curves, verdict's random sets
+    rand = random_sets(d, 3, RANDOM_SETS, 0).astype(np.float64)  # the verdict's: the tagger's outputs on them too
+    p_keep, p_drop = 0.1 + rand @ true, 0.1 + (1 - rand) @ true
+    v = f.verdict
+    assert v.keep_random_as_good == pytest.approx(np.mean(p_keep >= t.keep.target_probability - 1e-6))
+    assert v.drop_random_as_good == pytest.approx(np.mean(p_drop <= f.drop.target_probability + 1e-6))
 
 
 def test_curves_off_beyond_48_components_unless_asked():
@@ -313,6 +403,8 @@ def test_memo_shares_predictions_between_explanations_of_one_factorization():
     ("sampling", "sobol", "sampling must be one of"), ("curves", "yes", "curves must be one of"),
     ("fade", 0.0, "fade must be in"), ("fade", float("nan"), "fade must be in"), ("stability", 1.5, "stability must be in"),
     ("max_samples", 10, "max_samples must be between d'\\+1 = 13"), ("num_samples", -1, "num_samples must be between"),
+    ("time_budget_s", -1.0, "time_budget_s must be between 0"), ("time_budget_s", float("inf"), "time_budget_s must be"),
+    ("time_budget_s", 3601.0, "time_budget_s must be between 0 \\(none\\) and 3600"),
 ])
 def test_new_request_fields_are_checked(field, value, message):
     """Every new option is checked against its vocabulary or bounds, the message naming the field."""

@@ -17,8 +17,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from audiolime.procs import free_port, metric_value, scrape
+from audiolime.processes import free_port, metric_value, scrape
 from conftest import ENV, HOST, REPO, json_logs, serving, shared_dir
+
+pytestmark = pytest.mark.slow  # real servers, processes or the chart tools
 
 SONG = "admiralbob77_-_Choice_-_Drum-bass.ogg"
 
@@ -46,7 +48,7 @@ def tokens(tmp_path_factory) -> dict:
 def explainer_args(tmp: Path, *extra: str) -> list[str]:
     """An explainer whose backends do not exist (nothing here gets that far)."""
     return ["--store", (tmp / "store").as_uri(), "--separator", f"{HOST}:1", "--tagger", f"{HOST}:1",
-            "--http-port", str(free_port()), "--url-secret", "s3cret", *extra]
+            "--http-port", str(free_port()), *extra]
 
 
 def tls_channel(port: int, ca: Path, pair=None) -> grpc.Channel:
@@ -139,7 +141,74 @@ def test_calls_without_a_valid_token_are_unauthenticated(secured, pki, tokens):
     refused = lambda text, reason: metric_value(text, "audiolime_requests_refused_total", reason=reason)  # noqa: E731
     assert refused(after, "missing_token") - refused(before, "missing_token") == 4
     assert refused(after, "invalid_token") - refused(before, "invalid_token") == 16
-    assert metric_value(after, "audiolime_grpc_requests_total", method="Explain", code="UNAUTHENTICATED") >= 5
+    assert metric_value(after, "grpc_server_handled_total", grpc_method="Explain", grpc_code="UNAUTHENTICATED") >= 5
+
+
+def test_unauthenticated_bodies_are_never_read(secured, pki, tokens):
+    """16 concurrent 50 MB Explain requests without a token (or with a wrong one): all
+    UNAUTHENTICATED, and the explainer's peak RSS grows by less than 50 MB (VmHWM, reset before):
+    the token is checked from the metadata before gRPC receives or parses the message (one such
+    call used to grow it by 171 MB, 12 by 431 MB). With a token, the same call is judged."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from audiolime.processes import memory, reset_peak
+    from audiolime.v1 import common_pb2, explainer_pb2
+
+    body = explainer_pb2.ExplainRequest(model="musicnn-msd", audio=common_pb2.AudioInput(
+        content=b"\0" * (50 * 10 ** 6), filename="a.wav")).SerializeToString()
+    with tls_channel(secured.port, pki["ca"]) as ch:
+        explain = ch.unary_unary("/audiolime.v1.Explainer/Explain")  # bytes as they are: one copy in the client
+        assert get_job(ch, bearer(tokens["alice"])) == grpc.StatusCode.NOT_FOUND  # warm: the connection is up
+        before, _ = memory(secured.proc.pid)
+        reset_peak(secured.proc.pid)
+
+        def call(i: int) -> grpc.StatusCode:
+            try:
+                explain(body, timeout=60, metadata=None if i % 2 else bearer("x" * 32))
+            except grpc.RpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(call, range(16)))
+        _, peak = memory(secured.proc.pid)
+        assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 16
+        assert peak - before < 50 * 2 ** 20, f"peak RSS grew by {(peak - before) / 2 ** 20:.0f} MiB"
+        with pytest.raises(grpc.RpcError) as exc:  # authenticated: received, parsed and judged
+            explain(body, timeout=60, metadata=bearer(tokens["alice"]))
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_hostile_request_ids_are_replaced_and_metrics_bind_to_the_host(secured, pki, tokens):
+    """A caller's x-request-id of 7 000 characters (or with spaces and markup) is replaced by a
+    new id (echoed, logged and propagated instead); a tracing id is kept. /metrics listens on
+    --host (127.0.0.1 here), not on every address."""
+    from audiolime.v1 import explainer_pb2
+
+    def echoed(request_id: str) -> str:
+        with tls_channel(secured.port, pki["ca"]) as ch:
+            try:
+                stub(ch).GetExplanation(explainer_pb2.GetExplanationRequest(job_id="0" * 32), timeout=10,
+                                        metadata=bearer(tokens["alice"]) + (("x-request-id", request_id),))
+            except grpc.RpcError as exc:
+                return dict(exc.trailing_metadata())["x-request-id"]
+        raise AssertionError("expected NOT_FOUND")
+
+    long_id = "r" * 7000
+    for bad in (long_id, "two words", "<script>alert(1)</script>"):
+        got = echoed(bad)
+        assert got != bad and len(got) == 32 and int(got, 16) >= 0
+    assert echoed("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") == \
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert long_id not in secured.log.read_text()
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port = local.rsplit(":", 1)
+            if state == "0A" and int(port, 16) == secured.metrics_port:  # LISTEN
+                listening.add(address)
+    assert listening == {"0100007F"}, listening  # 127.0.0.1 only
 
 
 def test_the_caller_is_named_in_the_logs_never_the_token(secured, pki, tokens):
@@ -179,9 +248,181 @@ def test_health_is_exempt_and_reflection_needs_a_token(secured, pki, tokens):
         assert get_job(plain, bearer(tokens["alice"])) == grpc.StatusCode.UNIMPLEMENTED
 
 
+def test_unauthenticated_streams_and_idle_connections_hold_no_server_thread(secured, pki, tokens):
+    """32 Watch streams without a token on the TLS port (and 32 on the health port), 32 idle TCP
+    connections to each, and 16 reflection streams that never send a message: an authenticated
+    call and health Check still answer (each Watch used to hold one of the 16 handler threads for
+    as long as it stayed open, freezing the server while its probes said SERVING). Watch is
+    refused at once (UNIMPLEMENTED, poll Check)."""
+    import socket
+    import threading
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2_grpc
+
+    idle = [socket.create_connection((HOST, port)) for port in (secured.port, secured.health_port) for _ in range(32)]
+    forever = threading.Event()
+    with tls_channel(secured.port, pki["ca"]) as attacker, grpc.insecure_channel(
+            f"{HOST}:{secured.health_port}") as plain, tls_channel(secured.port, pki["ca"]) as ch:
+        watches = [health_pb2_grpc.HealthStub(c).Watch(health_pb2.HealthCheckRequest(), timeout=120)
+                   for c in (attacker, plain) for _ in range(32)]
+
+        def silent():  # a request stream that never sends
+            forever.wait(120)
+            yield from ()
+
+        reflections = [reflection_pb2_grpc.ServerReflectionStub(attacker).ServerReflectionInfo(silent(), timeout=120)
+                       for _ in range(16)]
+        try:
+            for _ in range(3):
+                assert get_job(ch, bearer(tokens["alice"])) == grpc.StatusCode.NOT_FOUND
+                assert health(ch) == health_pb2.HealthCheckResponse.SERVING
+                assert health(plain) == health_pb2.HealthCheckResponse.SERVING
+            for watch in watches:
+                with pytest.raises(grpc.RpcError) as exc:
+                    next(watch)
+                assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+                assert "poll Check" in exc.value.details()
+            for stream in reflections:
+                with pytest.raises(grpc.RpcError) as exc:
+                    next(stream)
+                assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        finally:
+            forever.set()
+            for sock in idle:
+                sock.close()
+
+
+def test_uri_inputs_never_name_the_store_itself(secured, pki, tokens, tmp_path):
+    """Without --input-buckets every URI is PERMISSION_DENIED (the secured explainer). With an
+    allow-list naming the whole file:// store, other callers' uploads (``inputs/``), jobs, stems and
+    results are PERMISSION_DENIED with one message whether they exist or not (no existence
+    oracle), before anything is read; the rest of the store is an input like any other."""
+    from audiolime.v1 import common_pb2, explainer_pb2
+
+    def explain(s, uri: str, metadata=None) -> grpc.RpcError | None:
+        request = explainer_pb2.ExplainRequest(model="musicnn-msd", tags=["rock"],
+                                               audio=common_pb2.AudioInput(uri=uri))
+        try:
+            s.Explain(request, timeout=30, metadata=metadata)
+        except grpc.RpcError as exc:
+            return exc
+        return None
+
+    with tls_channel(secured.port, pki["ca"]) as ch:
+        own = (Path(secured.log).parent / "store").as_uri()
+        for uri in (own + "/uploads/song.ogg", own + "/inputs/" + "0" * 64, "s3://bucket/song.ogg"):
+            exc = explain(stub(ch), uri, bearer(tokens["alice"]))
+            assert exc is not None and exc.code() == grpc.StatusCode.PERMISSION_DENIED, uri
+    store = tmp_path / "store"
+    song = (shared_dir() / "audio" / SONG).read_bytes()
+    for key in ("inputs/" + "a" * 64, "jobs/" + "b" * 32 + "/job.json", "stems/2stems/" + "c" * 64 + "/vocals.flac",
+                "explanations/" + "d" * 32 + "/window.wav", "claims/" + "b" * 32 + ".000001", "uploads/song.ogg"):
+        (store / key).parent.mkdir(parents=True, exist_ok=True)
+        (store / key).write_bytes(song)
+    args = explainer_args(tmp_path, "--input-buckets", store.as_uri(), "--tagger-retries", "0")
+    with serving("audiolime.explainer.server", args, tmp_path / "explainer.log") as server, \
+            grpc.insecure_channel(server.target) as ch:
+        answers = set()
+        for key in ("inputs/" + "a" * 64, "inputs/" + "e" * 64, "jobs/" + "b" * 32 + "/job.json",
+                    "jobs/" + "f" * 32 + "/job.json", "stems/2stems/" + "c" * 64 + "/vocals.flac",
+                    "explanations/" + "d" * 32 + "/window.wav", "claims/" + "b" * 32 + ".000001", "queue/x"):
+            uri = (store / key).as_uri()
+            exc = explain(stub(ch), uri)
+            assert exc is not None and exc.code() == grpc.StatusCode.PERMISSION_DENIED, key
+            answers.add(exc.details().replace(uri, "URI"))
+        assert answers == {"audio uri 'URI' is not in an allowed input location (--input-buckets)"}
+        exc = explain(stub(ch), (store / "uploads" / "song.ogg").as_uri())  # read and probed; no tagger here
+        assert exc is not None and exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+        text = scrape(server.metrics_port)
+        assert metric_value(text, "audiolime_requests_refused_total", reason="input_location") == 8
+
+
+def threads_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def test_signed_urls_serve_only_results_and_keep_their_secret(tmp_path):
+    """The local URL server serves only ``explanations/``: URLs signed with the real key for jobs,
+    inputs, stems or claims are 403 (the same answer as a bad signature); the signature covers
+    ``key NUL expires`` (the old ``key + expires`` form is refused); the key comes from the
+    environment or --url-secret-file and is in no process's argv."""
+    import urllib.parse
+
+    from audiolime.store import sign
+    from conftest import http_get
+
+    secret = secrets.token_hex(16)
+    store = tmp_path / "store"
+    for key in ("explanations/" + "a" * 32 + "/window.wav", "jobs/" + "b" * 32 + "/job.json", "inputs/" + "c" * 64,
+                "stems/2stems/" + "d" * 64 + "/vocals.flac", "claims/" + "b" * 32 + ".000001"):
+        (store / key).parent.mkdir(parents=True, exist_ok=True)
+        (store / key).write_bytes(b"RIFF" + key.encode())
+    http_port = free_port()
+    base = f"http://{HOST}:{http_port}/o/"
+    args = ["--store", store.as_uri(), "--separator", f"{HOST}:1", "--tagger", f"{HOST}:1", "--http-port",
+            str(http_port)]
+    expires = int(time.time()) + 600
+
+    def url(key: str, sig: str | None = None) -> str:
+        return f"{base}{urllib.parse.quote(key)}?expires={expires}&sig={sig or sign(secret.encode(), key, expires)}"
+
+    with serving("audiolime.explainer.server", args, tmp_path / "explainer.log",
+                 env={"AUDIOLIME_URL_SECRET": secret}) as server:
+        result = "explanations/" + "a" * 32 + "/window.wav"
+        assert http_get(url(result)) == (200, b"RIFF" + result.encode())
+        for key in ("jobs/" + "b" * 32 + "/job.json", "inputs/" + "c" * 64, "stems/2stems/" + "d" * 64 + "/vocals.flac",
+                    "claims/" + "b" * 32 + ".000001", "jobs/" + "e" * 32 + "/job.json"):
+            assert http_get(url(key)) == (403, b"forbidden: bad or expired signature\n"), key
+        import hashlib
+        import hmac
+
+        old_form = hmac.new(secret.encode(), f"{result}{expires}".encode(), hashlib.sha256).hexdigest()
+        assert http_get(url(result, old_form))[0] == 403
+        assert secret not in Path(f"/proc/{server.proc.pid}/cmdline").read_text()
+    key_file = tmp_path / "url.key"
+    key_file.write_text(secret + "\n")
+    with serving("audiolime.explainer.server", [*args, "--url-secret-file", str(key_file)],
+                 tmp_path / "explainer-file.log") as server:
+        assert http_get(url(result))[0] == 200
+    proc = subprocess.run([sys.executable, "-m", "audiolime.explainer.server", "--url-secret", secret, *args],
+                          env=ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--url-secret is not accepted" in proc.stderr and secret not in proc.stderr
+
+
+def test_slow_clients_cost_no_thread_and_are_closed(tmp_path):
+    """100 connections to the URL server that send nothing or half a request line: the explainer's
+    thread count does not grow, a real request is still answered, and the server closes every one
+    of them after --http-timeout (the standard library's server kept +1 thread per connection, open
+    forever). 500 connections: bench/slow_clients.py."""
+    import socket
+
+    from conftest import http_get
+
+    http_port = free_port()
+    args = ["--store", (tmp_path / "store").as_uri(), "--separator", f"{HOST}:1", "--tagger", f"{HOST}:1",
+            "--http-port", str(http_port), "--http-timeout", "2"]
+    with serving("audiolime.explainer.server", args, tmp_path / "explainer.log") as server:
+        baseline = threads_of(server.proc.pid)
+        socks = []
+        for i in range(100):
+            sock = socket.create_connection((HOST, http_port))
+            if i % 2:
+                sock.sendall(b"GET /o/explanations/x HTTP/1.1\r\nHost: a")  # never finished
+            socks.append(sock)
+        assert http_get(f"http://{HOST}:{http_port}/o/jobs/x?expires=1&sig=0", timeout=10)[0] == 403
+        assert threads_of(server.proc.pid) <= baseline
+        for sock in socks:
+            sock.settimeout(30)
+            assert sock.recv(1024) == b"", "the server should close an idle connection"  # EOF: closed by the server
+            sock.close()
+        assert threads_of(server.proc.pid) <= baseline
+
+
 def test_tokens_rotate_without_a_restart(pki, tmp_path):
     """Rewriting the token file takes effect on the running server: the removed token is refused,
-    the added one accepted; a broken file keeps the previous tokens."""
+    the added one accepted; a broken file refuses every token (counted in /metrics) until fixed."""
     from audiolime.tls import channel_credentials
 
     path = tmp_path / "tokens"
@@ -196,10 +437,16 @@ def test_tokens_rotate_without_a_restart(pki, tmp_path):
         path.write_text(f"ci:{new}\n")
         wait_until(lambda: get_job(ch, bearer(new)) == grpc.StatusCode.NOT_FOUND)
         assert get_job(ch, bearer(old)) == grpc.StatusCode.UNAUTHENTICATED
-        path.write_text("ci:short\n")  # invalid: the server keeps the tokens it has
-        time.sleep(1.5)  # past the file's re-check interval
-        assert get_job(ch, bearer(new)) == grpc.StatusCode.NOT_FOUND
+        path.write_text("ci:short\n")  # invalid: nobody gets in
+        wait_until(lambda: get_job(ch, bearer(new)) == grpc.StatusCode.UNAUTHENTICATED)
         assert any("cannot be used" in r.get("message", "") for r in json_logs(server.log))
+        text = scrape(server.metrics_port)
+        assert metric_value(text, "audiolime_auth_token_file_errors_total") == 1
+        assert metric_value(text, "audiolime_auth_tokens") == 0
+        path.unlink()  # deleted: still nobody
+        path.write_text(f"ci:{new}\n")
+        wait_until(lambda: get_job(ch, bearer(new)) == grpc.StatusCode.NOT_FOUND)
+        assert metric_value(scrape(server.metrics_port), "audiolime_auth_tokens") == 1
 
 
 def wait_until(condition, timeout: float = 30.0) -> None:
@@ -306,19 +553,28 @@ def test_bad_security_configuration_exits_with_one_line(pki, tmp_path, extra, me
 
 # -- clients ------------------------------------------------------------------------------------------
 def test_client_and_cli_take_the_token_and_the_ca(secured, pki, tokens, monkeypatch):
-    """``ExplainerClient`` reads ``$AUDIOLIME_TOKEN`` and takes ``ca``; ``audiolime explain --server
-    --ca`` without a token prints one UNAUTHENTICATED line and exits 2."""
+    """``ExplainerClient`` reads ``$AUDIOLIME_TOKEN`` and takes ``ca``; every call carries the token
+    (get, cancel and submit get past authentication to the service's own answer); without one each
+    is UNAUTHENTICATED; ``audiolime explain --server --ca`` without a token prints one
+    UNAUTHENTICATED line and exits 2."""
     from audiolime import errors
     from audiolime.client import ExplainerClient
+    from audiolime.v1 import explainer_pb2
 
+    bad = explainer_pb2.ExplainRequest(model="musicnn-msd", top_k=-1)  # no audio: INVALID_ARGUMENT once authenticated
     monkeypatch.setenv("AUDIOLIME_TOKEN", tokens["alice"])
     with ExplainerClient(f"{HOST}:{secured.port}", ca=pki["ca"]) as client:
         with pytest.raises(errors.NotFound, match="NOT_FOUND: no explanation job"):
             client.get("0" * 32)
+        with pytest.raises(errors.NotFound, match="NOT_FOUND: no explanation job"):
+            client.cancel("0" * 32)
+        with pytest.raises(errors.InvalidInput, match="^INVALID_ARGUMENT: top_k must be >= 1"):
+            client.submit(bad)
     monkeypatch.delenv("AUDIOLIME_TOKEN")
     with ExplainerClient(f"{HOST}:{secured.port}", ca=pki["ca"]) as client:
-        with pytest.raises(errors.Unauthenticated, match="^UNAUTHENTICATED: missing bearer token"):
-            client.get("0" * 32)
+        for call in (lambda: client.get("0" * 32), lambda: client.cancel("0" * 32), lambda: client.submit(bad)):
+            with pytest.raises(errors.Unauthenticated, match="^UNAUTHENTICATED: missing bearer token"):
+                call()
     env = {k: v for k, v in ENV.items() if k != "AUDIOLIME_TOKEN"}
     cli = subprocess.run([str(REPO / ".venv" / "bin" / "audiolime"), "explain", "--server", f"{HOST}:{secured.port}",
                           "--ca", str(pki["ca"]), str(shared_dir() / "audio" / SONG)],
@@ -333,10 +589,10 @@ def test_tls_channels_reconnect_after_a_backend_restart(pki, tmp_path):
     an mTLS server) recovers when the server behind it is killed and started again on its port."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from audiolime.explainer.remote import RetryPolicy, make_channel
-    from audiolime.procs import terminate
+    from audiolime.channels import make_channel
+    from audiolime.explainer.remote import RetryPolicy
+    from audiolime.processes import terminate
     from audiolime.tls import channel_credentials
-
     from conftest import start_server
 
     creds = channel_credentials(pki["ca"], pki["client"].cert, pki["client"].key)

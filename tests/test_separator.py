@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from audiolime.audio import decode
-from audiolime.explain.signal import resample, to_mono
 from audiolime.errors import InvalidInput, ModelNotFound
+from audiolime.method.waveform import resample, to_mono
 
 SONGS = ["Karissa_Hobbs_-_Lets_Go_Fishin.ogg", "Brahms_-_Hungarian_Dance_No5_string_orchestra.ogg",
          "Kevin_MacLeod_-_Vibe_Ace.ogg", "admiralbob77_-_Choice_-_Drum-bass.ogg"]
@@ -65,7 +65,7 @@ def test_any_rate_and_channel_count(separator, shared):
 
 def test_vocal_stem_alone_is_tagged_female_vocalists(separator, shared, models):
     """musicnn on the separated vocal stem alone still tops 'female vocalists' (stems are meaningful)."""
-    from audiolime.local import load_tagger
+    from audiolime.models import load_tagger
 
     tagger = load_tagger(models, "musicnn-msd")
     wav, sr = _excerpt(shared, SONGS[0], 60.0, 12.0)

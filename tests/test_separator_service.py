@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiolime.procs import metric_value, scrape
-from conftest import json_logs, model_dir, s3_client, serving, wait_metric
+from audiolime.processes import metric_value, scrape
+from conftest import exit_status, json_logs, model_dir, s3_client, serving, wait_metric
+
+pytestmark = pytest.mark.slow  # real servers, processes or the chart tools
 
 SONG = "admiralbob77_-_Choice_-_Drum-bass.ogg"  # 25 s, the shortest shared song
 
@@ -66,7 +68,7 @@ def spleeter(models: Path):
 
 def test_chunked_equals_unchunked(spleeter, karissa) -> None:
     """Chunked separation (segment-aligned, one-segment cross-fade) matches one Spleeter pass within 0.1% of the mixture RMS."""
-    from audiolime.explain.stems import ChunkPlan, separate_chunked
+    from audiolime.method.stems import ChunkPlan, separate_chunked
 
     x = karissa.waveform[:, 20 * 44100:80 * 44100]
     whole = spleeter.separate(x, 44100).stems
@@ -100,7 +102,7 @@ def test_admission_rejects_beyond_queue() -> None:
     from audiolime.errors import ResourceExhausted
     from audiolime.separator.service import Admission
 
-    adm = Admission(max_concurrency=1, max_queue=1)
+    adm = Admission(max_concurrent=1, max_queued=1)
     release = threading.Event()
 
     def hold():
@@ -170,8 +172,8 @@ def test_separate_stores_stems_and_hits_cache(file_server, shared) -> None:
     after = metric_value(scrape(mport), "audiolime_separator_cache_requests_total", model="2stems", result="hit")
     assert after == before + 1
     assert metric_value(scrape(mport), "audiolime_separation_duration_seconds_count", model="2stems") >= 1
-    assert metric_value(scrape(mport), "audiolime_grpc_requests_total", service="audiolime.v1.Separator",
-                        method="Separate", code="OK") >= 2
+    assert metric_value(scrape(mport), "grpc_server_handled_total", grpc_service="audiolime.v1.Separator",
+                        grpc_method="Separate", grpc_code="OK") >= 2
     separated = [r for r in json_logs(log) if r.get("message") == "separated"]
     assert any(r["request_id"] == "sep-test-1" and r["audio_sha256"] == first.audio_sha256 and
                r["service"] == "separator" for r in separated), separated
@@ -229,17 +231,16 @@ def test_undecodable_bytes_are_invalid_argument(file_server) -> None:
     assert "not a readable audio file (Format not recognised.)" in info.value.details()  # no Python repr leaks
 
 
-def test_uri_outside_the_store_is_refused(file_server, shared) -> None:
-    """A file:// URI outside the store is INVALID_ARGUMENT (no arbitrary file reads); a missing store object is NOT_FOUND."""
+def test_uri_inputs_are_refused_without_an_allow_list(file_server, shared) -> None:
+    """Without --input-buckets every URI is PERMISSION_DENIED with one message, a file:// path
+    outside the store, one inside it (missing or not: no existence oracle) alike."""
     store = file_server[3]
-    with pytest.raises(grpc.RpcError) as info:
-        stub(file_server[1]).Separate(request(uri=(shared / "audio" / SONG).as_uri()), timeout=30)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "unsupported audio URI" in info.value.details()
-    with pytest.raises(grpc.RpcError) as info:
-        stub(file_server[1]).Separate(request(uri=(store / "in" / "missing.ogg").as_uri()), timeout=30)
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "missing.ogg" in info.value.details()
+    for uri in ((shared / "audio" / SONG).as_uri(), (store / "in" / "missing.ogg").as_uri(),
+                (store / "stems").as_uri() + "/x.flac"):
+        with pytest.raises(grpc.RpcError) as info:
+            stub(file_server[1]).Separate(request(uri=uri), timeout=30)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert info.value.details() == f"audio uri {uri!r} is not in an allowed input location (--input-buckets)"
 
 
 def test_unknown_model_is_not_found(file_server, shared) -> None:
@@ -288,7 +289,7 @@ def test_busy_is_resource_exhausted_and_sigterm_drains(models, shared, tmp_path)
         t.join(120)
         assert "error" not in result, result.get("error")
         assert len(result["response"].stems) == 2 and not result["response"].cache_hit
-        assert proc.wait(60) == 0
+        assert exit_status(proc, 60, tmp_path / "separator.log") == 0
 
 
 # ---------------------------------------------------------------- gRPC server, S3 (moto server mode)
@@ -347,7 +348,7 @@ def test_bad_configuration_is_one_line_error(tmp_path) -> None:
     """A missing or unsupported --store, an impossible --max-concurrency or a malformed env value exit with one line, no traceback."""
     cases = [([], "--store (or $AUDIOLIME_STORE) is required"),
              (["--store", "ftp://host/x"], "unsupported store URL"),
-             (["--store", tmp_path.as_uri(), "--max-concurrency", "0"], "--max-concurrency must be >= 1")]
+             (["--store", tmp_path.as_uri(), "--max-concurrency", "0"], "--max-concurrent must be >= 1")]
     for args, expect in cases:
         proc = subprocess.run([sys.executable, "-m", "audiolime.separator.server", "--port", "0", "--metrics-port", "0",
                                *args], env={**os.environ, "AUDIOLIME_STORE": ""}, capture_output=True, text=True,

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audiolime.explain.signal import Audio, resample
-from audiolime.explain.stems import (STEM_RATE, ChunkPlan, LocalSeparation, separate_chunked, stem_rate_region,
-                                     window_stems)
+from audiolime.method.stems import STEM_RATE, ChunkPlan, LocalSeparation, separate_chunked, stem_rate_region, window_stems
+from audiolime.method.waveform import Audio, resample
 
 PLAN = ChunkPlan(chunk=4000, overlap=1000)  # hop 3000: small enough to test many chunk boundaries
 

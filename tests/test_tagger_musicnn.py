@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import model_dir
-
 from audiolime.tagger.labels import MSD_LABELS
 from audiolime.tagger.musicnn_export import MODEL_NAME, export_musicnn
 from audiolime.tagger.musicnn_graph import N_FRAMES, N_MELS, SR, WINDOW_SAMPLES
 from audiolime.tagger.savedmodel import LocalTagger, ModelNotFoundError, list_versions
+from conftest import model_dir
 from reference.musicnn_original import MusicnnReference, reference_spectrogram
 
 MODEL_DIR = model_dir()
@@ -92,8 +91,8 @@ def test_equivalent_to_original_musicnn(tagger: LocalTagger, reference: MusicnnR
     probs = tagger.predict(test_windows)
     probs_ref = reference.predict(test_windows)
     assert probs.dtype == np.float32 and probs.shape == (len(test_windows), len(MSD_LABELS))
-    assert np.max(np.abs(probs - probs_ref)) <= 1e-3
-    np.testing.assert_allclose(reference.predict_spectrogram(spec), probs, rtol=0, atol=1e-4)
+    assert np.max(np.abs(probs - probs_ref)) <= 1.1e-5  # the README's published figure (measured: 8.4e-6)
+    np.testing.assert_allclose(reference.predict_spectrogram(spec), probs, rtol=0, atol=1e-6)  # measured: 0
 
 
 def test_karissa_female_vocalists(tagger: LocalTagger, audio_dir: Path) -> None:

@@ -5,7 +5,9 @@ explainer's RemoteTagger (our own audiolime.tfs messages); plus the batching cor
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,8 +19,8 @@ import grpc
 import numpy as np
 import pytest
 
-from audiolime.procs import metric_value, scrape
-from conftest import model_dir, serving, shared_dir
+from audiolime.processes import metric_value, scrape
+from conftest import exit_status, model_dir, serving, shared_dir
 
 pytestmark = pytest.mark.slow
 
@@ -32,13 +34,21 @@ max_enqueued_batches { value: 100 }
 TOL = 1e-5
 
 
+class Served(tuple):
+    """(process, channel, port, metrics port), and ``log``: the server's stderr."""
+
+    log: Path
+
+
 @contextlib.contextmanager
 def serve(args: list[str], log_path: Path, timeout: float = 240.0):
     """The tagger server until SERVING (always stopped); yields (process, channel, port, metrics port)."""
     with serving("audiolime.tagger.server", args, log_path, timeout=timeout) as server, grpc.insecure_channel(
             server.target, options=[("grpc.max_send_message_length", 1 << 28),
                                     ("grpc.max_receive_message_length", 1 << 28)]) as channel:
-        yield server.proc, channel, server.port, server.metrics_port
+        served = Served((server.proc, channel, server.port, server.metrics_port))
+        served.log = log_path
+        yield served
 
 
 def windows(n: int, offset: int = 0) -> np.ndarray:
@@ -143,7 +153,8 @@ def test_predict_equals_local_tagger(server, song_windows, local) -> None:
 
 def test_remote_tagger_over_our_messages(server, song_windows, local) -> None:
     """The explainer's RemoteTagger (audiolime.tfs messages) gets labels, version and predictions."""
-    from audiolime.explainer.remote import RemoteTagger, make_channel
+    from audiolime.channels import make_channel
+    from audiolime.explainer.remote import RemoteTagger
 
     _, _, port, _ = server
     channel = make_channel(f"127.0.0.1:{port}")
@@ -188,8 +199,8 @@ def test_concurrent_requests_are_batched(server, song_windows, expected) -> None
     rows = delta("audiolime_tagger_batch_size_sum", model="musicnn-msd")
     assert rows == 16 and calls < 16 and calls - singles >= 1, (calls, singles, rows)
     assert delta("audiolime_tagger_queue_delay_seconds_count", model="musicnn-msd") == 16
-    assert delta("audiolime_grpc_requests_total", service="tensorflow.serving.PredictionService",
-                 method="Predict", code="OK") == 16
+    assert delta("grpc_server_handled_total", grpc_service="tensorflow.serving.PredictionService",
+                 grpc_method="Predict", grpc_code="OK") == 16
 
 
 def test_large_request_is_split(server, song_windows, expected) -> None:
@@ -244,15 +255,15 @@ def test_model_status_lists_versions(server) -> None:
     from tensorflow_serving.apis import get_model_status_pb2
 
     _, channel, _, _ = server
-    State = get_model_status_pb2.ModelVersionStatus.State
+    state = get_model_status_pb2.ModelVersionStatus.State
     stub = model_stub(channel)
     resp = stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "musicnn-msd"}),
                                timeout=10)
-    assert [(s.version, s.state) for s in resp.model_version_status] == [(1, State.END), (2, State.AVAILABLE)]
+    assert [(s.version, s.state) for s in resp.model_version_status] == [(1, state.END), (2, state.AVAILABLE)]
     assert resp.model_version_status[1].status.error_code == 0
     resp = stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
         model_spec={"name": "fcn-msd", "version": {"value": 1}}), timeout=10)
-    assert [(s.version, s.state) for s in resp.model_version_status] == [(1, State.AVAILABLE)]
+    assert [(s.version, s.state) for s in resp.model_version_status] == [(1, state.AVAILABLE)]
 
 
 def test_model_metadata_signature_defs(server) -> None:
@@ -291,6 +302,22 @@ def test_health_and_reflection(server) -> None:
     names = {s.name for s in listed.list_services_response.service}
     assert {"tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"} <= names
     assert described.file_descriptor_response.file_descriptor_proto  # the service's file is resolvable
+    # Reflection v1 too (grpcurl >= 1.9 asks it first): the same messages, wire-identical.
+    from google.protobuf import descriptor_pb2
+
+    v1 = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                               request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                               response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    reqs = [*reqs, reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection")]
+    listed, described, itself = list(v1(iter(reqs), timeout=10))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"tensorflow.serving.PredictionService", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection", "grpc.health.v1.Health"} <= names
+    assert described.file_descriptor_response.file_descriptor_proto
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in itself.file_descriptor_response.file_descriptor_proto]
+    v1_file = next(f for f in files if f.package == "grpc.reflection.v1")
+    assert v1_file.name == "grpc/reflection/v1/reflection.proto"
+    assert v1_file.service[0].method[0].input_type == ".grpc.reflection.v1.ServerReflectionRequest"
 
 
 # ---------------------------------------------------------------- errors
@@ -320,6 +347,62 @@ def test_unknown_model_or_version_is_not_found(server, song_windows) -> None:
     e = _error(model_stub(channel).GetModelStatus, get_model_status_pb2.GetModelStatusRequest(
         model_spec={"name": "no-such-model"}))
     assert e.code() == grpc.StatusCode.NOT_FOUND
+
+
+RFC3339_UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+
+
+def test_one_access_log_line_per_rpc(server, song_windows) -> None:
+    """Every RPC, failed or not, leaves exactly one ``audiolime.access`` line with its method, code,
+    duration, request id, caller, peer and sizes; a caller's request id is kept only when it is at
+    most 128 printable characters; every line's time is RFC 3339 UTC. The metrics port listens on
+    the service's --host only (127.0.0.1 here, not 127.0.0.2)."""
+    import socket
+
+    from conftest import json_logs
+
+    proc, channel, _, mport = server
+    stub = prediction_stub(channel)
+    marker = f"access-{time.monotonic_ns()}"
+    ok = predict_request(song_windows[:2])
+    resp, call = stub.Predict.with_call(ok, timeout=60, metadata=(("x-request-id", f"{marker}-ok"),))
+    assert dict(call.trailing_metadata())["x-request-id"] == f"{marker}-ok"
+    long_id, spaced_id = marker + "x" * 200, f"{marker} with spaces"
+    for rid in (long_id, spaced_id):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(predict_request(song_windows[:1], name="no-such-model"), timeout=30,
+                         metadata=(("x-request-id", rid),))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        echoed = dict(info.value.trailing_metadata())["x-request-id"]
+        assert echoed != rid and len(echoed) <= 128 and " " not in echoed
+    ours = [r for r in json_logs(server.log) if r.get("logger") == "audiolime.access"]
+    assert all(re.fullmatch(RFC3339_UTC, r["time"]) for r in json_logs(server.log))
+    mine = [r for r in ours if r["request_id"] == f"{marker}-ok"]
+    assert len(mine) == 1, mine
+    line = mine[0]
+    assert line["message"] == "rpc" and line["grpc_service"] == "tensorflow.serving.PredictionService"
+    assert line["grpc_method"] == "Predict" and line["grpc_type"] == "unary" and line["grpc_code"] == "OK"
+    assert line["request_bytes"] == ok.ByteSize() and line["response_bytes"] == resp.ByteSize() > 0
+    assert line["request_messages"] == line["response_messages"] == 1
+    assert 0 < line["duration_s"] < 60 and line["peer"].startswith(("ipv4:127.0.0.1:", "ipv6:"))
+    assert line["caller"] == "" and line["service"] == "tagger"
+    failed = [r for r in ours if r["grpc_code"] == "NOT_FOUND" and "no-such-model" in r.get("details", "")]
+    assert len(failed) >= 2 and all(r["request_id"] not in (long_id, spaced_id) for r in failed)
+    assert all(len(r["request_id"]) <= 128 for r in ours)
+    assert not any(marker in r["request_id"] for r in failed)  # replaced, not truncated
+    with socket.create_connection(("127.0.0.1", mport), timeout=5):
+        pass
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.2", mport), timeout=5):
+        pass
+    text = scrape(mport)
+    assert metric_value(text, "audiolime_build_info") == 1
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/monitoring/prometheus/metrics", timeout=10) as resp:
+        assert "grpc_server_handled_total" in resp.read().decode()  # TF Serving's metrics path too
+    assert metric_value(text, "grpc_server_started_total", grpc_method="Predict", grpc_type="unary") >= 3
+    assert metric_value(text, "grpc_server_msg_received_total", grpc_method="Predict") >= 3
+    assert not re.search(r"^\w+_created[{ ]", text, re.M)
 
 
 @pytest.mark.parametrize("case, needle", [
@@ -386,7 +469,11 @@ def test_unimplemented_rpcs(server) -> None:
 
 
 def test_sigterm_drains_in_flight_request(models, song_windows, expected, tmp_path) -> None:
-    """TF Serving flag spellings; SIGTERM during a 20-window Predict: it completes correctly, exit 0."""
+    """TF Serving flag spellings; SIGUSR1 writes the thread stacks to the log and changes nothing;
+    SIGTERM during a 20-window Predict: it completes correctly, exit 0, the log saying how long
+    each shutdown phase took. SIGTERM right behind SIGUSR1 lands on a thread other than the main
+    one (which is in the SIGUSR1 handler): with an untimed wait in the main thread the server then
+    never drained (CI's separator hang, reproduced this way every time)."""
     (tmp_path / "batching.config").write_text(BATCHING)
     args = [f"--model_base_path={models / 'serving' / 'musicnn-msd'}", "--model_name=musicnn-msd",
             "--enable_batching=true", f"--batching_parameters_file={tmp_path / 'batching.config'}",
@@ -403,15 +490,19 @@ def test_sigterm_drains_in_flight_request(models, song_windows, expected, tmp_pa
         t = threading.Thread(target=call)
         t.start()
         deadline = time.monotonic() + 60
-        while metric_value(scrape(mport), "audiolime_grpc_in_flight_requests", method="Predict") < 1:
+        while metric_value(scrape(mport), "audiolime_grpc_in_flight_requests", grpc_method="Predict") < 1:
             assert time.monotonic() < deadline and t.is_alive(), "the Predict never showed up in flight"
             time.sleep(0.02)
+        proc.send_signal(signal.SIGUSR1)
         proc.send_signal(signal.SIGTERM)
         t.join(180)
         assert "error" not in result, result.get("error")
         assert np.max(np.abs(probabilities(result["response"]) - expected)) <= TOL
-        assert proc.wait(60) == 0
-    assert '"message": "stopped"' in (tmp_path / "tagger.log").read_text()
+        assert exit_status(proc, 60, tmp_path / "tagger.log") == 0
+    text = (tmp_path / "tagger.log").read_text()
+    assert "Current thread" in text and "in run_until_signalled" in text  # faulthandler's dump
+    stopped = [json.loads(line) for line in text.splitlines() if '"message": "stopped"' in line]
+    assert stopped and set(stopped[0]["phases_s"]) == {"on_drain", "rpcs", "ports", "on_stop"}
 
 
 @pytest.mark.parametrize("case, needle", [

@@ -1,6 +1,6 @@
 """Audio files in and out (libsndfile through soundfile): decoding to :class:`Audio`, WAV encoding.
 
-The waveform type and its numpy helpers live with the method in :mod:`audiolime.explain.signal`.
+The waveform type and its numpy helpers live with the method in :mod:`audiolime.method.waveform`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import soundfile as sf
 
 from audiolime.errors import InvalidInput
-from audiolime.explain.limits import DEFAULT, SF_COUNT_MAX, AudioHeader, Limits, decoded_channels
-from audiolime.explain.signal import Audio
+from audiolime.method.limits import DEFAULT, SF_COUNT_MAX, Limits, audio_error, decoded_channels
+from audiolime.method.waveform import Audio, AudioHeader
 
 SILENCE_RMS = 1e-5  # about -100 dBFS: below this the recording carries nothing to explain
 BLOCK_FRAMES = 1 << 16  # frames decoded per step: the decoder's working memory beyond the song itself
@@ -39,27 +39,33 @@ def _label(source: str | Path | bytes, name: str | None) -> str:
     return name or (str(source) if not isinstance(source, bytes) else "audio bytes")
 
 
+# The containers the product takes (libsndfile's names; WAVEX is WAV with a channel mask).
+ACCEPTED_FORMATS = frozenset({"WAV", "WAVEX", "FLAC", "OGG", "MP3"})
+
+
 @contextmanager
 def _open(source: str | Path | bytes, label: str, limits: Limits) -> Iterator[tuple[sf.SoundFile, AudioHeader]]:
     """The open file and its header, after the encoded size and the header passed ``limits``."""
     if isinstance(source, bytes):
         if not source:
-            raise InvalidInput(f"{label}: empty input")
+            raise audio_error(f"{label}: empty input")
         limits.check_size(len(source), label)
-        opened = io.BytesIO(source)  # shares the bytes, no copy
+        opened: io.BytesIO | str = io.BytesIO(source)  # shares the bytes, no copy
     else:
         path = Path(source)
         if not path.is_file():
-            raise InvalidInput(f"{label}: no such file")
+            raise audio_error(f"{label}: no such file")
         limits.check_size(path.stat().st_size, label)
         opened = str(path)
     try:
         f = sf.SoundFile(opened)
     except _ERRORS as exc:
-        raise InvalidInput(f"{label}: not a readable audio file ({_short(exc)})") from None
+        raise audio_error(f"{label}: not a readable audio file ({_short(exc)})") from None
     with f:
+        if f.format not in ACCEPTED_FORMATS:  # libsndfile reads 26 containers; each is attack surface
+            raise InvalidInput(f"{label}: {f.format} files are not accepted (wav, flac, ogg or mp3)")
         if f.frames >= SF_COUNT_MAX:  # libsndfile cannot read such a stream in parts either
-            raise InvalidInput(f"{label}: the header does not give the length (a streamed file?); "
+            raise audio_error(f"{label}: the header does not give the length (a streamed file?); "
                                f"re-encode it with its length")
         header = AudioHeader(int(f.samplerate), int(f.channels), int(f.frames))
         limits.check_header(header, label)
@@ -73,7 +79,8 @@ def probe(source: str | Path | bytes, name: str | None = None, limits: Limits = 
 
 
 def decode(source: str | Path | bytes, name: str | None = None, limits: Limits = DEFAULT) -> Audio:
-    """Decode wav/flac/ogg/mp3 (anything libsndfile reads) from a path or encoded bytes.
+    """Decode wav/flac/ogg/mp3 (:data:`ACCEPTED_FORMATS`; libsndfile's other containers are
+    refused from the header) from a path or encoded bytes.
 
     The encoded size and the header are checked against ``limits`` before anything is decoded;
     the samples are then decoded block by block into one preallocated float32 ``[channels,
@@ -87,12 +94,13 @@ def decode(source: str | Path | bytes, name: str | None = None, limits: Limits =
         except InvalidInput:
             raise
         except _ERRORS as exc:
-            raise InvalidInput(f"{label}: not a readable audio file ({_short(exc)})") from None
+            raise audio_error(f"{label}: not a readable audio file ({_short(exc)})") from None
     if waveform.shape[1] < header.frames:  # a stream shorter than its header: the limits again
         limits.check_header(AudioHeader(header.sample_rate, header.channels, waveform.shape[1]), label)
     if float(np.sqrt(sumsq / waveform.size)) < SILENCE_RMS:
-        raise InvalidInput(f"{label}: is silent (RMS below {SILENCE_RMS:g}); nothing to explain")
-    return Audio(waveform, header.sample_rate)
+        raise audio_error(f"{label}: is silent (RMS below {SILENCE_RMS:g}); nothing to explain")
+    mixed = header.channels if header.channels != waveform.shape[0] else 0
+    return Audio(waveform, header.sample_rate, source_channels=mixed)
 
 
 def _read(f: sf.SoundFile, channels: int, frames: int, label: str) -> tuple[np.ndarray, float]:
@@ -108,7 +116,7 @@ def _read(f: sf.SoundFile, channels: int, frames: int, label: str) -> tuple[np.n
         if got == 0:
             break  # shorter than its header said (a truncated file)
         if not np.isfinite(part).all():
-            raise InvalidInput(f"{label}: contains NaN or infinite samples")
+            raise audio_error(f"{label}: contains NaN or infinite samples")
         decoded = part.T if mix is None else mix @ part.T
         sumsq += float(np.square(decoded, dtype=np.float64).sum())
         out[:, n:n + got] = decoded
@@ -132,12 +140,6 @@ def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     # libsndfile names an in-memory input by its Python repr ("Error opening <_io.BytesIO ...>: ")
     return re.sub(r"^Error opening <[^>]*>: ", "", text[-1]) if text else type(exc).__name__
-
-
-def write_wav(path: Path, waveform: np.ndarray, sample_rate: int) -> None:
-    """Write ``[channels, samples]`` (or ``[samples]``) as 16-bit PCM WAV, clipping to [-1, 1]."""
-    data = np.atleast_2d(waveform).T
-    sf.write(str(path), np.clip(data, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
 
 
 def wav_bytes(waveform: np.ndarray, sample_rate: int) -> bytes:

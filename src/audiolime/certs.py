@@ -54,7 +54,7 @@ class Authority:
         self.directory = Path(directory)
         self.days = days
         self._key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self._subject = _name(name)
         self._cert = (x509.CertificateBuilder().subject_name(self._subject).issuer_name(self._subject)
                       .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
@@ -72,7 +72,7 @@ class Authority:
     def issue(self, name: str, hosts: tuple[str, ...] = LOCAL_NAMES, days: int | None = None) -> Pair:
         """``<name>.pem`` / ``<name>.key``: a certificate for ``hosts``, usable by servers and clients."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         sans: list[x509.GeneralName] = []
         for host in hosts:
             try:

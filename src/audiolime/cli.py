@@ -12,15 +12,32 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from audiolime import __version__
 from audiolime.commands import evaluate, explain, report, services, setup, up
-from audiolime.commands.args import default_model_dir
 from audiolime.errors import AudiolimeError
+from audiolime.settings import default_model_dir
 
 COMMANDS = (setup, explain, report, services, evaluate, up)
 
 
+class _Help(argparse.HelpFormatter):
+    """Adds ``(default: X)`` to a flag's help unless the help already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (``audiolime: error: ...``), exit status 2."""
+    """Usage errors as one line (``audiolime: error: ...``), exit status 2; no prefix matching of
+    long flags (``--tagg`` is an error, not ``--tagger``); every flag's help shows its default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"audiolime: error: {self.prog.removeprefix('audiolime').strip() or 'usage'}: {message}\n")
@@ -28,6 +45,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="audiolime", description="Listenable explanations of music taggers.")
+    parser.add_argument("--version", action="version", version=f"audiolime {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:

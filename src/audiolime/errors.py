@@ -8,6 +8,14 @@ as one line and exits 2. Nothing else maps codes.
 
 from __future__ import annotations
 
+INTERNAL = "INTERNAL"  # the status of everything that is not an AudiolimeError (details only in the log)
+
+SERVER_FAULTS = ("UNKNOWN", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED", "DATA_LOSS", "UNIMPLEMENTED")
+"""The status codes that mean the server (or a backend behind it) failed; every other code is OK or
+the caller's mistake (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED from admission, CANCELLED, ...).
+The one definition of a failure: the error-ratio alerts and the dashboard's error panel count these
+(deploy/helm/audiolime/templates/prometheusrule.yaml, tests/test_alerts.py checks both)."""
+
 
 class AudiolimeError(Exception):
     """Base class of every error this project raises on purpose."""
@@ -16,9 +24,17 @@ class AudiolimeError(Exception):
 
 
 class InvalidInput(AudiolimeError, ValueError):
-    """The request or its audio is malformed or out of range (gRPC INVALID_ARGUMENT)."""
+    """The request or its audio is malformed or out of range (gRPC INVALID_ARGUMENT).
+
+    ``field``: the request field at fault when the raiser knows it (``"audio"``, ``"tags"``); the
+    server otherwise takes the message's first word when it names a field of the request. It
+    travels as a ``google.rpc.BadRequest`` field violation."""
 
     code = "INVALID_ARGUMENT"
+
+    def __init__(self, message: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class NotFound(AudiolimeError, LookupError):
@@ -42,9 +58,16 @@ class ModelNotReady(Unavailable):
 
 
 class ResourceExhausted(AudiolimeError):
-    """Too many requests are running or queued (gRPC RESOURCE_EXHAUSTED)."""
+    """Too many requests are running or queued (gRPC RESOURCE_EXHAUSTED).
+
+    ``retry_after_s``: when to try again; travels as ``google.rpc.RetryInfo``."""
 
     code = "RESOURCE_EXHAUSTED"
+    DEFAULT_RETRY_AFTER_S = 1.0
+
+    def __init__(self, message: str = "", retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = self.DEFAULT_RETRY_AFTER_S if retry_after_s is None else retry_after_s
 
 
 class Unimplemented(AudiolimeError):
@@ -77,12 +100,6 @@ class DeadlineExceeded(AudiolimeError):
     code = "DEADLINE_EXCEEDED"
 
 
-class FailedPrecondition(AudiolimeError):
-    """The system is not in a state to do this (gRPC FAILED_PRECONDITION)."""
-
-    code = "FAILED_PRECONDITION"
-
-
 class RemoteError(AudiolimeError):
     """A status code without a more specific class (``code`` is set per instance)."""
 
@@ -92,10 +109,9 @@ class RemoteError(AudiolimeError):
 
 
 # code name -> the most general class that carries it (subclasses only refine the message)
-_BY_CODE: dict[str, type[AudiolimeError]] = {
-    cls.code: cls for cls in (InvalidInput, NotFound, Unavailable, ResourceExhausted, Unimplemented,
-                              PermissionDenied, Unauthenticated, Cancelled, DeadlineExceeded, FailedPrecondition)
-}
+_CLASSES: tuple[type[AudiolimeError], ...] = (InvalidInput, NotFound, Unavailable, ResourceExhausted, Unimplemented,
+                                              PermissionDenied, Unauthenticated, Cancelled, DeadlineExceeded)
+_BY_CODE: dict[str, type[AudiolimeError]] = {cls.code: cls for cls in _CLASSES}
 
 
 def status_name(exc: BaseException) -> str | None:
@@ -103,10 +119,16 @@ def status_name(exc: BaseException) -> str | None:
     return exc.code if isinstance(exc, AudiolimeError) else None
 
 
-def from_status(code: str, details: str, prefix: bool = True) -> AudiolimeError:
-    """The domain error for a status code name (``"INVALID_ARGUMENT"``) and its details.
+def from_status(code: str, details: str, prefix: bool = True, field: str | None = None,
+                retry_after_s: float | None = None) -> AudiolimeError:
+    """The domain error for a status code name (``"INVALID_ARGUMENT"``) and its details, with the
+    structured details a server sent (``field`` of a BadRequest, ``retry_after_s`` of a RetryInfo).
 
     With ``prefix`` the message starts with the code name, as the CLI prints remote errors."""
     message = f"{code}: {details}" if prefix else details
     cls = _BY_CODE.get(code)
+    if cls is InvalidInput:
+        return InvalidInput(message, field=field)
+    if cls is ResourceExhausted:
+        return ResourceExhausted(message, retry_after_s=retry_after_s)
     return cls(message) if cls is not None else RemoteError(message, code)

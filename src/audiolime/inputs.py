@@ -1,41 +1,77 @@
-"""Where a request's audio comes from when it is given by URI: an object of the service's own
-store, or ``s3://bucket/key`` in an allowed input location, read through the service's own S3
-credentials and endpoint. One reader for every service.
+"""A request's audio (:class:`AudioSource`: encoded bytes or a URI), and where it comes from when
+it is given by URI: ``s3://bucket/key`` in an allowed input location (``--input-buckets``), read
+through the service's own S3 credentials and endpoint (or ``file:///dir/...`` when the allow-list
+names a ``file://`` directory: local set-ups). One reader for every service.
+
+Without ``--input-buckets`` no URI is accepted. Whatever the allow-list says, a URI never reaches
+the store's own prefixes (:data:`RESERVED_PREFIXES`: other callers' uploads, jobs, leases, the
+queue, the stem cache, results): an allow-list naming the store's bucket allows the rest of it.
 
 Order of checks, each before the next costs anything: the URI's form (INVALID_ARGUMENT), the
-allow-list (PERMISSION_DENIED, before the store is asked anything, so a refusal says nothing
-about whether the object exists), the object's size from its metadata (INVALID_ARGUMENT over
-``--max-bytes``), then a read of at most ``--max-bytes``. Store failures become domain errors
-(never an INTERNAL traceback).
+allow-list and the reserved prefixes (PERMISSION_DENIED, one message for every refusal, before
+the store is asked anything, so a refusal says nothing about whether the object exists), the
+object's size from its metadata (INVALID_ARGUMENT over ``--max-bytes``), then a read of at most
+``--max-bytes``. Store failures become domain errors (never an INTERNAL traceback).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from audiolime.errors import InvalidInput, NotFound, PermissionDenied, Unavailable
-from audiolime.explain.limits import DEFAULT, Limits
+from audiolime.method.limits import DEFAULT, MAX_URI_CHARS, Limits, check_name
 from audiolime.server import metrics
 from audiolime.store import LocalStore, ObjectStore, S3Store, clean_key
 
 
+@dataclass(frozen=True)
+class AudioSource:
+    """The audio of a request: encoded bytes, or an object-store URI (exactly one)."""
+
+    content: bytes | None = None
+    uri: str | None = None
+    filename: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.filename or (self.uri.rsplit("/", 1)[-1] if self.uri else "") or "audio"
+
+    def check(self) -> AudioSource:
+        if (self.content is None) == (self.uri is None):
+            raise InvalidInput("audio: give exactly one of content (bytes) or uri")
+        check_name("audio.filename", self.filename)
+        if self.uri is not None:
+            check_name("audio.uri", self.uri, MAX_URI_CHARS)
+        return self
+
+
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3 bucket naming rules
+# The store's own objects (explainer: jobs, separator: stems); never an input, whatever the allow-list.
+RESERVED_PREFIXES = ("inputs/", "jobs/", "claims/", "queue/", "stems/", "explanations/", "expiry/", "cache/",
+                     "scans/")
 
 
 @dataclass(frozen=True)
 class Location:
-    """An allowed input location: a bucket, or a bucket and a key prefix ending at a ``/``."""
+    """An allowed input location: a bucket, or a bucket and a key prefix ending at a ``/``; or,
+    with ``bucket`` empty, a local directory (``prefix`` its absolute path ending at a ``/``)."""
 
     bucket: str
     prefix: str = ""
 
     @classmethod
     def parse(cls, text: str) -> Location:
-        """``bucket`` or ``bucket/prefix`` (an ``s3://`` in front is accepted)."""
+        """``bucket`` or ``bucket/prefix`` (an ``s3://`` in front is accepted), or ``file:///dir``."""
+        if text.strip().startswith("file://"):
+            path = Path(unquote(urlparse(text.strip()).path))
+            if not path.is_absolute():
+                raise InvalidInput(f"--input-buckets: {text!r} is not an absolute file:// directory")
+            return cls("", str(path.resolve()).rstrip("/") + "/")
         t = text.strip().removeprefix("s3://").strip("/")
         bucket, _, prefix = t.partition("/")
         try:
@@ -50,23 +86,21 @@ class Location:
 
 
 def parse_locations(text: str | None) -> tuple[Location, ...] | None:
-    """``--input-buckets`` (comma-separated); None or empty: only the service's own store."""
+    """``--input-buckets`` (comma-separated); None or empty: no URI inputs at all."""
     items = [x for x in (text or "").split(",") if x.strip()]
     return tuple(Location.parse(x) for x in items) or None
 
 
 class InputReader:
-    """Reads ``AudioInput.uri`` for a service: the URI's form, the allow-list, the size, the bytes.
-
-    ``allowed`` None: only URIs of ``store`` itself. Otherwise only ``s3://`` objects in one of
-    the ``allowed`` locations (the store's own objects included only if listed)."""
+    """Reads ``AudioInput.uri`` for a service: the URI's form, the allow-list, the store's reserved
+    prefixes, the size, the bytes. ``allowed`` None: every URI is PERMISSION_DENIED."""
 
     def __init__(self, store: ObjectStore, s3_endpoint: str | None = None, s3_region: str | None = None,
                  allowed: Sequence[Location] | None = None, limits: Limits = DEFAULT) -> None:
         self.store = store
         self.s3_endpoint = s3_endpoint
         self.s3_region = s3_region
-        self.allowed = tuple(allowed) if allowed else None
+        self.allowed = tuple(allowed) if allowed else ()
         self.limits = limits
 
     def __call__(self, uri: str) -> bytes:
@@ -78,22 +112,31 @@ class InputReader:
         u = urlparse(uri)
         if u.scheme == "s3" and u.netloc and u.path.strip("/"):
             key = clean_key(u.path)
-            if self.allowed is None:  # only the store's own objects
-                try:
-                    return self.store, self.store.parse_uri(uri)
-                except InvalidInput:
-                    self._refuse(uri)
-            if any(loc.allows(u.netloc, key) for loc in self.allowed):
-                return S3Store(u.netloc, "", endpoint_url=self.s3_endpoint, region=self.s3_region), key
-            self._refuse(uri)
-        if u.scheme == "file" and isinstance(self.store, LocalStore):
-            if self.allowed is not None:  # an allow-list names S3 locations only
+            if self._reserved("s3", u.netloc, key) or not any(loc.allows(u.netloc, key) for loc in self.allowed):
                 self._refuse(uri)
-            try:
-                return self.store, self.store.parse_uri(uri)
-            except InvalidInput:
-                pass  # a path outside the store: no arbitrary file reads
-        raise InvalidInput(f"unsupported audio URI {uri!r}: expected s3://bucket/key or a URI of the object store")
+            return S3Store(u.netloc, "", endpoint_url=self.s3_endpoint, region=self.s3_region), key
+        if u.scheme == "file" and u.path.startswith("/"):
+            clean_key(unquote(u.path))  # no "..", empty or "." segments
+            path = str(Path(unquote(u.path)).resolve())
+            for loc in self.allowed:
+                if not loc.bucket and path.startswith(loc.prefix) and not self._reserved("file", "", path):
+                    return LocalStore(Path(loc.prefix)), path[len(loc.prefix):]
+            self._refuse(uri)
+        raise InvalidInput(f"unsupported audio URI {uri!r}: expected s3://bucket/key")
+
+    def _reserved(self, scheme: str, bucket: str, key: str) -> bool:
+        """Whether ``key`` (an S3 key of ``bucket``, or a resolved local path) is one of the store's own."""
+        if isinstance(self.store, S3Store):
+            if scheme != "s3" or bucket != self.store.bucket:
+                return False
+            base = f"{self.store.prefix}/" if self.store.prefix else ""
+        elif isinstance(self.store, LocalStore):
+            if scheme != "file":
+                return False
+            base = str(self.store.root).rstrip("/") + "/"
+        else:
+            return False
+        return key.startswith(base) and key[len(base):].startswith(RESERVED_PREFIXES)
 
     @staticmethod
     def _refuse(uri: str) -> NoReturn:
@@ -121,11 +164,3 @@ class InputReader:
             raise NotFound(f"audio {uri} does not exist") from None
         self.limits.check_size(len(data), label)  # it grew between the size and the read
         return data
-
-
-def add_flags(p, env) -> None:
-    """``--input-buckets`` (with its environment fallback through ``env(name, default)``)."""
-    p.add_argument("--input-buckets", default=env("AUDIOLIME_INPUT_BUCKETS", None),
-                   help="comma-separated bucket or bucket/prefix locations s3:// audio URIs may name; anything "
-                        "else is PERMISSION_DENIED (default: only the service's own --store) "
-                        "($AUDIOLIME_INPUT_BUCKETS)")

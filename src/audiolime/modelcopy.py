@@ -4,8 +4,9 @@ image carries into the pod's (or a shared claim's) model volume.
 
 Standard library only: the image ships this one file, not the audiolime package.
 
-* ``manifest DIR``: write ``DIR/MODELS.json`` (size and sha256 of every file, plus an id over
-  them). Run once when the image is built.
+* ``manifest DIR``: make the tree readable by everyone (directories 0755, files 0644: the image's
+  files belong to root and its user is 10001) and write ``DIR/MODELS.json`` (size and sha256 of
+  every file, plus an id over them). Run once when the image is built.
 * ``install --from SRC --to DST``: copy every file of SRC's manifest into DST, each through a
   temporary file verified against its sha256 and renamed into place, then write the marker
   ``DST/.audiolime-models.json`` last. A second run with the same manifest finds the marker and
@@ -42,6 +43,23 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def make_readable(root: Path) -> Path:
+    """Directories 0755 and regular files 0644 under ``root`` (``root`` included; links untouched).
+
+    A model tree is read by a server running as another user than the one who wrote it (the models
+    image's files belong to root, the chart runs every container as 10001); a tree made in a
+    ``mkdtemp`` directory (mode 0700) or under a strict umask would otherwise be unreadable."""
+    root = Path(root)
+    for path in (root, *root.rglob("*")):
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            os.chmod(path, 0o755)
+        elif path.is_file():
+            os.chmod(path, 0o644)
+    return root
+
+
 def build_manifest(root: Path) -> dict:
     """``{"id": ..., "files": {relpath: {"size": n, "sha256": hex}}}`` of every file under ``root``."""
     files = {}
@@ -54,8 +72,11 @@ def build_manifest(root: Path) -> dict:
 
 
 def write_manifest(root: Path) -> dict:
+    make_readable(root)
     manifest = build_manifest(root)
-    (Path(root) / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    path = Path(root) / MANIFEST
+    path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.chmod(path, 0o644)
     return manifest
 
 
@@ -129,7 +150,8 @@ def install(src: Path, dst: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="install_models", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="install_models",
+                                     description="Copy the models an audiolime-models image carries into a model volume.")
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("manifest", help="write DIR/MODELS.json (at image build)")
     m.add_argument("dir", type=Path)

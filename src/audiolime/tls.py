@@ -60,7 +60,7 @@ class ServerCertificates:
         self._initial = self._load()
 
     def _mtimes(self) -> tuple:
-        out = []
+        out: list[tuple[int, int, int] | None] = []
         for p in self.paths:
             try:
                 st = os.stat(p)
@@ -104,6 +104,6 @@ def channel_credentials(ca: Path | str | None = None, cert: Path | str | None = 
     root = read_pem(ca, "CA certificate") if ca else None
     chain = read_pem(cert, "client certificate") if cert else None
     private = read_pem(key, "client key") if key else None
-    if chain is not None:
+    if chain is not None and private is not None:
         check_pair(chain, private, "client certificate/key")
     return grpc.ssl_channel_credentials(root_certificates=root, private_key=private, certificate_chain=chain)

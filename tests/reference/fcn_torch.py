@@ -8,7 +8,8 @@ checkpoint's parameter names (``spec.spectrogram.window``, ``spec.mel_scale.fb``
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch

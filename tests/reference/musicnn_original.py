@@ -16,7 +16,14 @@ import tensorflow as tf
 
 from audiolime.tagger.labels import MSD_LABELS
 from audiolime.tagger.musicnn_graph import (
-    FFT_HOP, FFT_SIZE, N_FRAMES, N_MELS, SR, WINDOW_SAMPLES, build_musicnn, checkpoint_prefix,
+    FFT_HOP,
+    FFT_SIZE,
+    N_FRAMES,
+    N_MELS,
+    SR,
+    WINDOW_SAMPLES,
+    build_musicnn,
+    checkpoint_prefix,
 )
 
 

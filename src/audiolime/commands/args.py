@@ -3,20 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
-
-
-def default_model_dir() -> Path:
-    """``$AUDIOLIME_MODEL_DIR``, else ``models/`` of a source checkout, else the user data dir."""
-    env = os.environ.get("AUDIOLIME_MODEL_DIR")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[3]
-    if (repo / "pyproject.toml").is_file():
-        return repo / "models"
-    return Path(os.path.expanduser("~/.local/share/audiolime/models"))
 
 
 def positive_int(lo: int, hi: int | None = None) -> Callable[[str], int]:

@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from audiolime.commands.args import add_model_dir, positive_int
     from audiolime.evaluation.config import DEFAULT_VARIANTS, VARIANT_FIELDS
     from audiolime.evaluation.config import EvalConfig as E  # the defaults, read from the one config
+    from audiolime.method.request import DEFAULT_BATCH_SIZE
 
     p = sub.add_parser("evaluate", help="compare audioLIME variants, SLIME and random: keep/drop-top-k, "
                                         "deletion/insertion curves, tagger calls, agreement with a large-N reference")
@@ -59,10 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"random baseline: top-k draws R per k (default {E.draws})")
     p.add_argument("--curve-draws", type=positive_int(1, 1000), default=E.curve_draws,
                    help=f"random baseline: random rankings per window for the curves (default {E.curve_draws})")
-    p.add_argument("--batch-size", type=positive_int(1, 4096), default=64,
+    p.add_argument("--batch-size", type=positive_int(1, 4096), default=DEFAULT_BATCH_SIZE,
                    help="windows per tagger call (default 64; capped at 16 for FCN's 29 s windows, "
                         "which need ~2 GB at 16)")
-    p.add_argument("--seed", type=int, default=E.seed)
+    p.add_argument("--seed", type=int, default=E.seed, help="random seed of every variant's masks")
     p.add_argument("--out", type=Path, required=True, help="output directory (resumable checkpoint inside)")
     p.add_argument("--from-checkpoint", action="store_true",
                    help="compute nothing: rewrite the outputs from --out's checkpoint, over the windows that "
@@ -93,13 +94,17 @@ def parse_windows(values: list[str], default: int = 3, flag: str = "--windows-pe
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    import importlib.util
+
     from rich.console import Console
 
-    from audiolime.errors import InvalidInput
+    from audiolime.errors import InvalidInput, Unimplemented
     from audiolime.evaluation.config import DEFAULT_VARIANTS, EvalConfig, parse_variant
     from audiolime.evaluation.experiment import run
-    from audiolime.explain.request import AUTO, MAX_NUM_SAMPLES
+    from audiolime.method.request import AUTO, MAX_NUM_SAMPLES
 
+    if importlib.util.find_spec("matplotlib") is None:  # before hours of work, not at the figure
+        raise Unimplemented("audiolime evaluate draws its figure with matplotlib: pip install 'audiolime[eval]'")
     windows, override = parse_windows(args.windows_per_song, EvalConfig.windows_per_song)
     ref, ref_override = parse_windows(args.reference_samples, EvalConfig.reference_samples, "--reference-samples",
                                       MAX_NUM_SAMPLES)

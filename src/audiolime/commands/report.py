@@ -1,6 +1,6 @@
 """``audiolime report DIR_OR_JSON``: (re)write the listening report beside a saved explanation,
 e.g. one written by an older audiolime, or after moving its folder. A thin door over the one
-artifact writer's :func:`~audiolime.explain.artifacts.write_report`."""
+artifact writer's :func:`~audiolime.artifacts.write_report`."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from audiolime.explain.artifacts import write_report
-    from audiolime.explain.document import MANIFEST, Document
+    from audiolime.artifacts import write_report
+    from audiolime.explanation.document import MANIFEST, Document
     from audiolime.report.view import audio_ref
     from audiolime.store import LocalStore
 

@@ -19,9 +19,12 @@ COMPONENTS = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run one service (separator, tagger or explainer) in the foreground",
-                       add_help=False)
+                       description="Run one service in the foreground. Its own flags follow the component "
+                                   "(`audiolime serve explainer --help` lists them with their environment "
+                                   "variables and defaults).")
     p.add_argument("component", choices=sorted(COMPONENTS), help="which service")
-    p.add_argument("service_args", nargs=argparse.REMAINDER, help="the service's own flags (see --help)")
+    p.add_argument("service_args", nargs=argparse.REMAINDER,
+                   help="the service's own flags (`audiolime serve COMPONENT --help`)")
     p.set_defaults(func=cmd_serve)
 
 

@@ -1,5 +1,6 @@
-"""``audiolime up``: separator, tagger (ours, batching on) and explainer as separate processes on
-loopback, with embedded defaults; waits until all report SERVING, forwards SIGTERM/SIGINT.
+"""``audiolime up``: separator, tagger (ours, batching on, every model installed under
+``<model-dir>/serving``) and explainer as separate processes on loopback, with embedded defaults;
+checks that its ports are free, waits until all report SERVING, forwards SIGTERM/SIGINT.
 
 Ports from ``--base-port`` B (default 50051): separator B, explainer B+1, tagger B+2, signed-URL
 HTTP B+3; metrics B+10, B+11, B+12.
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
 BATCHING = """max_batch_size { value: 128 }
 batch_timeout_micros { value: 2000 }
 num_batch_threads { value: 2 }
-max_enqueued_batches { value: 1000 }
-"""
+max_enqueued_batches { value: 16 }
+"""  # 16 x 128 = 2048 rows: more than the explainer's 4 x 4 x 64 in flight, ~390 MB (docs/capacity.md)
 HOST = "127.0.0.1"
 PORT_OFFSETS = (0, 1, 2, 3, 10, 11, 12)  # from --base-port: gRPC x3, signed-URL HTTP, metrics x3
 
@@ -49,6 +50,7 @@ class Child:
     metrics_port: int
     argv: list[str]
     proc: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)  # on top of up's own environment
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,11 +59,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="models directory (default: $AUDIOLIME_MODEL_DIR or ./models of the checkout)")
     p.add_argument("--store", default=None, help="object store URL (default file://<cwd>/out/store)")
     p.add_argument("--base-port", type=int, default=50051, help="first of the ports used (default 50051)")
-    p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for SERVING")
+    p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for SERVING (default 300)")
     p.add_argument("--auth-tokens", type=Path, default=None,
-                   help="bearer-token file for the explainer (one token per line, optionally name:token)")
+                   help="bearer-token file for the explainer (one token per line, optionally name:token; "
+                        "default: no authentication)")
     p.add_argument("--tls", action="store_true",
                    help="TLS on every gRPC port (mTLS between services) with a throwaway CA")
+    p.add_argument("--separators", default=os.environ.get("AUDIOLIME_SEPARATOR_MODELS", "2stems"),
+                   help="comma-separated separator models the separator loads, the first the default, e.g. "
+                        "2stems,2stems+hpss,4stems (installed ones: `audiolime setup --separator 4stems`; "
+                        "default $AUDIOLIME_SEPARATOR_MODELS or 2stems)")
     p.set_defaults(func=cmd_up)
 
 
@@ -96,26 +103,73 @@ def security_args(name: str, creds: Credentials | None, tokens: Path | None) -> 
     return out
 
 
+def installed_taggers(model_dir: Path) -> list[str]:
+    """Every tagger under ``<model_dir>/serving/`` with at least one numeric version directory."""
+    serving = model_dir / "serving"
+    found = [d.name for d in sorted(serving.iterdir()) if d.is_dir()
+             and any(v.is_dir() and v.name.isdigit() for v in d.iterdir())] if serving.is_dir() else []
+    return found
+
+
+def model_config(model_dir: Path, names: list[str]) -> str:
+    """The tagger's TF Serving ModelServerConfig serving ``names`` from ``<model_dir>/serving``."""
+    entries = "".join(f'  config {{ name: "{n}" base_path: "{model_dir / "serving" / n}" model_platform: "tensorflow" }}\n'
+                      for n in names)
+    return f"model_config_list {{\n{entries}}}\n"
+
+
+def check_ports(ports: list[int], host: str = HOST) -> None:
+    """Each port free on ``host``, before any service starts: a busy one is one line naming it."""
+    import socket
+
+    from audiolime.errors import InvalidInput
+
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise InvalidInput(f"port {port} on {host} is in use ({exc.strerror}); stop what holds it or pick "
+                                   f"other ports with --base-port (up uses B..B+3 and B+10..B+12)") from None
+
+
 def children(model_dir: Path, store: str, base: int, batching_file: Path, secret: str,
-             creds: Credentials | None = None, tokens: Path | None = None) -> list[Child]:
+             creds: Credentials | None = None, tokens: Path | None = None, separators: str = "2stems",
+             model_config_file: Path | None = None) -> list[Child]:
     py = [sys.executable, "-m"]
     common = ["--host", HOST, "--log-level", "INFO"]
     sep = Child("separator", base, base + 10, [])
     exp = Child("explainer", base + 1, base + 11, [])
     tag = Child("tagger", base + 2, base + 12, [])
     sep.argv = [*py, "audiolime.separator.server", *common, "--port", str(sep.port), "--metrics-port",
-                str(sep.metrics_port), "--store", store, "--model-dir", str(model_dir)]
+                str(sep.metrics_port), "--store", store, "--model-dir", str(model_dir), "--models", separators]
     tag.argv = [*py, "audiolime.tagger.server", *common, "--port", str(tag.port), "--metrics-port",
-                str(tag.metrics_port), "--model-base-path", str(model_dir / "serving" / "musicnn-msd"),
-                "--model-name", "musicnn-msd",
+                str(tag.metrics_port),
+                *(["--model-config-file", str(model_config_file)] if model_config_file else
+                  ["--model-base-path", str(model_dir / "serving" / "musicnn-msd"), "--model-name", "musicnn-msd"]),
                 "--enable-batching", "--batching-parameters-file", str(batching_file)]
     exp.argv = [*py, "audiolime.explainer.server", *common, "--port", str(exp.port), "--metrics-port",
                 str(exp.metrics_port), "--store", store, "--separator", f"{HOST}:{sep.port}",
-                "--tagger", f"{HOST}:{tag.port}", "--http-port", str(base + 3), "--url-secret", secret,
+                "--tagger", f"{HOST}:{tag.port}", "--http-port", str(base + 3),
                 "--public-url", f"http://{HOST}:{base + 3}"]
+    exp.env = {"AUDIOLIME_URL_SECRET": secret}  # the environment, never argv (readable by every user)
     for c in (sep, tag, exp):
         c.argv += security_args(c.name, creds, tokens)
     return [sep, tag, exp]
+
+
+def check_separators(names: str, model_dir: Path) -> str:
+    """``--separators``, checked before anything starts: known names whose Spleeter weights are
+    installed under ``model_dir``."""
+    from audiolime import modelstore
+    from audiolime.errors import InvalidInput
+    from audiolime.separator.hpss import check_installed
+
+    listed = [n.strip() for n in names.split(",") if n.strip()]
+    if not listed:
+        raise InvalidInput("--separators names no separator model")
+    check_installed(modelstore.spleeter_dir(model_dir), listed)
+    return ",".join(listed)
 
 
 def die_with_parent() -> None:
@@ -128,7 +182,7 @@ def die_with_parent() -> None:
 
 
 def wait_serving(child: Child, deadline: float, credentials=None) -> None:
-    from audiolime.procs import wait_serving as wait
+    from audiolime.processes import wait_serving as wait
 
     wait(f"{HOST}:{child.port}", child.proc, max(0.0, deadline - time.monotonic()), child.name, poll_s=0.5,
          credentials=credentials)
@@ -161,8 +215,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from audiolime.errors import InvalidInput
 
     model_dir = Path(args.model_dir).resolve()
-    if not (model_dir / "serving" / "musicnn-msd").is_dir():
+    taggers = installed_taggers(model_dir)
+    if not taggers:
         raise InvalidInput(f"no tagger model under {model_dir}/serving (run `audiolime setup`)")
+    separators = check_separators(args.separators, model_dir)
+    check_ports([args.base_port + offset for offset in PORT_OFFSETS])
     store = args.store or (Path("out/store").resolve().as_uri())
     tokens = Path(args.auth_tokens).resolve() if args.auth_tokens else None
     if tokens is not None:
@@ -174,6 +231,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="audiolime-up.") as tmp:
         batching = Path(tmp) / "batching.txt"
         batching.write_text(BATCHING)
+        config = Path(tmp) / "models.config"
+        config.write_text(model_config(model_dir, taggers))
         creds = make_credentials(Path(tmp) / "tls") if args.tls else None
         health_creds = None
         if creds is not None:
@@ -182,7 +241,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             health_creds = channel_credentials(creds.ca, creds.pairs["up"].cert, creds.pairs["up"].key)
         print(describe_security(creds, tokens), flush=True)
         secret = os.environ.get("AUDIOLIME_URL_SECRET") or secrets.token_hex(32)
-        procs = children(model_dir, store, args.base_port, batching, secret, creds, tokens)
+        procs = children(model_dir, store, args.base_port, batching, secret, creds, tokens, separators, config)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         stopping = {"sig": None}
 
@@ -193,7 +252,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, forward)
         try:
             for c in procs:
-                c.proc = subprocess.Popen(c.argv, env=env, start_new_session=True, preexec_fn=die_with_parent)
+                c.proc = subprocess.Popen(c.argv, env={**env, **c.env}, start_new_session=True,
+                                          preexec_fn=die_with_parent)
             deadline = time.monotonic() + args.startup_timeout
             for c in procs:
                 while stopping["sig"] is None:
@@ -201,20 +261,22 @@ def cmd_up(args: argparse.Namespace) -> int:
                         wait_serving(c, min(deadline, time.monotonic() + 1), health_creds)
                         break
                     except (RuntimeError, TimeoutError):
-                        if c.proc.poll() is not None or time.monotonic() > deadline:
+                        if c.proc is None or c.proc.poll() is not None or time.monotonic() > deadline:
                             raise
             if stopping["sig"] is None:
                 for c in procs:
                     print(f"{c.name:10s} grpc {HOST}:{c.port}  metrics http://{HOST}:{c.metrics_port}/metrics",
                           flush=True)
                 print(f"{'http':10s} signed URLs http://{HOST}:{args.base_port + 3}/o/...  store {store}", flush=True)
+                print(f"{'taggers':10s} {', '.join(taggers)} (every model under {model_dir / 'serving'})", flush=True)
                 print(f"{'jobs':10s} kept in the store: unfinished ones resume when up starts again on it", flush=True)
                 secure = ("AUDIOLIME_TOKEN=<token> " if tokens else "", f" --ca {creds.ca}" if creds else "")
                 print(f"try: {secure[0]}audiolime explain --server {HOST}:{procs[2].port}{secure[1]} SONG", flush=True)
             while stopping["sig"] is None:
-                dead = [c for c in procs if c.proc.poll() is not None]
+                dead = [c for c in procs if c.proc is None or c.proc.poll() is not None]
                 if dead:
-                    print(f"audiolime: error: {dead[0].name} exited with status {dead[0].proc.returncode}",
+                    code = dead[0].proc.returncode if dead[0].proc else None
+                    print(f"audiolime: error: {dead[0].name} exited with status {code}",
                           file=sys.stderr)
                     return 1
                 time.sleep(0.3)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from audiolime.evaluation.config import RANDOM, SLIME, EvalConfig
-from audiolime.explain.surrogate import agrees_up_to_ties
+from audiolime.method.surrogate import agrees_up_to_ties
 
 REPLAY_THRESHOLDS = (0.9, 0.95, 0.99)
 

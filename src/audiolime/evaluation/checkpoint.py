@@ -39,7 +39,7 @@ def load_checkpoint(out: Path) -> dict[Key, dict]:
 def check_methods(items: dict[Key, dict], cfg: EvalConfig) -> None:
     """Refuse a checkpoint whose results of a method were made with other settings for it."""
     keys = {m: cfg.method_key(m) for m in cfg.methods}
-    for (song, tagger, window, method), rec in items.items():
+    for (*_, method), rec in items.items():
         if method in keys and rec["key"] != keys[method]:
             raise InvalidInput(f"the checkpoint holds {method!r} results made with other settings "
                                f"({rec['key']} != {keys[method]}); rename the variant or use another --out")

@@ -2,7 +2,7 @@
 audioLIME variants compared, and the key that decides whether a checkpoint's results may be
 reused) and :func:`validate`, which rejects impossible settings and missing taggers before any
 model is loaded. Bounds the request model already defines (known separators, vocabularies, N >=
-d'+1) come from :mod:`audiolime.explain.request`: a variant *is* an :class:`ExplainRequest`."""
+d'+1) come from :mod:`audiolime.method.request`: a variant *is* an :class:`ExplainRequest`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from audiolime.errors import InvalidInput, ModelNotFound
-from audiolime.explain.request import AUTO, ExplainRequest, check_num_samples, stems_of
+from audiolime.method.request import AUTO, ExplainRequest, check_num_samples, stems_of
 
 FORMAT = 2  # checkpoint format: one line per (song, tagger, window, method)
 FCN_CONVERT_HINT = ("`audiolime setup` (converts it when PyTorch is installed: the `convert` extra), or "
-                    "python -m audiolime.tagger.fcn_convert --model-base {serving} [--pth best_model.pth]")
+                    "python -m audiolime.commands.fcn_convert --model-base {serving} [--pth best_model.pth]")
 SLIME, RANDOM = "slime", "random"
 # the options a variant may set (everything else is shared by the run)
 VARIANT_FIELDS = ("separator", "segments", "edges", "fade", "kernel", "sampling", "num_samples", "max_samples",
@@ -147,8 +147,9 @@ class EvalConfig:
         return d
 
 
-def validate(cfg: EvalConfig, serving_dir: Path) -> None:
-    """Impossible settings and missing taggers, as one-line errors naming the flag."""
+def validate(cfg: EvalConfig, serving_dir: Path, spleeter_root: Path | None = None) -> None:
+    """Impossible settings, missing taggers and (given ``spleeter_root``) separators whose weights
+    are not installed, as one-line errors naming the flag."""
     if not cfg.taggers:
         raise InvalidInput("give at least one --tagger")
     if len(set(cfg.taggers)) != len(cfg.taggers):
@@ -199,3 +200,11 @@ def validate(cfg: EvalConfig, serving_dir: Path) -> None:
                 raise ModelNotFound(f"fcn-msd SavedModel missing in {model}; create it with: "
                                     + FCN_CONVERT_HINT.format(serving=serving_dir))
             raise ModelNotFound(f"tagger {name!r} missing in {model} (run `audiolime setup`)")
+    if spleeter_root is not None:
+        from audiolime.separator.hpss import check_installed  # numpy: not at CLI start-up
+
+        for v in cfg.variants:
+            try:
+                check_installed(spleeter_root, [v.request(cfg.seed).separator])
+            except ModelNotFound as exc:
+                raise ModelNotFound(f"--variant {v.name}: {exc}") from None

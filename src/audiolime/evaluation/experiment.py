@@ -5,7 +5,7 @@ by the same measurements (:mod:`audiolime.evaluation.methods`).
 :func:`run` validates, computes the (song, tagger, window, method) results missing from the
 checkpoint, song by song, and rewrites the outputs. Transport-free: in-process SavedModels and
 Spleeter. Stems come from the same source as every other door's
-(:class:`audiolime.explain.stems.LocalSeparation`), which keeps the separated chunks of the
+(:class:`audiolime.method.stems.LocalSeparation`), which keeps the separated chunks of the
 current song, so windows of one song share them; every separator variant a run uses is loaded
 once (variants share their Spleeter model).
 """
@@ -22,6 +22,7 @@ from audiolime.evaluation.checkpoint import append_checkpoint, check_config, che
 from audiolime.evaluation.config import RANDOM, SLIME, EvalConfig, validate
 from audiolime.evaluation.outputs import write_outputs
 from audiolime.evaluation.plan import Plan, find_songs, item_seed, plan, tagger_batch, window_spans
+from audiolime.method.request import DEFAULT_BATCH_SIZE
 
 
 @dataclass
@@ -33,7 +34,7 @@ class RunSummary:
     table: dict = field(default_factory=dict)
 
 
-def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, console=None,
+def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = DEFAULT_BATCH_SIZE, console=None,
         compute: bool = True) -> RunSummary:
     """Validate, compute the results missing from ``out``'s checkpoint, rewrite the outputs.
     ``compute=False``: only rewrite the outputs from the checkpoint, over the windows that have
@@ -41,7 +42,7 @@ def run(cfg: EvalConfig, model_dir: Path, out: Path, batch_size: int = 64, conso
     from audiolime import modelstore
 
     serving = modelstore.serving_dir(model_dir)
-    validate(cfg, serving)
+    validate(cfg, serving, modelstore.spleeter_dir(model_dir) if compute else None)
     songs = find_songs(Path(cfg.audio_dir))
     check_config(out, cfg)
     done = load_checkpoint(out)
@@ -95,20 +96,20 @@ def _compute(cfg: EvalConfig, items: Plan, done: dict, model_dir: Path, out: Pat
 
     from audiolime.audio import decode
     from audiolime.evaluation.methods import WindowContext
-    from audiolime.explain.engine import Engine
-    from audiolime.explain.signal import fit_length, resample, to_mono
-    from audiolime.explain.stems import STEM_RATE, LocalSeparation
-    from audiolime.local import quiet_tensorflow
+    from audiolime.method.engine import Engine
+    from audiolime.method.stems import STEM_RATE, LocalSeparation
+    from audiolime.method.waveform import fit_length, resample, to_mono
+    from audiolime.models import quiet_tensorflow
 
     quiet_tensorflow()
-    from audiolime.local import load_tagger
+    from audiolime.models import load_tagger
     from audiolime.modelstore import spleeter_dir
     from audiolime.separator.hpss import load_separators
 
     console = console or Console(stderr=True)
     taggers = {name: load_tagger(model_dir, name) for name in cfg.taggers}
     separator_names = sorted({v.request(cfg.seed).separator for v in cfg.variants})
-    separators = load_separators(spleeter_dir(model_dir), separator_names)
+    separators = load_separators(spleeter_dir(model_dir), separator_names, warmup=False)  # separates at once
     # the shared stem sources, keeping the chunks of the current song: windows of one song share them
     sources = {n: LocalSeparation(lambda wave, s=s: s.separate(wave, STEM_RATE).stems, n, cache_chunks=8)
                for n, s in separators.items()}
@@ -136,7 +137,8 @@ def _compute(cfg: EvalConfig, items: Plan, done: dict, model_dir: Path, out: Pat
                 label = f"{song.stem[:28]} {t} w{wi}"
                 cache: dict[str, dict[str, np.ndarray]] = {}
 
-                def stems(separator: str, a=a, b=b, tg=tg, w=w, label=label) -> dict[str, np.ndarray]:
+                def stems(separator: str, a=a, b=b, tg=tg, w=w, label=label, cache=cache, sr=sr,
+                          audio=audio) -> dict[str, np.ndarray]:
                     if separator not in cache:
                         bar.update(task, description=f"{label}: separating ({separator})")
                         listen = {k: fit_length(v, int(round(w / tg.sample_rate * sr)))
@@ -147,7 +149,7 @@ def _compute(cfg: EvalConfig, items: Plan, done: dict, model_dir: Path, out: Pat
 
                 window = fit_length(mono_by_rate[tg.sample_rate][None, start:start + w], w)[0]
                 engine = Engine(tg.predict, tg.labels, tagger_batch(batch_size, w))
-                prediction = engine.evaluate(lambda _: window[None, :], np.ones((1, 1)))[0]
+                prediction = engine.evaluate(lambda _, window=window: window[None, :], np.ones((1, 1)))[0]
                 top = int(np.argmax(prediction))
                 ctx = WindowContext(tg, window, start / tg.sample_rate, item_seed(cfg.seed, song.name, t, wi), stems,
                                     engine, top, cfg.trace_samples)

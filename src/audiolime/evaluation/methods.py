@@ -24,10 +24,10 @@ import numpy as np
 
 from audiolime.evaluation.baselines import random_draws, random_rankings, to_masks, top_k_positive
 from audiolime.evaluation.config import EvalConfig, Variant
-from audiolime.explain.engine import Engine, Explanation, MaskPredictions
-from audiolime.explain.faithfulness import area, deletion_masks, insertion_masks
-from audiolime.explain.sampling import MaskStream, mask_set, round_sizes
-from audiolime.explain.surrogate import fit_round
+from audiolime.method.engine import Engine, MaskPredictions, WindowExplanation, descending
+from audiolime.method.faithfulness import area, deletion_masks, insertion_masks
+from audiolime.method.sampling import MaskStream, mask_set, round_sizes
+from audiolime.method.surrogate import fit_round
 
 TRACE_K = 3  # the top-k set compared with the reference
 REFERENCE_SEED_OFFSET = 7919
@@ -49,7 +49,7 @@ class WindowContext:
     memos: dict = field(default_factory=dict)
 
     def factorization(self, request):
-        from audiolime.explain.factorization import StemSegmentFactorization
+        from audiolime.method.factorization import StemSegmentFactorization
 
         key = (request.separator, request.segments, request.edges, request.fade)
         if key not in self.memos:
@@ -60,7 +60,7 @@ class WindowContext:
         return memo.factorization, memo
 
 
-def weights_of(exp: Explanation, d: int) -> np.ndarray:
+def weights_of(exp: WindowExplanation, d: int) -> np.ndarray:
     w = np.zeros(d)
     for rc in exp.targets[0].ranking:
         w[rc.component.index] = rc.weight
@@ -83,7 +83,7 @@ def top_k_rows(memo: MaskPredictions, weights: np.ndarray, ks, top: int, labels)
     return rows
 
 
-def explanation_record(exp: Explanation, memo: MaskPredictions, cfg: EvalConfig, labels) -> dict:
+def explanation_record(exp: WindowExplanation, memo: MaskPredictions, cfg: EvalConfig, labels) -> dict:
     """What every explaining method reports: ranking weights, keep/drop rows, curves, cost."""
     d = memo.factorization.num_components
     t = exp.targets[0]
@@ -103,7 +103,7 @@ def explanation_record(exp: Explanation, memo: MaskPredictions, cfg: EvalConfig,
             "timings_s": {k: round(v, 3) for k, v in exp.timings_s.items()}}
 
 
-def trace(ctx: WindowContext, exp: Explanation, request, memo: MaskPredictions) -> list[dict]:
+def trace(ctx: WindowContext, exp: WindowExplanation, request, memo: MaskPredictions) -> list[dict]:
     """Top-3 set and stability after every round of the variant's mask stream (adaptive: drawn on
     to ``trace_samples``), as the engine computes them; empty when the masks were enumerated."""
     if exp.masks.exhaustive:
@@ -120,7 +120,7 @@ def trace(ctx: WindowContext, exp: Explanation, request, memo: MaskPredictions) 
     for rnd, size in enumerate(round_sizes(d, n), 1):
         ms = mask_set(rows[:size])
         fit, stability = fit_round(ms, memo(ms.unique)[ms.inverse][:, [top]], request, rnd)
-        order = np.argsort(-fit.coef[0], kind="stable")
+        order = descending(fit.coef[0])
         out.append({"masks": size, "unique": ms.num_unique, "stability": round(float(stability[0]), 4),
                     "top": sorted(int(i) for i in order[:TRACE_K])})
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 from audiolime.evaluation.aggregate import aggregate
 from audiolime.evaluation.config import RANDOM, SLIME, EvalConfig
 from audiolime.evaluation.figure import figure
-from audiolime.explain.request import TIE
+from audiolime.method.request import TIE
 
 CSV_FIELDS = ["song", "window", "window_start_s", "tagger", "top_tag", "top_probability", "method", "k", "components",
               "keep", "keep_probability", "kept_top_tag", "drop_lost", "drop_probability", "deletion_auc",
@@ -111,12 +111,13 @@ def markdown(cfg: EvalConfig, table: dict, records: Sequence[dict]) -> str:
                       "|---|---|---|---|---|---|---|---|---|"]
             for m, r in refs:
                 ties = r.get("same_top3_up_to_ties")
-                lines.append(f"| {m} | {_cell(r['same_top3'])} | {_cell(ties) if ties else ''} | {_fmt(r['jaccard_mean'])} | "
+                lines.append(f"| {m} | {_cell(r['same_top3'])} | {_cell(ties) if ties else ''} | "
+                             f"{_fmt(r['jaccard_mean'])} | "
                              f"{_fmt(r['calls_median'], '.0f')} | {_fmt(r['reference_calls_median'], '.0f')} | "
                              f"{_fmt(r['calls_ratio_median'], '.3f')} | {_cell(r['reached'])} | "
                              f"{_fmt(r['calls_to_reach_median'], '.0f')} |")
             lines += ["", f"Up to ties: components within {TIE:g} x the reference's largest weight of its 3rd weight "
-                      "count as tied for the last places (the product's stopping rule, audiolime.explain.surrogate.TIE).",
+                      "count as tied for the last places (the product's stopping rule, audiolime.method.surrogate.TIE).",
                       "", "Stopping rules replayed on the recorded traces (threshold x consecutive rounds; "
                       f"capped at the trace's end, {cfg.trace_samples} masks for adaptive variants):", "",
                       "| variant | rule | same top-3 | calls (median) | stopped before the cap |", "|---|---|---|---|---|"]

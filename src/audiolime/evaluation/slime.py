@@ -13,7 +13,7 @@ every STFT bin belongs to exactly one rectangle, and all rectangles on reproduce
 spectrogram.
 
 A :class:`SpectrogramRectangles` factorization plugs into the audioLIME
-:class:`~audiolime.explain.engine.Engine` unchanged (it is an ``engine.Factorization``: ``compose``,
+:class:`~audiolime.method.engine.Engine` unchanged (it is an ``engine.Factorization``: ``compose``,
 ``num_components`` and ``info``): drive it with ``predict=tagger.predict_spectrogram`` and the
 window's spectrogram as the analysed "window". A switched-off rectangle is replaced by a
 baseline value (``zero``, or the window spectrogram's ``min`` or ``mean``).

@@ -13,14 +13,15 @@ import base64
 import hashlib
 from functools import cache
 from importlib import resources
+from typing import Any
 from urllib.parse import urlparse
 
-from audiolime.explain.document import Document
+from audiolime.explanation.document import Document
 from audiolime.report.view import ReportView, build
 
 
 @cache
-def _assets() -> tuple[object, str, str]:
+def _assets() -> tuple[Any, str, str]:  # (jinja2.Template, css, js)
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("audiolime.report", "templates"),

@@ -44,9 +44,13 @@ def print_document(doc: dict, console: Console, out_dir: str | None = None) -> N
                 console.print(f"curves: deletion AUC {fa['deletion']['auc']:.3f} (lower is better), insertion AUC "
                               f"{fa['insertion']['auc']:.3f} (higher is better)")
             tie = (doc.get("sampling") or {}).get("tie_tolerance") or 0
-            console.print(f"top-{doc['top_k']} stability {fa['stability']:.2f} (share of bootstrap refits with the "
-                          f"same top-{doc['top_k']} set" + (f", up to ties within {tie:.0%} of the top weight)"
-                                                            if tie else ")"))
+            console.print(f"Ranking stability (bootstrap) {fa['stability']:.2f}: share of bootstrap refits with the "
+                          f"same top-{doc['top_k']} set" + (f", up to ties within {tie:.0%} of the top weight"
+                                                            if tie else "") + " (reproducibility, not faithfulness)",
+                          markup=False, highlight=False)
+            v = fa.get("verdict")
+            if v:
+                console.print(f"verdict: {v['summary']}", markup=False, highlight=False)
     line = (f"{doc['num_samples']} masks ({doc['unique_samples']} unique"
             f"{', exhaustive' if doc['exhaustive'] else ''}), seed {doc['seed']}")
     if doc.get("stopping"):

@@ -1,4 +1,4 @@
-"""What the listening report shows, computed from a :class:`~audiolime.explain.document.Document`
+"""What the listening report shows, computed from a :class:`~audiolime.explanation.document.Document`
 alone (pure Python: the page template only lays it out, and this is tested without a browser).
 
 A heat-map cell plays its component as a time range of its stem's WAV (``stem_<name>.wav``): one
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
-from audiolime.explain.document import CurveRecord, Document, TargetRecord, slug
+from audiolime.explanation.document import CurveRecord, Document, TargetRecord, slug
 
 TOP_BARS = 10  # tags in the prediction chart (plus any explained tag outside them)
 _NAME = re.compile(r"[A-Za-z0-9._/-]+")
@@ -54,8 +54,9 @@ class Faithfulness:
     drop_probability: float | None  # the target with the top-k components removed
     deletion: Curve | None
     insertion: Curve | None
-    stability: float | None  # share of bootstrap resamples with the same top-k set
+    stability: float | None  # ranking stability: share of bootstrap resamples with the same top-k set
     stopping: str | None  # how adaptive sampling stopped, one line
+    verdict: str | None = None  # the top-k against random k-sets, one line (None before the verdict)
 
     @property
     def curves(self) -> tuple[Curve, ...]:
@@ -76,8 +77,10 @@ def faithfulness(doc: Document, target: TargetRecord) -> Faithfulness | None:
     stability = _number(f.stability) if f is not None else None
     if stability is None and stop is not None:
         stability = _number(stop.stability)
+    summary = f.verdict.summary if f is not None and f.verdict is not None else None
     return Faithfulness(drop, _curve("deletion", f.deletion if f else None),
-                        _curve("insertion", f.insertion if f else None), stability, stopping)
+                        _curve("insertion", f.insertion if f else None), stability, stopping,
+                        summary if isinstance(summary, str) and summary else None)
 
 
 def _number(value) -> float | None:
@@ -90,7 +93,7 @@ def _number(value) -> float | None:
 
 def _curve(name: str, record: CurveRecord | None) -> Curve | None:
     probs = record.probabilities if record is not None else None
-    if not isinstance(probs, Sequence) or len(probs) < 2:
+    if record is None or not isinstance(probs, Sequence) or len(probs) < 2:
         return None
     ys = [min(max(_number(p) or 0.0, 0.0), 1.0) for p in probs]
     n = len(ys) - 1
@@ -235,7 +238,7 @@ def build(doc: Document) -> ReportView:
 def _target(doc: Document, j: int, t: TargetRecord, window_top: str, stem_players: dict[str, Player],
             scale: float) -> TargetView:
     ws, wd = doc.audio.window_start_s, doc.audio.window_duration_s or 1.0
-    f = t.fidelity
+    f = t.keep_top_k
     tid = f"t{j}"
     top_players = {c.rank: Player(f"a-{tid}-r{c.rank}", f"rank {c.rank}: {c.source} {c.start_s:.2f}\u2013{c.end_s:.2f} s",
                                   src) for c in t.components if (src := audio_ref(c.file))}
@@ -271,7 +274,7 @@ def _verdict(t: TargetRecord, window_top: str) -> tuple[bool, str]:
     """The fidelity check in one line. For the window's top tag it is the paper's: is the mix of
     only the top-k components still tagged with it first? For another explained tag: does that
     mix keep the tag's probability (the window's top tag is then a different one anyway)?"""
-    f = t.fidelity
+    f = t.keep_top_k
     mix = f"the mix of only the top-{f.top_k} components"
     change = f"p({t.tag}) {f.original_target_probability:.3f} \u2192 {f.target_probability:.3f}"
     if f.top_k == 0:

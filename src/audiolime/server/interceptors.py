@@ -13,11 +13,12 @@ import grpc
 from grpc_interceptor import ServerInterceptor
 from grpc_interceptor.exception_to_status import ExceptionToStatusInterceptor
 
-from audiolime import errors
+from audiolime import errors, rpcstatus
 from audiolime.server import context as callctx
 from audiolime.server import metrics
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("audiolime.access")
 
 def status_of(exc: BaseException) -> grpc.StatusCode | None:
     """The status code of a domain error (:func:`audiolime.errors.status_name`); None otherwise."""
@@ -31,12 +32,15 @@ def _split(method_name: str) -> tuple[str, str]:
 
 
 class RequestContextInterceptor(ServerInterceptor):
-    """Takes ``x-request-id`` from the caller (or makes one) and the call's deadline into the
-    request context (:mod:`audiolime.server.context`) for logs and outgoing calls; echoes the id."""
+    """Takes ``x-request-id`` from the caller (or makes one: the caller's is kept only if it is 1 to
+    128 printable ASCII characters, :func:`audiolime.server.context.set_request_id`) and the call's
+    deadline into the request context (:mod:`audiolime.server.context`) for logs and outgoing
+    calls; echoes the id."""
 
     def intercept(self, method: Callable, request_or_iterator: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         incoming = dict(context.invocation_metadata()).get(callctx.REQUEST_ID_HEADER)
-        tokens = (callctx.set_request_id(incoming), callctx.set_deadline(context.time_remaining()))
+        tokens = (callctx.set_request_id(incoming), callctx.set_deadline(context.time_remaining()),
+                  callctx.set_active(context.is_active))
         context.set_trailing_metadata(((callctx.REQUEST_ID_HEADER, callctx.current_request_id()),))
         try:
             result = method(request_or_iterator, context)
@@ -53,6 +57,7 @@ class RequestContextInterceptor(ServerInterceptor):
         try:
             callctx.reset_request_id(tokens[0])
             callctx.reset_deadline(tokens[1])
+            callctx.reset_active(tokens[2])
         except ValueError:  # a stream finished in another context
             pass
 
@@ -69,49 +74,162 @@ class DomainErrorInterceptor(ExceptionToStatusInterceptor):
     def handle_exception(self, ex: Exception, request_or_iterator: Any, context: grpc.ServicerContext,
                          method_name: str):
         code = status_of(ex)
-        if code is not None:
-            context.abort(code, str(ex))
+        if code is not None:  # with google.rpc details (BadRequest, RetryInfo) where the error has them
+            context.abort_with_status(rpcstatus.status_of(
+                code, str(ex), ex, request_or_iterator,
+                trailing=((callctx.REQUEST_ID_HEADER, callctx.current_request_id()),)))  # kept: still echoed
         if isinstance(ex, grpc.RpcError) or context.code() not in (None, grpc.StatusCode.OK):
             raise ex  # already aborted with a status
         log.exception("internal error in %s", method_name)
         context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {callctx.current_request_id()})")
 
 
-class MetricsInterceptor(ServerInterceptor):
-    """Requests, latency (by method and final status code) and in-flight gauge per method."""
+def grpc_type(handler: grpc.RpcMethodHandler) -> str:
+    """grpc-ecosystem's ``grpc_type``: unary, client_stream, server_stream or bidi_stream."""
+    if handler.request_streaming:
+        return "bidi_stream" if handler.response_streaming else "client_stream"
+    return "server_stream" if handler.response_streaming else "unary"
 
-    def intercept(self, method: Callable, request_or_iterator: Any, context: grpc.ServicerContext, method_name: str) -> Any:
-        service, name = _split(method_name)
-        gauge = metrics.GRPC_IN_FLIGHT.labels(service, name)
-        gauge.inc()
-        start = time.perf_counter()
-        try:
-            result = method(request_or_iterator, context)
-        except BaseException:
-            self._done(service, name, context, start, gauge, failed=True)
-            raise
-        if isinstance(result, Iterator):
-            return self._stream(result, service, name, context, start, gauge)
-        self._done(service, name, context, start, gauge, failed=False)
-        return result
 
-    def _stream(self, responses: Iterator, service: str, name: str, context, start: float, gauge) -> Iterator:
-        failed = True
-        try:
-            yield from responses
-            failed = False
-        finally:
-            self._done(service, name, context, start, gauge, failed)
+def _size(message: Any) -> int:
+    size = getattr(message, "ByteSize", None)  # a malformed request's marker has none
+    return size() if callable(size) else 0
 
-    @staticmethod
-    def _done(service: str, name: str, context, start: float, gauge, failed: bool) -> None:
-        gauge.dec()
-        code = context.code()
+
+class _Call:
+    """What the access log and the metrics record of one RPC."""
+
+    def __init__(self, kind: str, service: str, method: str, context: grpc.ServicerContext) -> None:
+        self.kind, self.service, self.method, self.context = kind, service, method, context
+        self.start = time.perf_counter()
+        self.request_id = callctx.current_request_id()
+        self.received = self.sent = self.request_bytes = self.response_bytes = 0
+        self.record = callctx.CallRecord()
+
+    def got(self, message: Any) -> Any:
+        self.received += 1
+        self.request_bytes += _size(message)
+        metrics.GRPC_MSG_RECEIVED.labels(self.kind, self.service, self.method).inc()
+        return message
+
+    def put(self, message: Any) -> Any:
+        self.sent += 1
+        self.response_bytes += _size(message)
+        metrics.GRPC_MSG_SENT.labels(self.kind, self.service, self.method).inc()
+        return message
+
+    def done(self, failed: bool) -> None:
+        duration = time.perf_counter() - self.start
+        code = self.context.code()
         if code is None:
             code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-        label = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        metrics.GRPC_REQUESTS.labels(service, name, label).inc()
-        metrics.GRPC_DURATION.labels(service, name, label).observe(time.perf_counter() - start)
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        labels = (self.kind, self.service, self.method)
+        metrics.GRPC_HANDLED.labels(*labels, name).inc()
+        metrics.GRPC_HANDLING.labels(*labels, name).observe(duration)
+        metrics.GRPC_IN_FLIGHT.labels(self.service, self.method).dec()
+        details = self.context.details() if name != "OK" else None
+        if isinstance(details, bytes):
+            details = details.decode("utf-8", "replace")
+        access_log.info("rpc", extra={
+            "grpc_service": self.service, "grpc_method": self.method, "grpc_type": self.kind,
+            "grpc_code": name, "duration_s": round(duration, 6), "request_id": self.request_id,
+            "caller": self.record.caller, "peer": self.context.peer(),
+            "request_messages": self.received, "request_bytes": self.request_bytes,
+            "response_messages": self.sent, "response_bytes": self.response_bytes,
+            **({"details": details[:500]} if details else {})})
+
+
+class ObservingInterceptor(grpc.ServerInterceptor):
+    """Per RPC: the grpc-ecosystem metrics (started, handled and handling time by final status
+    code, messages received and sent), the in-flight gauge, and one access-log line (logger
+    ``audiolime.access``): service, method, type, status code, duration, request id, caller, peer,
+    request/response messages and bytes (the messages' serialized sizes), and the status details
+    of a failure. Sits inside :class:`RequestContextInterceptor` (it sees the request id) and
+    outside the error mapping (it sees the final code)."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        service, method = _split(handler_call_details.method)
+        kind = grpc_type(handler)
+
+        def begin(context: grpc.ServicerContext) -> _Call:
+            call = _Call(kind, service, method, context)
+            callctx.set_call_record(call.record)
+            metrics.GRPC_STARTED.labels(kind, service, method).inc()
+            metrics.GRPC_IN_FLIGHT.labels(service, method).inc()
+            return call
+
+        def requests(call: _Call, iterator: Iterator) -> Iterator:
+            for message in iterator:
+                yield call.got(message)
+
+        def unary_response(fn: Callable, request_streaming: bool) -> Callable:
+            def behaviour(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+                call = begin(context)
+                arg = requests(call, request_or_iterator) if request_streaming else call.got(request_or_iterator)
+                try:
+                    response = fn(arg, context)
+                except BaseException:
+                    call.done(failed=True)
+                    raise
+                call.put(response)
+                call.done(failed=False)
+                return response
+            return behaviour
+
+        def stream_response(fn: Callable, request_streaming: bool) -> Callable:
+            def behaviour(request_or_iterator: Any, context: grpc.ServicerContext) -> Iterator:
+                call = begin(context)
+                arg = requests(call, request_or_iterator) if request_streaming else call.got(request_or_iterator)
+                failed = True
+                try:
+                    for response in fn(arg, context):
+                        yield call.put(response)
+                    failed = False
+                finally:
+                    call.done(failed)
+            return behaviour
+
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=unary_response(handler.unary_unary, False))
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=unary_response(handler.stream_unary, True))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=stream_response(handler.unary_stream, False))
+        return handler._replace(stream_stream=stream_response(handler.stream_stream, True))
+
+
+class ClientMetricsInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """grpc-ecosystem client metrics of outgoing calls (``grpc_client_started_total``,
+    ``grpc_client_handled_total``, ``grpc_client_handling_seconds``, with ``grpc_code``): every
+    attempt the explainer makes to its separator and tagger, retries included."""
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return self._observe("unary", continuation, client_call_details, request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return self._observe("server_stream", continuation, client_call_details, request)
+
+    def _observe(self, kind: str, continuation, client_call_details, request):
+        service, method = _split(client_call_details.method)
+        metrics.CLIENT_STARTED.labels(kind, service, method).inc()
+        start = time.perf_counter()
+        call = continuation(client_call_details, request)
+        call.add_done_callback(lambda done: self._done(kind, service, method, done, start))
+        return call
+
+    @staticmethod
+    def _done(kind: str, service: str, method: str, call, start: float) -> None:
+        try:
+            code = call.code()
+        except Exception:  # noqa: BLE001 - a call that never got a status
+            code = grpc.StatusCode.UNKNOWN
+        name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+        metrics.CLIENT_HANDLED.labels(kind, service, method, name).inc()
+        metrics.CLIENT_HANDLING.labels(kind, service, method, name).observe(time.perf_counter() - start)
 
 
 class _Malformed:
@@ -159,7 +277,7 @@ class MalformedRequestInterceptor(grpc.ServerInterceptor):
 
 
 def server_interceptors(auth: Sequence[grpc.ServerInterceptor] = ()) -> list[grpc.ServerInterceptor]:
-    """Outermost first: request id, metrics (sees the final code), error mapping, authentication
+    """Outermost first: request id, metrics and access log (see the final code), error mapping, authentication
     (before anything looks at the request), malformed requests."""
-    return [RequestContextInterceptor(), MetricsInterceptor(), DomainErrorInterceptor(), *auth,
+    return [RequestContextInterceptor(), ObservingInterceptor(), DomainErrorInterceptor(), *auth,
             MalformedRequestInterceptor()]

@@ -12,7 +12,7 @@ _DTYPES = {
     np.dtype(np.uint8): tfs_pb2.DT_UINT8, np.dtype(np.int16): tfs_pb2.DT_INT16,
     np.dtype(np.int8): tfs_pb2.DT_INT8, np.dtype(np.bool_): tfs_pb2.DT_BOOL,
 }
-_NUMPY = {v: k for k, v in _DTYPES.items()}
+_NUMPY: dict[int, np.dtype] = {v: k for k, v in _DTYPES.items()}  # type: ignore[misc]  # numpy's stubs
 _VALS = {tfs_pb2.DT_FLOAT: "float_val", tfs_pb2.DT_DOUBLE: "double_val", tfs_pb2.DT_INT32: "int_val",
          tfs_pb2.DT_INT16: "int_val", tfs_pb2.DT_INT8: "int_val", tfs_pb2.DT_UINT8: "int_val",
          tfs_pb2.DT_INT64: "int64_val", tfs_pb2.DT_BOOL: "bool_val"}
@@ -33,8 +33,9 @@ def to_ndarray(t: tfs_pb2.TensorProto) -> np.ndarray:
     """A TensorProto (tensor_content or typed ``*_val`` fields, strings decoded) as numpy."""
     shape = [d.size for d in t.tensor_shape.dim]
     if t.dtype == tfs_pb2.DT_STRING:
-        vals = [v.decode("utf-8") for v in t.string_val]
-        return np.array(vals if len(vals) != 1 or not shape else vals * int(np.prod(shape)), dtype=object).reshape(shape)
+        texts = [v.decode("utf-8") for v in t.string_val]
+        return np.array(texts if len(texts) != 1 or not shape else texts * int(np.prod(shape)),
+                        dtype=object).reshape(shape)
     if t.dtype not in _NUMPY:
         raise TypeError(f"unsupported TensorProto dtype {t.dtype}")
     dtype = _NUMPY[t.dtype]

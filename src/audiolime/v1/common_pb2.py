@@ -14,13 +14,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61udiolime/v1/common.proto\x12\x0c\x61udiolime.v1\"J\n\nAudioInput\x12\x11\n\x07\x63ontent\x18\x01 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x12\x10\n\x08\x66ilename\x18\x03 \x01(\tB\x08\n\x06sourceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61udiolime/v1/common.proto\x12\x0c\x61udiolime.v1\"J\n\nAudioInput\x12\x11\n\x07\x63ontent\x18\x01 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x12\x10\n\x08\x66ilename\x18\x03 \x01(\tB\x08\n\x06sourceBg\n\x16io.github.audiolime.v1B\x0b\x43ommonProtoP\x01Z>github.com/audiolime/audiolime/gen/go/audiolime/v1;audiolimev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'audiolime.v1.common_pb2', _globals)
 if _descriptor._USE_C_DESCRIPTORS == False:
-  DESCRIPTOR._options = None
+  _globals['DESCRIPTOR']._options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\026io.github.audiolime.v1B\013CommonProtoP\001Z>github.com/audiolime/audiolime/gen/go/audiolime/v1;audiolimev1'
   _globals['_AUDIOINPUT']._serialized_start=43
   _globals['_AUDIOINPUT']._serialized_end=117
 # @@protoc_insertion_point(module_scope)

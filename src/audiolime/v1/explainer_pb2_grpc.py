@@ -41,6 +41,16 @@ class ExplainerStub(object):
                 request_serializer=audiolime_dot_v1_dot_explainer__pb2.CancelExplanationRequest.SerializeToString,
                 response_deserializer=audiolime_dot_v1_dot_explainer__pb2.ExplanationJob.FromString,
                 )
+        self.ListExplanations = channel.unary_unary(
+                '/audiolime.v1.Explainer/ListExplanations',
+                request_serializer=audiolime_dot_v1_dot_explainer__pb2.ListExplanationsRequest.SerializeToString,
+                response_deserializer=audiolime_dot_v1_dot_explainer__pb2.ListExplanationsResponse.FromString,
+                )
+        self.WatchExplanation = channel.unary_stream(
+                '/audiolime.v1.Explainer/WatchExplanation',
+                request_serializer=audiolime_dot_v1_dot_explainer__pb2.WatchExplanationRequest.SerializeToString,
+                response_deserializer=audiolime_dot_v1_dot_explainer__pb2.WatchExplanationResponse.FromString,
+                )
 
 
 class ExplainerServicer(object):
@@ -86,6 +96,22 @@ class ExplainerServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListExplanations(self, request, context):
+        """The caller's own jobs (another caller's never appear), newest first, a page at a time. Each
+        job comes without its result (GetExplanation or WatchExplanation return it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchExplanation(self, request, context):
+        """Follows one job: its state at once, then each change of state or progress, ending with the
+        finished job (with its result when SUCCEEDED). The alternative to polling GetExplanation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExplainerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +139,16 @@ def add_ExplainerServicer_to_server(servicer, server):
                     servicer.CancelExplanation,
                     request_deserializer=audiolime_dot_v1_dot_explainer__pb2.CancelExplanationRequest.FromString,
                     response_serializer=audiolime_dot_v1_dot_explainer__pb2.ExplanationJob.SerializeToString,
+            ),
+            'ListExplanations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExplanations,
+                    request_deserializer=audiolime_dot_v1_dot_explainer__pb2.ListExplanationsRequest.FromString,
+                    response_serializer=audiolime_dot_v1_dot_explainer__pb2.ListExplanationsResponse.SerializeToString,
+            ),
+            'WatchExplanation': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchExplanation,
+                    request_deserializer=audiolime_dot_v1_dot_explainer__pb2.WatchExplanationRequest.FromString,
+                    response_serializer=audiolime_dot_v1_dot_explainer__pb2.WatchExplanationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -208,5 +244,39 @@ class Explainer(object):
         return grpc.experimental.unary_unary(request, target, '/audiolime.v1.Explainer/CancelExplanation',
             audiolime_dot_v1_dot_explainer__pb2.CancelExplanationRequest.SerializeToString,
             audiolime_dot_v1_dot_explainer__pb2.ExplanationJob.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListExplanations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/audiolime.v1.Explainer/ListExplanations',
+            audiolime_dot_v1_dot_explainer__pb2.ListExplanationsRequest.SerializeToString,
+            audiolime_dot_v1_dot_explainer__pb2.ListExplanationsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def WatchExplanation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/audiolime.v1.Explainer/WatchExplanation',
+            audiolime_dot_v1_dot_explainer__pb2.WatchExplanationRequest.SerializeToString,
+            audiolime_dot_v1_dot_explainer__pb2.WatchExplanationResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -49,18 +49,32 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* The ServiceAccount of one component (least privilege: one each, so an IRSA / workload
+identity role or an RBAC binding names exactly one component); call with
+(dict "ctx" $ "component" "explainer"). serviceAccount.name set: that one account for all. */}}
 {{- define "audiolime.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create -}}
-{{- default (include "audiolime.fullname" .) .Values.serviceAccount.name -}}
+{{- $v := .ctx.Values.serviceAccount -}}
+{{- if $v.name -}}
+{{- $v.name -}}
+{{- else if $v.create -}}
+{{- printf "%s-%s" (include "audiolime.fullname" .ctx) .component | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+default
 {{- end -}}
 {{- end -}}
 
 {{/* One of our images; call with (dict "ctx" $ "name" "separator" "suffix" ""). */}}
+{{/* One of our images: <registry>/audiolime-<name>:<tag><suffix>, or @<digest> when
+image.digest.<name> is set (the tag is then left out: the digest names one exact image). */}}
 {{- define "audiolime.image" -}}
+{{- $registry := include "audiolime.registry" (dict "ctx" .ctx "registry" .ctx.Values.image.registry) -}}
+{{- $digest := index (default dict .ctx.Values.image.digest) .name -}}
+{{- if $digest -}}
+{{- printf "%s/audiolime-%s@%s" $registry .name $digest -}}
+{{- else -}}
 {{- $tag := default .ctx.Chart.AppVersion .ctx.Values.image.tag -}}
-{{- printf "%s/audiolime-%s:%s%s" .ctx.Values.image.registry .name $tag (default "" .suffix) -}}
+{{- printf "%s/audiolime-%s:%s%s" $registry .name $tag (default "" .suffix) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "audiolime.separatorImage" -}}
@@ -219,9 +233,14 @@ lifecycle:
 
 {{- define "audiolime.modelsImage" -}}
 {{- $m := .Values.models.image -}}
-{{- $repo := default (printf "%s/audiolime-models" .Values.image.registry) $m.repository -}}
+{{- $registry := include "audiolime.registry" (dict "ctx" . "registry" .Values.image.registry) -}}
+{{- $repo := default (printf "%s/audiolime-models" $registry) $m.repository -}}
+{{- with .Values.image.digest.models -}}
+{{- printf "%s@%s" $repo . -}}
+{{- else -}}
 {{- $tag := default (default .Chart.AppVersion .Values.image.tag) $m.tag -}}
 {{- printf "%s:%s%s" $repo $tag $m.tagSuffix -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Init container that fills the model volume (an initContainers list item, or nothing); call with
@@ -451,4 +470,57 @@ certificates and tokens when they change. */}}
 {{- define "audiolime.severalExplainers" -}}
 {{- $e := .Values.explainer -}}
 {{- if or $e.autoscaling.enabled (gt (int $e.replicas) 1) }}true{{ end -}}
+{{- end -}}
+
+{{/* The registry of an image: global.imageRegistry when set, else the image's own. */}}
+{{- define "audiolime.registry" -}}
+{{- default .registry .ctx.Values.global.imageRegistry -}}
+{{- end -}}
+
+{{/* A third-party image (repository, tag): under global.imageRegistry (a mirror) when set, its own
+registry host (a first path part with a dot, e.g. quay.io) dropped: quay.io/minio/minio ->
+<mirror>/minio/minio, tensorflow/serving -> <mirror>/tensorflow/serving. */}}
+{{- define "audiolime.thirdPartyImage" -}}
+{{- $repo := .repository -}}
+{{- with .ctx.Values.global.imageRegistry -}}
+{{- $parts := splitList "/" $repo -}}
+{{- if and (gt (len $parts) 1) (contains "." (first $parts)) }}{{ $repo = join "/" (rest $parts) }}{{ end -}}
+{{- $repo = printf "%s/%s" . $repo -}}
+{{- end -}}
+{{- printf "%s:%s" $repo .tag -}}
+{{- end -}}
+
+{{/* Pod template labels: the component's, then podLabels (global, then the component's). */}}
+{{- define "audiolime.podLabels" -}}
+{{- include "audiolime.componentLabels" (dict "ctx" .ctx "component" .component) }}
+{{- with merge (deepCopy (default dict (index .ctx.Values .component).podLabels)) (default dict .ctx.Values.podLabels) }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* podAnnotations (the component's over the global ones), as YAML lines or nothing. */}}
+{{- define "audiolime.podAnnotations" -}}
+{{- with merge (deepCopy (default dict (index .ctx.Values .component).podAnnotations)) (default dict .ctx.Values.podAnnotations) }}
+{{- toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod spec fields every workload takes: imagePullSecrets, priorityClassName, runtimeClassName
+(the component's, else the global one; the GPU separator's separator.gpu.runtimeClassName first). */}}
+{{- define "audiolime.podExtras" -}}
+{{- $c := index .ctx.Values .component -}}
+{{- $runtime := default .ctx.Values.runtimeClassName $c.runtimeClassName -}}
+{{- if and (eq .component "separator") (eq .ctx.Values.separator.accelerator "gpu") .ctx.Values.separator.gpu.runtimeClassName }}
+{{- $runtime = .ctx.Values.separator.gpu.runtimeClassName }}
+{{- end }}
+{{- with .ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with default .ctx.Values.priorityClassName $c.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $runtime }}
+runtimeClassName: {{ . }}
+{{- end }}
 {{- end -}}

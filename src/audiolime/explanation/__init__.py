@@ -1,0 +1,1 @@
+"""An explanation as a document (explanation.json), its listenable files, and their one writer."""
