@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{ {k: round(v, 2) for k, v in free.timings_s.items()} }")
         for deadline in args.deadlines:
             outcomes: collections.Counter = collections.Counter()
-            walls, masks, stab = [], [], []
+            walls, masks, stab, sets, curves = [], [], [], [], 0
             stages: collections.defaultdict = collections.defaultdict(list)
             for run in range(args.runs):
                 t = time.perf_counter()
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                     outcomes[f"OK/{resp.stopping.reason}"] += 1
                     masks.append(resp.stopping.masks)
                     stab.append(resp.stopping.stability)
+                    faith = resp.targets[0].faithfulness
+                    sets.append(faith.verdict.random_sets)
+                    curves += faith.HasField("deletion")
                     for k, v in resp.timings_s.items():
                         stages[k].append(v)
                 walls.append(time.perf_counter() - t)
@@ -80,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             line = f"{kind} {deadline:5.1f} s: {got}/{args.runs} answered {dict(outcomes)}; wall median " \
                    f"{statistics.median(walls):.2f} s, max {max(walls):.2f} s"
             if masks:
-                line += f"; masks median {statistics.median(masks):.0f}, stability median {statistics.median(stab):.2f}"
+                line += (f"; masks median {statistics.median(masks):.0f}, stability median {statistics.median(stab):.2f}"
+                         f"; checks: verdict random sets median {statistics.median(sets):.0f}, curves in "
+                         f"{curves}/{len(masks)}")
             if stages:
                 line += "; stage medians " + str({k: round(statistics.median(v), 2) for k, v in stages.items()})
             print(line, flush=True)

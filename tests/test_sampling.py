@@ -287,13 +287,16 @@ def test_a_deadline_stops_adaptive_sampling_with_the_ranking_so_far(monkeypatch)
     assert [rc.weight for rc in late.targets[0].ranking] == [rc.weight for rc in free.targets[0].ranking]
 
 
-def test_a_budget_too_short_for_the_first_round_shrinks_it_and_says_budget(monkeypatch):
+def test_a_budget_too_short_for_the_first_round_shrinks_it_and_its_checks_and_says_budget(monkeypatch):
     """A budget (reason "budget") with a known cost per window (window_s, from the song scan) that
-    cannot hold the usual first round and its checks: the first round is what fits, even and never
-    below d'+1, the explanation ends within the budget and says "budget"; with no time for even
-    d'+1 masks it still answers from d'+1 (the least a surrogate needs)."""
+    cannot hold the usual first round and its checks: the checks beyond keep/drop take at most half of
+    what is left (curves go first, then random sets down to DEADLINE_MIN_RANDOM_SETS), the first round
+    is what fits beside them, even and never below d'+1; the explanation ends within the budget, says
+    "budget", and its warnings name the checks left out. With no time for even d'+1 masks it still
+    answers from d'+1 (the least a surrogate needs)."""
     from audiolime.method import surrogate
     from audiolime.method.engine import Deadline
+    from audiolime.method.request import DEADLINE_MIN_RANDOM_SETS
 
     monkeypatch.setattr(surrogate, "TIE", 0.0)
     d, per_mask = 12, 0.01
@@ -305,18 +308,50 @@ def test_a_budget_too_short_for_the_first_round_shrinks_it_and_says_budget(monke
         return tagger(x)
 
     request = ExplainRequest(num_samples=0, max_samples=1024, top_k=3, seed=1, time_budget_s=1.0)
-    checks = 2 + 2 * d + 2 + 2 * RANDOM_SETS  # keep, drop, both curves, the verdict's sets
+    full = 2 + 2 * d + 2 + 2 * RANDOM_SETS  # keep, drop, both curves, the verdict's sets
     assert round_sizes(d, 1024)[0] == 256
-    # the engine's first call is the unperturbed window (1 window), then the first round is sized
-    for at, first in ((per_mask * (1 + 100 + checks + 0.5), 100), (per_mask * (1 + 7 + checks), 14)):
+    # the engine's first call is the unperturbed window (1 window), then checks and first round are sized;
+    # room: windows left after it
+    cases = [(100 + full, 100, True, RANDOM_SETS),  # every check fits beside 100 masks
+             (67, 32, False, RANDOM_SETS),  # 67 windows: curves (26) + sets (32) > half of 65 -> curves go
+             (40, 20, False, 9),  # half of 38 is 19 -> 9 sets (18); the first round gets the other 20
+             (10, 14, False, DEADLINE_MIN_RANDOM_SETS)]  # nothing fits: d'+1 masks, the fewest sets
+    for room, first, curves, sets in cases:
         clock["t"] = 0.0
+        at = per_mask * (1 + room + 0.5)
         budget = Deadline(at, clock=lambda: clock["t"], reason="budget", window_s=per_mask)
         exp = Engine(timed, ["t", "c"]).explain(MaskFactorization(d), np.ones(d, np.float32), [0], request,
                                                 deadline=budget)
-        assert exp.stopping.reason == "budget" and exp.stopping.rounds == 1 and exp.num_samples == first
-        if first > d + 2:
-            assert clock["t"] <= at
+        assert exp.stopping.reason == "budget" and exp.stopping.rounds == 1 and exp.num_samples == first, room
+        faith = exp.targets[0].faithfulness
+        assert (faith.deletion is not None, faith.verdict.random_sets) == (curves, sets) == \
+            (exp.checks.curves, exp.checks.random_sets), room
+        assert bool(exp.warnings) == (not curves or sets < RANDOM_SETS), room
+        if not curves:
+            assert "no deletion/insertion curves" in exp.warnings[0]
+        if room >= first + exp.checks.masks(d, 1):
+            assert clock["t"] <= at, room
     assert Deadline.earliest(None, budget, Deadline(at - 1)).reason == "deadline" and Deadline.earliest() is None
+
+
+def test_a_deadline_keeps_curves_the_caller_asked_for(monkeypatch):
+    """curves="on" is the caller's: a short deadline reduces random sets but keeps both curves."""
+    from audiolime.method.engine import Deadline
+
+    d, per_mask = 12, 0.01
+    clock = {"t": 0.0}
+    tagger = linear_tagger(np.array([0.5, 0.4, 0.2, 0.2] + [0.0] * (d - 4)), noise=0.05)
+
+    def timed(x):
+        clock["t"] += per_mask * len(x)
+        return tagger(x)
+
+    request = ExplainRequest(num_samples=0, max_samples=1024, top_k=3, seed=1, curves="on")
+    exp = Engine(timed, ["t", "c"]).explain(MaskFactorization(d), np.ones(d, np.float32), [0], request,
+                                            deadline=Deadline(per_mask * 60, clock=lambda: clock["t"],
+                                                              window_s=per_mask))
+    assert exp.targets[0].faithfulness.deletion is not None and exp.checks.curves
+    assert exp.checks.random_sets < RANDOM_SETS and "random sets" in exp.warnings[0]
 
 
 def test_fixed_n_reports_stability_and_exhaustive_small_spaces():

@@ -31,7 +31,7 @@ import numpy as np
 from audiolime.errors import InvalidInput
 from audiolime.method.events import Event, EventSink, RankedSoFar, Ranking, ignore
 from audiolime.method.faithfulness import Curve, DropTopK, Verdict, deletion_masks, insertion_masks, random_sets, verdict
-from audiolime.method.request import AS_GOOD_SHARE, DEFAULT_BATCH_SIZE, ValidRequest
+from audiolime.method.request import AS_GOOD_SHARE, DEADLINE_MIN_RANDOM_SETS, DEFAULT_BATCH_SIZE, ValidRequest
 from audiolime.method.sampling import MaskSet, MaskStream, enumerate_masks, exhaustive_at, mask_set, round_sizes
 from audiolime.method.surrogate import SurrogateFit, fit_round
 
@@ -98,6 +98,42 @@ class TargetExplanation:
 
 
 @dataclass(frozen=True)
+class Checks:
+    """The faithfulness checks after sampling, per target: keep and drop the top-k (always), the
+    deletion/insertion curves (2 d'+2 masks) and the verdict's ``random_sets`` random k-sets, each
+    kept alone and removed."""
+
+    curves: bool
+    random_sets: int
+
+    @classmethod
+    def of(cls, request: ValidRequest, d: int) -> Checks:
+        """What the request asks for over ``d`` components."""
+        return cls(request.curves_for(d), request.random_sets)
+
+    def masks(self, d: int, targets: int) -> int:
+        """Tagger windows the checks take at most (fewer when the sampling already ran some)."""
+        return targets * (2 + (2 * d + 2 if self.curves else 0) + 2 * self.random_sets)
+
+    def reduced_from(self, asked: Checks) -> str | None:
+        """A warning for the document when these are fewer checks than ``asked`` (None: the same)."""
+        if self == asked:
+            return None
+        what = []
+        if asked.curves and not self.curves:
+            what.append("no deletion/insertion curves")
+        if self.random_sets < asked.random_sets:
+            what.append(f"the verdict from {self.random_sets} random sets, not {asked.random_sets}")
+        return "the deadline left too little time for every faithfulness check: " + ", ".join(what)
+
+
+def min_first_round(d: int) -> int:
+    """The fewest masks a first round may have: d'+1 (a linear surrogate's unknowns), rounded up to an
+    even count (paired masks come in pairs)."""
+    return d + 1 + (d + 1) % 2
+
+
+@dataclass(frozen=True)
 class Deadline:
     """When the caller stops waiting (``at``, on ``clock``'s time) and how long must be left once
     sampling stops (``reserve_s``: whatever the door still does, e.g. publishing). After each
@@ -136,17 +172,38 @@ class Deadline:
         """Whether ``seconds`` more work, then the reserve, end before the deadline."""
         return self.clock() + seconds + self.reserve_s <= self.at
 
+    def room(self) -> int:
+        """Tagger windows that still fit, at :attr:`window_s` a window (a large number when unknown)."""
+        if self.window_s <= 0:
+            return 2 ** 62
+        return int((self.at - self.reserve_s - self.clock()) / self.window_s)
+
     def first_rounds(self, sizes: list[int], d: int, checks: int) -> list[int]:
         """``sizes`` (cumulative masks per adaptive round) with a first round that fits, with the
         ``checks`` masks that follow sampling, in what is left at :attr:`window_s` a window; never
-        fewer than d'+1 masks (rounded up to an even count: paired masks come in pairs)."""
-        if self.window_s <= 0:
-            return sizes
-        room = int((self.at - self.reserve_s - self.clock()) / self.window_s) - checks
+        fewer than :func:`min_first_round` masks."""
+        room = self.room() - checks
         if room >= sizes[0]:
             return sizes
-        first = max(d + 1 + (d + 1) % 2, room - room % 2)
+        first = max(min_first_round(d), room - room % 2)
         return [first, *[s for s in sizes if s > first]]
+
+    def sized_checks(self, asked: Checks, first: int, d: int, targets: int, curves_required: bool) -> Checks:
+        """The checks that fit beside a first round of ``first`` masks: ``asked`` when both fit; otherwise
+        keep and drop stay, and what else the checks take is at most half of what is left after them
+        (sampling keeps the other half, at least :func:`min_first_round`): first the curves go (unless
+        ``curves_required``: the caller asked for them), then random sets, down to
+        :data:`~audiolime.method.request.DEADLINE_MIN_RANDOM_SETS`."""
+        room = self.room()
+        if room >= first + asked.masks(d, targets):
+            return asked
+        essential = Checks(False, 0).masks(d, targets)
+        optional = max(0, min((room - essential) // 2, room - essential - min_first_round(d)))
+        curves = asked.curves and (curves_required or
+                                   Checks(True, asked.random_sets).masks(d, targets) - essential <= optional)
+        left = optional - (Checks(curves, 0).masks(d, targets) - essential)
+        sets = min(asked.random_sets, max(DEADLINE_MIN_RANDOM_SETS, left // (2 * targets)))
+        return Checks(curves, sets)
 
 
 def descending(weights: np.ndarray) -> np.ndarray:
@@ -182,6 +239,8 @@ class WindowExplanation:
     timings_s: dict[str, float]
     stopping: Stopping
     metric_calls: int  # tagger windows spent on the faithfulness metrics (beyond the sampled masks)
+    checks: Checks  # the faithfulness checks computed (fewer than asked when a deadline was short)
+    warnings: tuple[str, ...] = ()  # for the document (e.g. checks a deadline left out)
 
     @property
     def num_samples(self) -> int:
@@ -299,8 +358,10 @@ class Engine:
         prediction = self.evaluate(lambda _: window[None, :].astype(np.float32), np.ones((1, 1)))[0]
         target_idx = list(targets) if targets else [int(np.argmax(prediction))]
         timings["predict"] += time.perf_counter() - t0
-        masks, unique_pred, fit, stability, stopping = self._sample(factorization.info, target_idx,
-                                                                    request, memo, events, timings, deadline)
+        d = factorization.num_components
+        asked = Checks.of(request, d)
+        masks, unique_pred, fit, stability, stopping, checks = self._sample(factorization.info, target_idx, request,
+                                                                            asked, memo, events, timings, deadline)
         events(Event("fidelity"))
         t3 = time.perf_counter()
         rankings = []
@@ -309,25 +370,28 @@ class Engine:
             rankings.append([RankedComponent(r + 1, factorization.info[i], float(fit.coef[j, i]))
                              for r, i in enumerate(order)])
         results, metric_calls = self._faithfulness(factorization, masks, memo, prediction, target_idx, rankings,
-                                                   fit, stability, request)
+                                                   fit, stability, request, checks)
         timings["fidelity"] = time.perf_counter() - t3
-        return WindowExplanation(prediction, results, masks, unique_pred, timings, stopping, metric_calls)
+        note = checks.reduced_from(asked)
+        return WindowExplanation(prediction, results, masks, unique_pred, timings, stopping, metric_calls, checks,
+                                 (note,) if note else ())
 
-    def _sample(self, info: Sequence[Any], target_idx: list[int], request: ValidRequest, memo: MaskPredictions,
-                events: EventSink, timings: dict[str, float], deadline: Deadline | None = None
-                ) -> tuple[MaskSet, np.ndarray, SurrogateFit, np.ndarray, Stopping]:
+    def _sample(self, info: Sequence[Any], target_idx: list[int], request: ValidRequest, asked: Checks,
+                memo: MaskPredictions, events: EventSink, timings: dict[str, float], deadline: Deadline | None = None
+                ) -> tuple[MaskSet, np.ndarray, SurrogateFit, np.ndarray, Stopping, Checks]:
         """Draw, evaluate and fit, round by round, until the stopping rule holds; each adaptive
-        round ends with its :class:`~audiolime.method.events.Ranking`."""
+        round ends with its :class:`~audiolime.method.events.Ranking`. Under a deadline, the checks
+        that follow are sized first (:meth:`Deadline.sized_checks`), then the first round."""
         d = len(info)
         sizes = round_sizes(d, request.max_samples) if request.adaptive else [request.num_samples]
         stream = MaskStream(d, request.seed, request.kernel, request.sampling == "paired")
         rows = np.empty((0, d), np.uint8)
         spent, evaluated = 0.0, 0  # on the deadline's clock: what the rounds' masks cost
-        # masks of the faithfulness checks that follow sampling (at most: keep, drop, the curves and the
-        # verdict's random sets kept and removed, per target)
-        checks = len(target_idx) * (2 + (2 * d + 2 if request.curves_for(d) else 0) + 2 * request.random_sets)
+        plan = asked
         if request.adaptive and deadline is not None:
-            sizes = deadline.first_rounds(sizes, d, checks)
+            plan = deadline.sized_checks(asked, sizes[0], d, len(target_idx), request.curves == "on")
+            sizes = deadline.first_rounds(sizes, d, plan.masks(d, len(target_idx)))
+        checks = plan.masks(d, len(target_idx))
         for rnd, size in enumerate(sizes, 1):
             t = time.perf_counter()
             exhaustive = exhaustive_at(d, size)
@@ -354,7 +418,7 @@ class Engine:
             if reason:
                 events(Event("fit"))  # once: the stages stay in order (a round's refit belongs to predict)
                 return masks, unique_pred, fit, stability, Stopping(rnd, masks.num_samples, reason,
-                                                                    float(stability.min()))
+                                                                    float(stability.min())), plan
         raise AssertionError("the last round always stops")  # pragma: no cover
 
     def _ranking(self, rnd: int, masks: int, info: Sequence[Any], target_idx: list[int], fit: SurrogateFit,
@@ -368,19 +432,18 @@ class Engine:
 
     def _faithfulness(self, factorization: Factorization, masks: MaskSet, memo: MaskPredictions,
                       prediction: np.ndarray, target_idx: list[int], rankings: list[list[RankedComponent]],
-                      fit: SurrogateFit, stability: np.ndarray, request: ValidRequest
+                      fit: SurrogateFit, stability: np.ndarray, request: ValidRequest, checks: Checks
                       ) -> tuple[list[TargetExplanation], int]:
         """Keep-top-k, drop-top-k, the verdict's random k-sets (kept alone and removed) and (when on)
         deletion/insertion curves of every target, as one batched evaluation; masks the sampling
         already evaluated (or another target's) are not run again."""
-        d = factorization.num_components
-        curves = request.curves_for(d)
+        d, curves = factorization.num_components, checks.curves
         blocks, chosen = [], []
         for ranking in rankings:
             pos = tuple(rc.component.index for rc in ranking[:request.top_k] if rc.weight > 0)
             keep = np.zeros((1, d), np.uint8)
             keep[0, list(pos)] = 1
-            rand = random_sets(d, len(pos), request.random_sets, request.seed)
+            rand = random_sets(d, len(pos), checks.random_sets, request.seed)
             block = [keep, 1 - keep, rand, 1 - rand]
             if curves:
                 order = np.array([rc.component.index for rc in ranking])
@@ -399,7 +462,7 @@ class Engine:
                                 self.labels[int(np.argmax(p_keep))], float(p_keep[tag]), p_keep)
             drop = DropTopK(chosen[j], int(np.argmax(p_drop)) == top, self.labels[int(np.argmax(p_drop))],
                             float(p_drop[tag]))
-            r = request.random_sets
+            r = checks.random_sets
             keep_random, drop_random = preds[at + 2:at + 2 + r, tag], preds[at + 2 + r:at + 2 + 2 * r, tag]
             verdict_ = verdict(self.labels[tag], len(chosen[j]), int(np.argmax(p_keep)) == tag, float(p_keep[tag]),
                                keep_random, int(np.argmax(p_drop)) != tag, float(p_drop[tag]), drop_random,

@@ -149,6 +149,7 @@ def explain_song(plan: Plan, audio: Audio, audio_name: str, tagger: Tagger, stem
     window = fit_length(mono[None, start_m:start_m + w], w)[0]
     exp = engine.explain(fact, window, targets, request, events, deadline=deadline)
     timings_s.update(exp.timings_s)
+    warnings.extend(exp.warnings)
     window_listen = fit_length(audio.waveform[:, a:b], b - a)
     return SongExplanation(plan, audio, audio_name, tagger, window_start_s, song_pred, stems, fact, exp,
                            window_listen, timings_s, warnings)

@@ -41,6 +41,9 @@ TIE = 0.05
 # sufficient/necessary only if at most AS_GOOD_SHARE of the random sets do as well.
 RANDOM_SETS = 16
 MAX_RANDOM_SETS = 64
+# Under a deadline that leaves too little room, the checks shrink (engine.Deadline.sized_checks) but
+# keep at least this many random sets: fewer and "as good as at most a quarter" means nothing.
+DEADLINE_MIN_RANDOM_SETS = 4
 AS_GOOD_SHARE = 0.25
 MAX_TIME_BUDGET_S = 3600.0  # time_budget_s: an hour (the longest admitted explanation takes minutes)
 
