@@ -203,6 +203,52 @@ def test_hpss_variant_is_served_and_cached_like_any_model(file_server, shared) -
     assert len([r for r in json_logs(log) if r.get("message") == "spleeter model loaded"]) == 1
 
 
+def test_a_window_separates_only_its_chunks_and_equals_the_whole_recording_there(file_server, karissa,
+                                                                                  tmp_path) -> None:
+    """A window (a 22.05 kHz recording of 100 s, the window 61-64 s): only its chunks run, its stems
+    are an entry of their own beginning at start_sample (> 0, the resampling margin before the
+    window included), and they equal the whole recording's stems there (one chunk grid); once the
+    whole recording is cached it serves the window. Bad windows are INVALID_ARGUMENT naming the field."""
+    from audiolime.method.waveform import resample
+
+    _, channel, _, store, _ = file_server
+    rate = 22050
+    song = resample(karissa.waveform[:, :100 * 44100], 44100, rate)
+    path = tmp_path / "window.flac"
+    sf.write(str(path), song.T, rate, subtype="PCM_24")
+    content = path.read_bytes()
+    start, end = 61 * rate, 64 * rate
+
+    def separate(window=(0, 0)):
+        req = request(content)
+        req.window_start, req.window_end = window
+        return stub(channel).Separate(req, timeout=300)
+
+    win = separate((start, end))
+    assert not win.cache_hit and abs(win.duration_s - 100) < 1e-3
+    for s in win.stems:
+        assert s.sample_rate == 44100 and 0 < s.start_sample <= 2 * start
+        assert s.start_sample + s.num_samples >= 2 * end and s.num_samples < 5 * 44100
+        assert f"/window-{start}-{end}/" in s.uri
+    assert (store / "stems" / "2stems" / win.audio_sha256 / f"window-{start}-{end}" / "manifest.json").is_file()
+    assert not (store / "stems" / "2stems" / win.audio_sha256 / "manifest.json").exists()  # no whole song
+    assert separate((start, end)).cache_hit  # the window's own entry
+
+    whole = separate()
+    assert not whole.cache_hit and all(s.start_sample == 0 and s.num_samples == 100 * 44100 for s in whole.stems)
+    for w, f in zip(win.stems, whole.stems, strict=True):
+        part, full = read_flac_uri(w.uri)[0], read_flac_uri(f.uri)[0]
+        there = full[:, w.start_sample:w.start_sample + w.num_samples]
+        assert np.max(np.abs(part - there)) < 1e-4, w.name  # FLAC's 24 bits: the same separation
+    again = separate((start, end))
+    assert again.cache_hit and [s.uri for s in again.stems] == [s.uri for s in whole.stems]
+
+    for window, field in (((5, 5), "window_end"), ((-1, 10), "window_start"), ((0, 101 * rate), "window_end")):
+        with pytest.raises(grpc.RpcError) as info:
+            separate(window)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in info.value.details(), window
+
+
 def test_ten_minute_song_over_grpc(file_server, karissa, tmp_path) -> None:
     """A 10-minute 44.1 kHz stereo song (a shared song tiled, ~60 MiB FLAC inline) separates into full-length stems by reference."""
     _, channel, mport, store, _ = file_server

@@ -273,8 +273,11 @@ class RemoteSeparator:
         self.s3_endpoint = s3_endpoint
         self.s3_region = s3_region
 
-    def separate(self, audio: AudioSource, model: str) -> separator_pb2.SeparateResponse:
-        req = separator_pb2.SeparateRequest(audio=wire.audio_to_proto(audio), model=model)
+    def separate(self, audio: AudioSource, model: str, window: tuple[int, int] = (0, 0)
+                 ) -> separator_pb2.SeparateResponse:
+        """The stems of the recording, or (``window``, sample frames of the input) of that window."""
+        req = separator_pb2.SeparateRequest(audio=wire.audio_to_proto(audio), model=model,
+                                            window_start=window[0], window_end=window[1])
         try:
             return self.policy.call(self._stub.Separate, req, "separator Separate")
         except grpc.RpcError as exc:
@@ -289,9 +292,9 @@ class RemoteSeparator:
 
 class RemoteStems:
     """The pipeline's ``StemSource`` over the separator service: the separator separates (and
-    caches) the whole recording on the shared chunk grid; the window's region is read back from the
-    store and made into window stems exactly as a local separation does
-    (:func:`~audiolime.method.stems.window_stems`)."""
+    caches) the chunks covering the window on the shared chunk grid (or has the whole recording
+    cached); the window's region is read back from the store and made into window stems exactly as
+    a local separation does (:func:`~audiolime.method.stems.window_stems`)."""
 
     def __init__(self, separator: RemoteSeparator, audio: AudioSource, model: str) -> None:
         self._separator = separator
@@ -299,14 +302,17 @@ class RemoteStems:
         self._model = model
 
     def window(self, audio: Audio, start: int, end: int) -> Stems:
-        resp = self._separator.separate(self._audio, self._model)
+        resp = self._separator.separate(self._audio, self._model, (start, end))
         region, a = {}, 0
         for ref in resp.stems:
             if ref.sample_rate != STEM_RATE:
                 raise errors.Unavailable(f"separator stem {ref.name!r} is at {ref.sample_rate} Hz, not {STEM_RATE}")
-            a, b = stem_rate_region(audio.sample_rate, start, end, int(ref.num_samples))
+            # a window's stems end where the region does, so the region computed over them is the same
+            a, b = stem_rate_region(audio.sample_rate, start, end, int(ref.start_sample + ref.num_samples))
+            if a < ref.start_sample:
+                raise errors.Unavailable(f"separator stem {ref.name!r} begins at {ref.start_sample}, after {a}")
             with sf.SoundFile(io.BytesIO(self._separator.read(ref.uri))) as f:
-                f.seek(a)
+                f.seek(a - ref.start_sample)
                 region[ref.name] = np.ascontiguousarray(f.read(b - a, dtype="float32", always_2d=True).T)
         return Stems(window_stems(region, a, audio, start, end), audio.sample_rate, resp.model or self._model,
                      float(resp.residual_rel_rms), bool(resp.cache_hit))

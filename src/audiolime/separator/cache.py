@@ -1,7 +1,10 @@
 """Content-addressed stem cache in the object store.
 
 Layout: ``stems/<model>/<audio_sha256>/<stem>.flac`` (FLAC, 24-bit, 44.1 kHz, the input's channel
-count) plus ``stems/<model>/<audio_sha256>/manifest.json``. The manifest is written LAST: an entry
+count) plus ``stems/<model>/<audio_sha256>/manifest.json``; the stems of one window only (a Separate
+call with a window, when the whole recording is not cached) are an entry of their own under
+``stems/<model>/<audio_sha256>/window-<start>-<end>/`` (the window in the input's sample frames),
+each stem recording where it begins (``start_sample``). The manifest is written LAST: an entry
 exists only when its manifest does, so a crash between stems never leaves a half entry visible
 (a later miss simply rewrites the stems). The manifest also records which weights made the stems
 (``weights``, a fingerprint of the checkpoint): after a model is replaced under its name (e.g. a
@@ -38,6 +41,7 @@ class StemEntry:
     sample_rate: int
     channels: int
     num_samples: int
+    start_sample: int = 0  # where the stored stem begins in the recording (> 0: a window's stems)
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,13 @@ class Manifest:
                    weights=str(d.get("weights", "")))
 
 
-def entry_prefix(model: str, audio_sha256: str) -> str:
-    return f"stems/{model}/{audio_sha256}"
+Window = tuple[int, int]  # [start, end) in sample frames of the decoded input
+
+
+def entry_prefix(model: str, audio_sha256: str, window: Window | None = None) -> str:
+    """Where an entry lives: the whole recording's, or (``window``) the stems of one window."""
+    base = f"stems/{model}/{audio_sha256}"
+    return base if window is None else f"{base}/window-{window[0]}-{window[1]}"
 
 
 class StemWriter:
@@ -105,11 +114,12 @@ class StemCache:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
-    def lookup(self, model: str, audio_sha256: str, weights: str = "") -> Manifest | None:
+    def lookup(self, model: str, audio_sha256: str, weights: str = "", window: Window | None = None
+               ) -> Manifest | None:
         """The complete entry made with ``weights``, or None: a missing or unreadable manifest, one
         made with other weights, or a stem that is gone (e.g. expired by a bucket lifecycle rule),
         counts as a miss and is simply rewritten."""
-        key = f"{entry_prefix(model, audio_sha256)}/{MANIFEST}"
+        key = f"{entry_prefix(model, audio_sha256, window)}/{MANIFEST}"
         try:
             with reachable_store():
                 data = self.store.get(key)
@@ -131,20 +141,24 @@ class StemCache:
             return None
         return manifest
 
-    def stem_key(self, model: str, audio_sha256: str, stem: str) -> str:
-        return f"{entry_prefix(model, audio_sha256)}/{stem}.flac"
+    def stem_key(self, model: str, audio_sha256: str, stem: str, window: Window | None = None) -> str:
+        return f"{entry_prefix(model, audio_sha256, window)}/{stem}.flac"
 
     def commit(self, model: str, audio_sha256: str, stems: dict[str, StemWriter], residual_rel_rms: float,
-               duration_s: float, timings_s: dict[str, float], weights: str = "") -> Manifest:
-        """Upload every stem, then the manifest (which makes the entry visible)."""
+               duration_s: float, timings_s: dict[str, float], weights: str = "", window: Window | None = None,
+               start_sample: int = 0) -> Manifest:
+        """Upload every stem, then the manifest (which makes the entry visible). ``window``: the
+        entry holds that window's stems, beginning at ``start_sample`` of the recording."""
         entries = []
         with reachable_store():
             for name, writer in stems.items():
-                key = self.stem_key(model, audio_sha256, name)
+                key = self.stem_key(model, audio_sha256, name, window)
                 self.store.put(key, writer.finish(), "audio/flac")
-                entries.append(StemEntry(name, key, writer.sample_rate, writer.channels, writer.num_samples))
+                entries.append(StemEntry(name, key, writer.sample_rate, writer.channels, writer.num_samples,
+                                         start_sample))
             manifest = Manifest(model, audio_sha256, entries, residual_rel_rms, duration_s, timings_s, weights)
-            self.store.put(f"{entry_prefix(model, audio_sha256)}/{MANIFEST}", manifest.to_json(), "application/json")
+            self.store.put(f"{entry_prefix(model, audio_sha256, window)}/{MANIFEST}", manifest.to_json(),
+                           "application/json")
         return manifest
 
     def uri(self, key: str) -> str:

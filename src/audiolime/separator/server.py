@@ -34,7 +34,8 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
         self.service = service
 
     def Separate(self, request: separator_pb2.SeparateRequest, context: grpc.ServicerContext):
-        return to_proto(self.service.separate(wire.audio_from_proto(request.audio), request.model))
+        return to_proto(self.service.separate(wire.audio_from_proto(request.audio), request.model,
+                                              (request.window_start, request.window_end)))
 
 
 def to_proto(r: SeparateResult) -> separator_pb2.SeparateResponse:
@@ -42,7 +43,7 @@ def to_proto(r: SeparateResult) -> separator_pb2.SeparateResponse:
         audio_sha256=r.audio_sha256, model=r.model, cache_hit=r.cache_hit, residual_rel_rms=r.residual_rel_rms,
         duration_s=r.duration_s, timings_s=r.timings_s,
         stems=[separator_pb2.StemRef(name=s.name, uri=s.uri, sample_rate=s.sample_rate, channels=s.channels,
-                                     num_samples=s.num_samples) for s in r.stems])
+                                     num_samples=s.num_samples, start_sample=s.start_sample) for s in r.stems])
 
 
 def build_parser() -> argparse.ArgumentParser:

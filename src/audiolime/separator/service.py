@@ -12,6 +12,10 @@
   beyond that fails at once with ``ResourceExhausted`` (gRPC RESOURCE_EXHAUSTED) instead of
   queueing unboundedly, so memory stays bounded on full songs. Cache hits never take a
   separation slot.
+* Windows first: with a window (``[start, end)`` in the input's sample frames), only the chunks
+  covering it run and the entry holds that window's stems (with a resampling margin), unless the
+  whole recording is cached already, which serves every window. Chunks lie on one grid whatever is
+  asked, so a window's stems equal the whole recording's there.
 * Full songs: Spleeter runs on chunks of about ``chunk_s`` seconds with a linear cross-fade over
   their overlap, and stems are streamed into FLAC encoders chunk by chunk, so model memory does
   not grow with the song length. Spleeter itself cuts the spectrogram into independent segments
@@ -34,9 +38,9 @@ from audiolime import audio as audiolib
 from audiolime.errors import InvalidInput, ModelNotFound
 from audiolime.inputs import AudioSource, InputReader
 from audiolime.method.limits import Limits, check_name
-from audiolime.method.stems import STEM_RATE, ChunkPlan, Residual, separate_chunked
+from audiolime.method.stems import STEM_RATE, ChunkPlan, Residual, separate_chunked, stem_rate_region
 from audiolime.method.waveform import Audio, resample
-from audiolime.separator.cache import Manifest, StemCache, StemWriter
+from audiolime.separator.cache import Manifest, StemCache, StemWriter, Window
 from audiolime.server import metrics
 from audiolime.server.admission import Admission
 
@@ -72,6 +76,7 @@ class StemResult:
     sample_rate: int
     channels: int
     num_samples: int
+    start_sample: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,28 +125,44 @@ class SeparationService:
             raise InvalidInput("no audio given: set audio.content or audio.uri")
         return audiolib.decode(content, label, self.config.limits)
 
-    def separate(self, source: AudioSource, model: str = "") -> SeparateResult:
+    def separate(self, source: AudioSource, model: str = "", window: Window | None = None) -> SeparateResult:
+        """The stems of the recording (``window`` None or (0, 0)) or of one window of it."""
         separator = self.model(model)
+        window = check_window(window)
         with self.admission.place() as place:
             t0 = time.perf_counter()
             audio = self.load_audio(source)
+            if window is not None and window[1] > audio.num_samples:
+                raise InvalidInput(f"window_end {window[1]} is past the end of the recording "
+                                   f"({audio.num_samples} sample frames)")
             sha = audio.pcm_sha256()
             decode_s = time.perf_counter() - t0
-            manifest = self.cache.lookup(separator.name, sha, separator.weights)
+            manifest = self._lookup(separator, sha, window)
             if manifest is not None:
                 metrics.SEPARATOR_CACHE.labels(separator.name, "hit").inc()
                 return self._result(manifest, True, {"decode": decode_s})
             metrics.SEPARATOR_CACHE.labels(separator.name, "miss").inc()
             with place.run():
-                manifest = self.cache.lookup(separator.name, sha, separator.weights)  # a concurrent one may have won
+                manifest = self._lookup(separator, sha, window)  # a concurrent one may have won
                 if manifest is not None:
                     return self._result(manifest, True, {"decode": decode_s})
-                manifest = self._separate_and_store(separator, audio, sha)
+                manifest = self._separate_and_store(separator, audio, sha, window)
         return self._result(manifest, False, {"decode": decode_s, **manifest.timings_s})
 
-    def _separate_and_store(self, separator: Separator, audio: Audio, sha: str) -> Manifest:
+    def _lookup(self, separator: Separator, sha: str, window: Window | None) -> Manifest | None:
+        """The whole recording's entry (it serves every window), else the window's own."""
+        whole = self.cache.lookup(separator.name, sha, separator.weights)
+        if whole is not None or window is None:
+            return whole
+        return self.cache.lookup(separator.name, sha, separator.weights, window)
+
+    def _separate_and_store(self, separator: Separator, audio: Audio, sha: str, window: Window | None = None
+                            ) -> Manifest:
         t0 = time.perf_counter()
         mixture = resample(audio.waveform, audio.sample_rate, STEM_RATE)
+        start, end = 0, mixture.shape[1]
+        if window is not None:
+            start, end = stem_rate_region(audio.sample_rate, window[0], window[1], mixture.shape[1])
         writers = {name: StemWriter(STEM_RATE, audio.channels) for name in separator.stems_names}
         residual_of = Residual()
 
@@ -153,20 +174,33 @@ class SeparationService:
         def span(a: int, b: int, mixture: np.ndarray = mixture) -> Mapping[str, np.ndarray]:
             return separator.separate(mixture[:, a:b], STEM_RATE).stems
 
-        separate_chunked(span, mixture, ChunkPlan.for_seconds(self.config.chunk_s), sink)
+        separate_chunked(span, mixture, ChunkPlan.for_seconds(self.config.chunk_s), sink, start, end)
         del mixture, span  # the resampled song is not needed while the stems are stored
         t1 = time.perf_counter()
         metrics.SEPARATION_DURATION.labels(separator.name).observe(t1 - t0)
         residual = residual_of.rel_rms
         manifest = self.cache.commit(separator.name, sha, writers, residual, audio.duration_s,
-                                     {"separate": t1 - t0}, separator.weights)
+                                     {"separate": t1 - t0}, separator.weights, window, start)
         manifest.timings_s["store"] = time.perf_counter() - t1
         log.info("separated", extra={"model": separator.name, "audio_sha256": sha,
                                      "duration_s": audio.duration_s, "separate_s": t1 - t0,
-                                     "residual_rel_rms": residual})
+                                     "residual_rel_rms": residual,
+                                     "stem_samples": [start, end] if window is not None else None})
         return manifest
 
     def _result(self, m: Manifest, hit: bool, timings: dict[str, float]) -> SeparateResult:
-        stems = [StemResult(s.name, self.cache.uri(s.key), s.sample_rate, s.channels, s.num_samples)
+        stems = [StemResult(s.name, self.cache.uri(s.key), s.sample_rate, s.channels, s.num_samples, s.start_sample)
                  for s in m.stems]
         return SeparateResult(m.audio_sha256, m.model, stems, hit, m.residual_rel_rms, m.duration_s, timings)
+
+
+def check_window(window: Window | None) -> Window | None:
+    """A request's window: None for the whole recording ((0, 0) too); otherwise 0 <= start < end."""
+    if window is None or window == (0, 0):
+        return None
+    start, end = int(window[0]), int(window[1])
+    if start < 0:
+        raise InvalidInput(f"window_start must be >= 0, got {start}")
+    if end <= start:
+        raise InvalidInput(f"window_end must be greater than window_start ({start}), got {end}")
+    return start, end

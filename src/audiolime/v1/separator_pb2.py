@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 from audiolime.v1 import common_pb2 as audiolime_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61udiolime/v1/separator.proto\x12\x0c\x61udiolime.v1\x1a\x19\x61udiolime/v1/common.proto\"I\n\x0fSeparateRequest\x12\'\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x18.audiolime.v1.AudioInput\x12\r\n\x05model\x18\x02 \x01(\t\"`\n\x07StemRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12\x13\n\x0bnum_samples\x18\x05 \x01(\x03\"\x90\x02\n\x10SeparateResponse\x12\x14\n\x0c\x61udio_sha256\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05stems\x18\x03 \x03(\x0b\x32\x15.audiolime.v1.StemRef\x12\x11\n\tcache_hit\x18\x04 \x01(\x08\x12\x18\n\x10residual_rel_rms\x18\x05 \x01(\x01\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12?\n\ttimings_s\x18\x07 \x03(\x0b\x32,.audiolime.v1.SeparateResponse.TimingsSEntry\x1a/\n\rTimingsSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32V\n\tSeparator\x12I\n\x08Separate\x12\x1d.audiolime.v1.SeparateRequest\x1a\x1e.audiolime.v1.SeparateResponseBj\n\x16io.github.audiolime.v1B\x0eSeparatorProtoP\x01Z>github.com/audiolime/audiolime/gen/go/audiolime/v1;audiolimev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61udiolime/v1/separator.proto\x12\x0c\x61udiolime.v1\x1a\x19\x61udiolime/v1/common.proto\"s\n\x0fSeparateRequest\x12\'\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x18.audiolime.v1.AudioInput\x12\r\n\x05model\x18\x02 \x01(\t\x12\x14\n\x0cwindow_start\x18\x03 \x01(\x03\x12\x12\n\nwindow_end\x18\x04 \x01(\x03\"v\n\x07StemRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x13\n\x0bsample_rate\x18\x03 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12\x13\n\x0bnum_samples\x18\x05 \x01(\x03\x12\x14\n\x0cstart_sample\x18\x06 \x01(\x03\"\x90\x02\n\x10SeparateResponse\x12\x14\n\x0c\x61udio_sha256\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05stems\x18\x03 \x03(\x0b\x32\x15.audiolime.v1.StemRef\x12\x11\n\tcache_hit\x18\x04 \x01(\x08\x12\x18\n\x10residual_rel_rms\x18\x05 \x01(\x01\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12?\n\ttimings_s\x18\x07 \x03(\x0b\x32,.audiolime.v1.SeparateResponse.TimingsSEntry\x1a/\n\rTimingsSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32V\n\tSeparator\x12I\n\x08Separate\x12\x1d.audiolime.v1.SeparateRequest\x1a\x1e.audiolime.v1.SeparateResponseBj\n\x16io.github.audiolime.v1B\x0eSeparatorProtoP\x01Z>github.com/audiolime/audiolime/gen/go/audiolime/v1;audiolimev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -26,13 +26,13 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_SEPARATERESPONSE_TIMINGSSENTRY']._options = None
   _globals['_SEPARATERESPONSE_TIMINGSSENTRY']._serialized_options = b'8\001'
   _globals['_SEPARATEREQUEST']._serialized_start=73
-  _globals['_SEPARATEREQUEST']._serialized_end=146
-  _globals['_STEMREF']._serialized_start=148
-  _globals['_STEMREF']._serialized_end=244
-  _globals['_SEPARATERESPONSE']._serialized_start=247
-  _globals['_SEPARATERESPONSE']._serialized_end=519
-  _globals['_SEPARATERESPONSE_TIMINGSSENTRY']._serialized_start=472
-  _globals['_SEPARATERESPONSE_TIMINGSSENTRY']._serialized_end=519
-  _globals['_SEPARATOR']._serialized_start=521
-  _globals['_SEPARATOR']._serialized_end=607
+  _globals['_SEPARATEREQUEST']._serialized_end=188
+  _globals['_STEMREF']._serialized_start=190
+  _globals['_STEMREF']._serialized_end=308
+  _globals['_SEPARATERESPONSE']._serialized_start=311
+  _globals['_SEPARATERESPONSE']._serialized_end=583
+  _globals['_SEPARATERESPONSE_TIMINGSSENTRY']._serialized_start=536
+  _globals['_SEPARATERESPONSE_TIMINGSSENTRY']._serialized_end=583
+  _globals['_SEPARATOR']._serialized_start=585
+  _globals['_SEPARATOR']._serialized_end=671
 # @@protoc_insertion_point(module_scope)

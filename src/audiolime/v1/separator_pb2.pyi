@@ -7,26 +7,32 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SeparateRequest(_message.Message):
-    __slots__ = ("audio", "model")
+    __slots__ = ("audio", "model", "window_start", "window_end")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
     audio: _common_pb2.AudioInput
     model: str
-    def __init__(self, audio: _Optional[_Union[_common_pb2.AudioInput, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
+    window_start: int
+    window_end: int
+    def __init__(self, audio: _Optional[_Union[_common_pb2.AudioInput, _Mapping]] = ..., model: _Optional[str] = ..., window_start: _Optional[int] = ..., window_end: _Optional[int] = ...) -> None: ...
 
 class StemRef(_message.Message):
-    __slots__ = ("name", "uri", "sample_rate", "channels", "num_samples")
+    __slots__ = ("name", "uri", "sample_rate", "channels", "num_samples", "start_sample")
     NAME_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    START_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     uri: str
     sample_rate: int
     channels: int
     num_samples: int
-    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., num_samples: _Optional[int] = ...) -> None: ...
+    start_sample: int
+    def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., sample_rate: _Optional[int] = ..., channels: _Optional[int] = ..., num_samples: _Optional[int] = ..., start_sample: _Optional[int] = ...) -> None: ...
 
 class SeparateResponse(_message.Message):
     __slots__ = ("audio_sha256", "model", "stems", "cache_hit", "residual_rel_rms", "duration_s", "timings_s")

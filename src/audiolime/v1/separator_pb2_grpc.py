@@ -27,9 +27,10 @@ class SeparatorServicer(object):
     """
 
     def Separate(self, request, context):
-        """Separates the whole recording. Stems travel by object-store reference, never inline, so
-        a 10-minute song never approaches gRPC message limits. A second request for the same
-        decoded audio and model is served from the cache (cache_hit = true).
+        """Separates the whole recording, or with a window only the chunks that cover it. Stems travel
+        by object-store reference, never inline, so a 10-minute song never approaches gRPC message
+        limits. A second request for the same decoded audio and model (and window) is served from the
+        cache (cache_hit = true); a cached whole recording serves every window.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
