@@ -118,7 +118,7 @@ class ExplainerCore:
 
     def explain(self, task: Task, caller: Caller) -> Published:
         with self.admission.place() as place, place.run(stop=gone(caller)):
-            published = self.service.run(task, watching(caller), cached=True)
+            published = self.service.run(task, watching(caller), cached=True, queued_s=place.waited_s)
         self._expire_later(published, task)
         return published
 
@@ -132,7 +132,8 @@ class ExplainerCore:
             def run() -> None:
                 try:
                     with place.run(stop=gone(caller)):
-                        outcome["result"] = self.service.run(task, watching(caller, events.put), cached=True)
+                        outcome["result"] = self.service.run(task, watching(caller, events.put), cached=True,
+                                                             queued_s=place.waited_s)
                     self._expire_later(outcome["result"], task)
                 except (errors.Cancelled, errors.DeadlineExceeded) as exc:  # nobody is listening any more
                     log.info("explanation stopped", extra={"reason": str(exc)})

@@ -129,6 +129,12 @@ class _TaggerCache:
         return tagger
 
 
+# The stages of an explanation, in order, as the document's timings_s and the stage metric name them:
+# waiting for an admission slot, decoding, the song scan, separation of the window, drawing masks,
+# the tagger on them, fitting the surrogate, the faithfulness checks, writing the artifacts.
+STAGES = ("queue", "decode", "scan", "separate", "sample", "predict", "fit", "fidelity", "store")
+
+
 def caller_deadline() -> Deadline | None:
     """The gRPC caller's deadline as the engine's (None: no deadline, e.g. a job), keeping what
     publishing needs (:meth:`Deadline.for_answer`)."""
@@ -173,19 +179,20 @@ class ExplainerService:
 
     # -- one explanation ---------------------------------------------------------------------
     def run(self, task: Task, events: EventSink = ignore, explanation_id: str | None = None,
-            memory_wait_s: float = 0.0, cached: bool = False) -> Published:
+            memory_wait_s: float = 0.0, cached: bool = False, queued_s: float = 0.0) -> Published:
         """Explain, publish to the store, return it with presigned URLs.
 
         Cheapest first, each before the work it protects: the audio's size and header, the plan
         (the request against the tagger and the header: tags, cost, component memory), and only
         then decoding and separation. With ``cached`` (and ``--cache`` on) the plan's key is looked up
         in the explanation cache first; the caller remembers a computed result once its expiry is
-        scheduled (:meth:`remember`)."""
+        scheduled (:meth:`remember`). ``queued_s``: how long the request waited for its admission slot
+        (the document's ``queue`` stage)."""
         with retry_budget(self.config.tagger_retry_budget):
-            return self._run(task, events, explanation_id, memory_wait_s, cached and self.config.cache)
+            return self._run(task, events, explanation_id, memory_wait_s, cached and self.config.cache, queued_s)
 
     def _run(self, task: Task, events: EventSink, explanation_id: str | None, memory_wait_s: float,
-             cached: bool) -> Published:
+             cached: bool, queued_s: float = 0.0) -> Published:
         req, limits = task.request, self.config.limits
         events(Event("decode"))
         t = time.perf_counter()
@@ -203,7 +210,8 @@ class ExplainerService:
         need = len(content) + memory_bytes(plan, header)
         what = f"a {header.duration_s:.0f} s recording at {header.sample_rate} Hz x {header.channels} channels"
         with self.memory.reserve(need, what, memory_wait_s):
-            published = self._explain(task, events, explanation_id, content, sha, plan, tagger, decode_s)
+            published = self._explain(task, events, explanation_id, content, sha, plan, tagger,
+                                      {"queue": queued_s, "decode": decode_s})
         stopping = published.document.stopping
         if stopping is not None and stopping.reason in ("deadline", "budget"):
             key = ""  # cut short by this caller's time: not the answer to the request itself
@@ -234,25 +242,22 @@ class ExplainerService:
                                                            published.separator_cache_hit))
 
     def _explain(self, task: Task, events: EventSink, explanation_id: str | None, content: bytes, sha: str,
-                 plan: Plan, tagger: Tagger, decode_s: float) -> Published:
-        """``sha``: hex SHA-256 of ``content`` (the song scan's key)."""
+                 plan: Plan, tagger: Tagger, timings: dict[str, float]) -> Published:
+        """``sha``: hex SHA-256 of ``content`` (the song scan's key); ``timings``: the stages so far."""
         req, limits = task.request, self.config.limits
         t = time.perf_counter()
         audio = decode(content, task.audio.name, limits)
-        decode_s += time.perf_counter() - t
+        timings["decode"] += time.perf_counter() - t
         source = self.separator.stems(task.audio, req.separator)
         engine = Engine(tagger.predict, tagger.labels, self.config.batch_size, self.config.max_in_flight)
         scans = StoredScan(self.store, tagger, sha, self.config.batch_size)
-        result = explain_song(plan, audio, task.audio.name, tagger, source, engine, events, {"decode": decode_s},
+        result = explain_song(plan, audio, task.audio.name, tagger, source, engine, events, timings,
                               caller_deadline(), scans)
         events(Event("store"))
         published = self._publish(result, task, explanation_id or uuid.uuid4().hex)
         tm = published.document.timings_s
-        for stage, value in (("decode", tm.get("decode", 0.0)), ("separate", tm.get("separate", 0.0)),
-                             ("predict", tm.get("scan", 0.0) + tm.get("sample", 0.0) + tm.get("predict", 0.0)),
-                             ("fit", tm.get("fit", 0.0)), ("fidelity", tm.get("fidelity", 0.0)),
-                             ("store", tm.get("store", 0.0))):
-            metrics.EXPLANATION_STAGE.labels(stage).observe(value)
+        for stage in STAGES:  # every stage each time (0 when it took nothing, e.g. a kept scan)
+            metrics.EXPLANATION_STAGE.labels(stage).observe(tm.get(stage, 0.0))
         exp = result.explanation
         metrics.MASKS_EVALUATED.labels(tagger.name).inc(exp.unique_samples + exp.metric_calls)
         log.info("explanation published", extra={"explanation_id": published.explanation_id, "model": tagger.name,

@@ -168,6 +168,8 @@ class Place:
         self._admission = admission
         self._state = WAITING
         self.ran = False
+        self._taken = admission.clock()
+        self.waited_s = 0.0  # from the place to its slot (the request's queue time), once it runs
 
     @contextmanager
     def run(self, stop: Callable[[], bool] | None = None, poll_s: float = 0.1) -> Iterator[None]:
@@ -203,6 +205,7 @@ class Place:
                 raise Unavailable(f"{adm.component} is shutting down; retry on another replica")
             raise Cancelled("the caller went away while waiting")
         started = adm.clock()
+        self.waited_s = started - self._taken
         try:
             yield
             adm._record(adm.clock() - started)
