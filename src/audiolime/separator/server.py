@@ -18,7 +18,7 @@ import grpc
 from audiolime import inputs, settings, wire
 from audiolime.errors import AudiolimeError, InvalidInput
 from audiolime.separator.service import SeparateResult, SeparationService, SeparatorConfig
-from audiolime.server import logs, runtime
+from audiolime.server import logs, runtime, tracing
 from audiolime.settings import default_model_dir
 from audiolime.v1 import separator_pb2, separator_pb2_grpc
 
@@ -76,6 +76,7 @@ def build_service(args: argparse.Namespace) -> SeparationService:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_logging("separator", args.log_level)
+    tracing.configure("separator", args.otlp_endpoint)
     try:
         security = runtime.Security.from_args(args)
         service = build_service(args)  # models loaded and warmed before SERVING

@@ -39,7 +39,7 @@ from tensorflow_serving.apis import (
 )
 
 from audiolime import errors, settings
-from audiolime.server import logs, runtime
+from audiolime.server import logs, runtime, tracing
 from audiolime.tagger.config import ConfigError, ModelConfig, load_batching_parameters, load_model_config, load_ssl_config
 from audiolime.tagger.model_server import ModelServer
 from audiolime.tagger.savedmodel import list_versions
@@ -234,6 +234,7 @@ def apply_ssl_config(args: argparse.Namespace) -> Path | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_logging("tagger", args.log_level)
+    tracing.configure("tagger", args.otlp_endpoint)
     try:
         tls_dir = apply_ssl_config(args)
     except ConfigError as exc:
