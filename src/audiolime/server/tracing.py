@@ -95,7 +95,8 @@ def shutdown() -> None:
 
 
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER)
+    """Our tracer: the configured provider's (the API's no-op one when tracing is off)."""
+    return _provider.get_tracer(TRACER) if _provider is not None else trace.get_tracer(TRACER)
 
 
 def _split(method_name: str) -> tuple[str, str]:
