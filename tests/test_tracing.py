@@ -135,6 +135,7 @@ def test_one_trace_spans_explainer_separator_and_tagger(tmp_path, receiver, mode
     assert by_id[sep_client["parent"]]["name"] == "separator Separate"
     assert by_id[by_id[sep_client["parent"]]["parent"]]["name"] == "stage separate"
     assert sep_server["attributes"]["audiolime.request_id"] == "trace-test-1"
+    assert sep_server["attributes"]["audiolime.cache_hit"] is False and sep_server["attributes"]["audiolime.model"] == "2stems"
 
     # explainer -> tagger: every Predict batch is one call span whose attempt's client span is the
     # parent of exactly one tagger server span
@@ -153,6 +154,9 @@ def test_one_trace_spans_explainer_separator_and_tagger(tmp_path, receiver, mode
     assert {"stage scan", "round 1"} <= homes <= {"stage decode", "stage scan", "stage separate", "stage fidelity",
                                                    *(r["name"] for r in rounds)}
     assert all(s["attributes"]["audiolime.request_id"] == "trace-test-1" for s in predicts)
+    assert {s["attributes"]["audiolime.model"] for s in predicts} == {"musicnn-msd"}
+    assert all(s["attributes"]["audiolime.windows"] >= 1 for s in predicts if s["attributes"]["audiolime.signature"]
+               == "serving_default")
     # every log line of the explanation's call carries the trace id
     access = [r for r in json_logs(explainer.log) if r.get("logger") == "audiolime.access"
               and r.get("grpc_method") == "Explain"]

@@ -34,7 +34,10 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
         self.service = service
 
     def Separate(self, request: separator_pb2.SeparateRequest, context: grpc.ServicerContext):
-        return to_proto(self.service.separate(wire.audio_from_proto(request.audio), request.model))
+        result = self.service.separate(wire.audio_from_proto(request.audio), request.model)
+        tracing.annotate({"audiolime.model": result.model, "audiolime.cache_hit": result.cache_hit,
+                          "audiolime.duration_s": round(float(result.duration_s), 3)})
+        return to_proto(result)
 
 
 def to_proto(r: SeparateResult) -> separator_pb2.SeparateResponse:

@@ -133,6 +133,12 @@ def event(name: str, attributes: Mapping[str, Any] | None = None) -> None:
         trace.get_current_span().add_event(name, dict(attributes or {}))
 
 
+def annotate(attributes: Mapping[str, Any]) -> None:
+    """Attributes on the current span, e.g. what a handler learned (nothing with tracing off)."""
+    if enabled():
+        trace.get_current_span().set_attributes(dict(attributes))
+
+
 @contextmanager
 def attempt(number: int) -> Iterator[None]:
     """Outgoing calls in this block are attempt ``number`` (1 = the first) of a retried call."""

@@ -119,6 +119,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         resp.model_spec.name = served.name
         resp.model_spec.version.value = served.version
         resp.model_spec.signature_name = signature
+        tracing.annotate({"audiolime.model": served.name, "audiolime.model_version": served.version,
+                          "audiolime.signature": signature,
+                          "audiolime.windows": int(next(iter(inputs.values())).shape[0]) if inputs else 0})
         for key, value in outputs.items():
             resp.outputs[key].CopyFrom(tf.make_tensor_proto(value))
         return resp
