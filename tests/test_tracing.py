@@ -2,7 +2,8 @@
 (tests/otlp_receiver.py serves opentelemetry-proto's TraceService): the three services as real
 processes on loopback export to it; one short explanation (6 s of a real song, adaptive sampling
 over 6 components) is one trace from the caller's ``traceparent`` through the explainer's stages to
-the separator's and tagger's server spans. With tracing off nothing is exported."""
+the separator's and tagger's server spans, and an ExplainStream is one trace too (its explanation
+runs in a worker thread). With tracing off nothing is exported."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from conftest import (
 pytestmark = pytest.mark.slow
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+STREAM_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "00f067aa0ba902b7"
 STAGES = ["decode", "scan", "separate", "predict", "fit", "fidelity", "store"]
 
@@ -68,13 +70,13 @@ def stop(*servers) -> None:
         assert s.proc.wait(60) == 0, s.log.read_text()[-3000:]
 
 
-def request():
+def request(seed: int = 0):
     from audiolime.v1 import common_pb2, explainer_pb2
 
     audio = excerpt(shared_dir() / "audio" / DRUMS, 6.0)
     return explainer_pb2.ExplainRequest(audio=common_pb2.AudioInput(content=audio, filename="drums.flac"),
                                         model="musicnn-msd", tags=[], top_n=1, segments=3, num_samples=0,
-                                        max_samples=64, seed=0, top_k=2)
+                                        max_samples=64, seed=seed, top_k=2)
 
 
 def test_one_trace_spans_explainer_separator_and_tagger(tmp_path, receiver, models):
@@ -99,10 +101,23 @@ def test_one_trace_spans_explainer_separator_and_tagger(tmp_path, receiver, mode
             request(), timeout=300, metadata=(("x-request-id", "trace-test-1"),
                                               ("traceparent", f"00-{TRACE_ID}-{CALLER_SPAN}-01")))
         assert resp.explanation_id
+        streamed = list(explainer_stub(explainer.port).ExplainStream(
+            request(seed=1), timeout=300, metadata=(("traceparent", f"00-{STREAM_TRACE_ID}-{CALLER_SPAN}-01"),)))
+        assert streamed[-1].WhichOneof("event") == "result"
     finally:
         stop(explainer, separator, tagger)
-    spans = spans_of(out)
-    by_id = {s["span_id"]: s for s in spans}
+    every = spans_of(out)
+    # the stream: its server span ends after the last message; the explanation ran in a worker
+    # thread under it; the separator's answer came from its cache this time
+    stream = [s for s in every if s["trace_id"] == STREAM_TRACE_ID]
+    (stream_server,) = [s for s in stream if s["name"] == "audiolime.v1.Explainer/ExplainStream"]
+    assert stream_server["parent"] == CALLER_SPAN and stream_server["attributes"]["rpc.grpc.status_code"] == 0
+    (stream_explanation,) = [s for s in stream if s["name"] == "explanation"]
+    assert stream_explanation["parent"] == stream_server["span_id"]
+    assert [s["attributes"]["audiolime.cache_hit"] for s in stream if s["name"] == "audiolime.v1.Separator/Separate"
+            and s["kind"] == "SERVER"] == [True]
+    spans = [s for s in every if s["trace_id"] != STREAM_TRACE_ID]
+    by_id = {s["span_id"]: s for s in every}
     assert {s["trace_id"] for s in spans} == {TRACE_ID}
     assert {s["service"] for s in spans} == {"explainer-under-test", "audiolime-separator", "audiolime-tagger"}
 
