@@ -150,3 +150,37 @@ def test_a_stopped_explanation_closes_its_spans_as_errors(exported, service):
                for n in ("explanation", "stage predict", "round 1"))
     assert finished["stage scan"].status.status_code == trace.StatusCode.UNSET
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_a_job_runs_in_a_trace_of_its_own_linked_to_its_submission(exported, service):
+    """SubmitExplanation keeps its trace context with the job; the run (later, on any replica) is a
+    root span ``job`` linked to it, over the explanation and its stages."""
+    import time
+
+    from audiolime.explainer.core import ExplainerCore
+    from audiolime.explainer.jobs import JobRunner
+    from audiolime.explainer.jobstore import SUCCEEDED, JobConfig, JobStore
+    from audiolime.server import metrics
+    from audiolime.server.admission import Admission
+
+    admission = Admission(2, 8, metrics.EXPLANATIONS, "explainer", "explanations")
+    jobs = JobStore(service.store, JobConfig(lease_s=1.5, poll_s=0.05))
+    core = ExplainerCore(service, JobRunner(jobs, service.run, admission, "w1"), admission).start()
+    try:
+        with tracing.span("SubmitExplanation") as submit:
+            job_id = core.submit(job())
+        deadline = time.monotonic() + 60
+        while core.job(job_id).view.state != SUCCEEDED:
+            assert time.monotonic() < deadline, "the job did not finish"
+            time.sleep(0.05)
+    finally:
+        core.stop()
+    assert jobs.load(job_id).traceparent.split("-")[1:3] == [format(submit.context.trace_id, "032x"),
+                                                              format(submit.context.span_id, "016x")]
+    finished = exported.get_finished_spans()
+    (run,) = [s for s in finished if s.name == "job"]
+    assert run.parent is None and run.context.trace_id != submit.context.trace_id
+    assert [link.context.span_id for link in run.links] == [submit.context.span_id]
+    assert run.attributes["audiolime.job_id"] == job_id and run.attributes["audiolime.attempt"] == 1
+    (explanation,) = [s for s in finished if s.name == "explanation"]
+    assert explanation.parent.span_id == run.context.span_id

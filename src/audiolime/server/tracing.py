@@ -149,6 +149,32 @@ def attempt(number: int) -> Iterator[None]:
         _attempt.reset(token)
 
 
+def traceparent() -> str:
+    """The current span's W3C ``traceparent`` ("" with tracing off or outside a span), to keep with
+    work that runs later (a job)."""
+    if not enabled():
+        return ""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+@contextmanager
+def linked(name: str, parent: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Span | None]:
+    """A span that starts a trace of its own, linked to the trace context ``parent`` (a
+    :func:`traceparent` kept from the call that asked for this work; "": no link), current while
+    the block runs (None with tracing off)."""
+    if not enabled():
+        yield None
+        return
+    linked_to = trace.get_current_span(propagate.extract({"traceparent": parent} if parent else {},
+                                                         context=otel_context.Context())).get_span_context()
+    links = [trace.Link(linked_to)] if linked_to.is_valid else []
+    with tracer().start_as_current_span(name, context=otel_context.Context(), links=links,
+                                        attributes=attributes) as current:
+        yield current
+
+
 def current_trace_id() -> str:
     """The current span's trace id as 32 hex digits ("" without one)."""
     ctx = trace.get_current_span().get_span_context()
