@@ -58,6 +58,26 @@ def test_off_by_default_creates_nothing():
         assert wrapped is sink and current is None
 
 
+def test_stopping_does_not_wait_for_an_unreachable_collector(monkeypatch):
+    """An endpoint nobody answers on: the server's last flush gives up after its timeout (the
+    exporter alone would retry for about a minute) and tracing is off again."""
+    import time
+
+    from audiolime.processes import free_port
+
+    monkeypatch.setattr(trace, "set_tracer_provider", lambda provider: None)  # the process's global stays
+    assert tracing.configure("tagger", f"http://127.0.0.1:{free_port()}", {"OTEL_SERVICE_NAME": "t"})
+    try:
+        with tracing.span("lost"):
+            pass
+        started = time.monotonic()
+        tracing.shutdown(timeout_s=1.0)
+        assert time.monotonic() - started < 3
+    finally:
+        tracing._provider = None
+    assert not tracing.enabled()
+
+
 def test_a_retried_call_is_one_span_with_an_attempt_span_per_try(exported):
     """UNAVAILABLE, then OK: the call's span has a ``retry`` event and two CLIENT children numbered
     1 and 2 (the first an error with code 14); each attempt's own context reached the server as

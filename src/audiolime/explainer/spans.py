@@ -36,7 +36,7 @@ class _Open:
     def close(self, error: BaseException | None = None) -> None:
         if error is not None:
             self.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:500]))
-        tracing._detach(self.token, self.ctx)
+        tracing.detach(self.token, self.ctx)
         self.span.end()
 
 

@@ -29,6 +29,7 @@ import collections
 import contextvars
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -78,7 +79,7 @@ def configure(service: str, endpoint: str | None, environ: Mapping[str, str] | N
     env = os.environ if environ is None else environ
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or f"audiolime-{service}",
                                 "service.namespace": "audiolime", "service.version": __version__})
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # shutdown(): bounded
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
     _provider = provider
@@ -86,12 +87,22 @@ def configure(service: str, endpoint: str | None, environ: Mapping[str, str] | N
     return True
 
 
-def shutdown() -> None:
-    """Export what is still buffered and stop (the last thing a stopping server does)."""
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
+def shutdown(timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+    """Export what is still buffered and stop (the last thing a stopping server does), waiting at
+    most ``timeout_s``: with the collector unreachable the exporter retries for about a minute, and
+    a server's exit does not wait for that (what is left is dropped, with a warning)."""
     global _provider
-    if _provider is not None:
-        _provider.shutdown()
-        _provider = None
+    provider, _provider = _provider, None
+    if provider is None:
+        return
+    flushing = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+    flushing.start()
+    flushing.join(timeout_s)
+    if flushing.is_alive():
+        log.warning("tracing: the last spans were not exported in time; dropped", extra={"timeout_s": timeout_s})
 
 
 def tracer() -> trace.Tracer:
@@ -108,7 +119,7 @@ def _code_of(code: Any) -> grpc.StatusCode:
     return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
 
-def _detach(token: object, ctx: otel_context.Context) -> None:
+def detach(token: object, ctx: otel_context.Context) -> None:
     """Detach what :func:`otel_context.attach` attached, when this is still the context it made (a
     stream closed from another thread has nothing of ours to detach)."""
     if otel_context.get_current() is ctx:
@@ -217,7 +228,7 @@ class ServerTracingInterceptor(grpc.ServerInterceptor):
                 if isinstance(details, bytes):
                     details = details.decode("utf-8", "replace")
                 current.set_status(Status(StatusCode.ERROR, f"{code.name}: {details or ''}"[:500]))
-            _detach(token, ctx)
+            detach(token, ctx)
             current.end()
 
         def unary_response(fn: Callable) -> Callable:
