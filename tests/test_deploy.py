@@ -279,6 +279,7 @@ BAD_VALUES = [
     ("explainer.service.type=ExternalName", "at '/explainer/service/type'", "value must be one of"),
     ("separator.priorityClassName=Not_A_Name", "at '/separator/priorityClassName'", "does not match pattern"),
     ("explainer.corsOrigins={app.example.com}", "at '/explainer/corsOrigins/0'", "does not match pattern"),
+    ("tracing.otlpEndpoint=collector:4317", "at '/tracing/otlpEndpoint'", "does not match pattern"),
 ]
 
 
@@ -812,6 +813,32 @@ def test_egress_reaches_dns_the_store_and_the_peers_only(helm_template, value_se
     if minio:
         assert _egress_allowed(docs, "minio-setup", minio_pod, 9000)
         assert not _egress_allowed(docs, "minio", "52.216.8.1", 443)
+
+
+def test_tracing_env_and_egress_only_with_an_endpoint(helm_template):
+    """tracing.otlpEndpoint (empty by default: no OTEL_* variable, no egress to a collector) gives
+    every audiolime server OTEL_EXPORTER_OTLP_ENDPOINT and its own OTEL_SERVICE_NAME, and egress to
+    the collector's peers and port; the official TF Serving tagger (no exporter) gets neither."""
+    endpoint = "http://otel-collector.observability:4317"
+    collector = ("observability", {"app.kubernetes.io/name": "otel-collector"})
+
+    def otel(docs) -> dict:
+        return {c: {k: v for k, v in _env(_container(_find(docs, "Deployment", f"audiolime-{c}"))).items()
+                    if k.startswith("OTEL_")} for c in COMPONENTS}
+
+    for value_set in VALUE_SETS:
+        off = helm_template(value_set, "tagger.server=audiolime")
+        assert otel(off) == {c: {} for c in COMPONENTS}, value_set
+        assert not any(_egress_allowed(off, c, collector, 4317) for c in COMPONENTS), value_set
+    on = helm_template("default-values", "tagger.server=audiolime", f"tracing.otlpEndpoint={endpoint}")
+    assert otel(on) == {c: {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": f"audiolime-{c}"}
+                        for c in COMPONENTS}
+    assert all(_egress_allowed(on, c, collector, 4317) for c in COMPONENTS)
+    assert not _egress_allowed(on, "explainer", collector, 4318)  # only the configured port
+    official = helm_template("default-values", f"tracing.otlpEndpoint={endpoint}")
+    assert otel(official)["tagger"] == {} and otel(official)["separator"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint
+    assert not _egress_allowed(official, "tagger", collector, 4317)
+    _validate_objects(on)
 
 
 def test_every_empty_dir_has_a_size_limit(helm_template, kustomize):

@@ -172,7 +172,7 @@ PORTS = {"separator": 50051, "tagger": 8500, "explainer": 50052}  # each service
 
 
 def common(port: int) -> tuple[Setting, ...]:
-    """Every gRPC server's: ports, lifecycle, logs, TLS, reflection, the health port."""
+    """Every gRPC server's: ports, lifecycle, logs, TLS, reflection, the health port, traces."""
     return (
         Setting("--port", "AUDIOLIME_PORT", port, "gRPC port", int),
         Setting("--host", "AUDIOLIME_HOST", "[::]", "bind address"),
@@ -188,6 +188,10 @@ def common(port: int) -> tuple[Setting, ...]:
         Setting("--reflection", "AUDIOLIME_REFLECTION", False, "serve gRPC server reflection", None),
         Setting("--health-port", "AUDIOLIME_HEALTH_PORT", 0, "also serve grpc.health.v1 alone, plaintext, on this "
                 "port (for probes that cannot do TLS); 0 = off", int),
+        Setting("--otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", None, "OTLP/gRPC endpoint that receives this "
+                "server's OpenTelemetry traces (http://collector:4317 plaintext, https:// TLS; the SDK's other OTEL_* "
+                "variables apply, service.name from $OTEL_SERVICE_NAME or audiolime-<service>); unset = no tracing",
+                shown="off"),
     )
 
 

@@ -43,7 +43,7 @@ from audiolime.inputs import AudioSource
 from audiolime.method.events import Event, EventSink, Ranking
 from audiolime.method.request import ValidRequest
 from audiolime.server import context as callctx
-from audiolime.server import metrics
+from audiolime.server import metrics, tracing
 from audiolime.server.admission import Admission
 from audiolime.store import is_outage
 
@@ -175,7 +175,8 @@ class JobRunner:
             with self._submit_lock:  # exact on one replica; across replicas the bound may be passed by a few
                 self._admit()
                 record = self.jobs.create(new_job_id(), callctx.current_caller(), task.request, task.audio.filename,
-                                          task.url_ttl_s, input_key=key, input_uri=task.audio.uri)
+                                          task.url_ttl_s, input_key=key, input_uri=task.audio.uri,
+                                          traceparent=tracing.traceparent())
         metrics.JOB_EVENTS.labels("submitted").inc()
         log.info("job submitted", extra={"job_id": record.job_id})
         self._scanner.wake()
@@ -318,7 +319,9 @@ class JobRunner:
         beat = threading.Thread(target=self._heartbeat, args=(run,), name=f"lease-{job_id[:8]}", daemon=True)
         beat.start()
         try:
-            result = self._execute(run)
+            with tracing.linked("job", run.record.traceparent, {"audiolime.job_id": job_id,
+                                                               "audiolime.attempt": run.attempt}):
+                result = self._execute(run)
             if run.reason in ("drain", "lost") and result.state != SUCCEEDED:
                 raise Interrupted(run.reason)  # a failure caused by stopping is not the job's outcome
             if result.error_code == errors.Unavailable.code and self._retry(run, result):

@@ -112,6 +112,7 @@ class JobRecord:
     queue_key: str
     input_key: str | None = None  # a stored input (inputs/<sha256>) ...
     input_uri: str | None = None  # ... or the caller's own URI
+    traceparent: str = ""  # the submitting call's W3C trace context (tracing on): its run links to it
 
     def dumps(self) -> bytes:
         d = asdict(self)
@@ -270,11 +271,12 @@ class JobStore:
         return key
 
     def create(self, job_id: str, owner: str, request: ExplainRequest, filename: str, url_ttl_s: int,
-               input_key: str | None = None, input_uri: str | None = None) -> JobRecord:
+               input_key: str | None = None, input_uri: str | None = None, traceparent: str = "") -> JobRecord:
         """Queue entry, then ``job.json`` (the job exists once that is written)."""
         now = self.clock()
         queue_key = f"queue/{int(now * 1000):013d}-{job_id}"
-        record = JobRecord(job_id, owner, now, request, filename, url_ttl_s, queue_key, input_key, input_uri)
+        record = JobRecord(job_id, owner, now, request, filename, url_ttl_s, queue_key, input_key, input_uri,
+                           traceparent)
         self.store.put(queue_key, b"")
         self.store.put(self._job_key(job_id), record.dumps(), "application/json")
         return record

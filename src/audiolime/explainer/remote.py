@@ -47,6 +47,7 @@ from audiolime.inputs import AudioSource
 from audiolime.method.stems import STEM_RATE, Stems, stem_rate_region, window_stems
 from audiolime.method.waveform import Audio
 from audiolime.server import context as callctx
+from audiolime.server import tracing
 from audiolime.store import ObjectStore, S3Store
 from audiolime.tfs import tfs_pb2
 from audiolime.tfs.tensors import make_tensor_proto, to_ndarray
@@ -110,7 +111,12 @@ class RetryPolicy:
         """``fn(request)`` with a deadline, retried on transient codes; other codes propagate.
 
         The request id and the caller's deadline come from the request context; once the caller's
-        deadline has passed, no further attempt is made."""
+        deadline has passed, no further attempt is made. With tracing on, the call is one span
+        (``what``) whose children are its attempts' client spans, each retry an event on it."""
+        with tracing.span(what, {"audiolime.request_id": callctx.current_request_id()}):
+            return self._attempts(fn, request, what, timeout_s)
+
+    def _attempts(self, fn: Callable, request, what: str, timeout_s: float | None):
         rid = callctx.current_request_id()
         metadata = ((callctx.REQUEST_ID_HEADER, rid),) if rid else None
         attempt = 0
@@ -122,7 +128,8 @@ class RetryPolicy:
                     raise errors.DeadlineExceeded(f"{what}: the caller's deadline passed")
                 timeout = min(timeout, left)
             try:
-                return fn(request, timeout=timeout, metadata=metadata)
+                with tracing.attempt(attempt + 1):
+                    return fn(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as exc:
                 code = exc.code()
                 if code not in RETRYABLE:
@@ -141,6 +148,8 @@ class RetryPolicy:
                 delay = self.delay(attempt)
                 log.warning("retrying %s", what, extra={"code": code.name, "attempt": attempt + 1,
                                                         "delay_s": round(delay, 3)})
+                tracing.event("retry", {"audiolime.call": what, "rpc.grpc.status_code": code.value[0],
+                                        "audiolime.attempt": attempt + 1, "audiolime.delay_s": round(delay, 3)})
                 time.sleep(delay)
                 attempt += 1
 

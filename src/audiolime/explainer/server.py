@@ -30,7 +30,7 @@ from audiolime.explainer.jobstore import JobConfig, JobStore
 from audiolime.explainer.remote import RemoteSeparator, RemoteTagger, RetryPolicy
 from audiolime.explainer.service import ExplainerService, ServiceConfig
 from audiolime.explainer.servicer import SERVICE_NAME, ExplainerServicer
-from audiolime.server import logs, metrics, runtime
+from audiolime.server import logs, metrics, runtime, tracing
 from audiolime.server.admission import Admission
 from audiolime.server.interceptors import ClientMetricsInterceptor
 from audiolime.store import ObjectStore, check_conditional_writes, open_store
@@ -79,6 +79,7 @@ def url_secret(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_logging("explainer", args.log_level)
+    tracing.configure("explainer", args.otlp_endpoint)
     if not args.store:  # what the bare image says: one line, like the separator's
         print("audiolime serve explainer: error: --store (or $AUDIOLIME_STORE) is required: s3://bucket/prefix "
               "or file:///path", file=sys.stderr)
@@ -129,9 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A busy separator answers RESOURCE_EXHAUSTED while one separation takes 5-70 s: wait longer.
     separator_policy = RetryPolicy(timeout_s=args.separator_timeout, retries=args.separator_retries,
                                    backoff_s=args.separator_backoff, backoff_cap_s=30.0)
-    outgoing = [ClientMetricsInterceptor()]  # grpc_client_* metrics of every attempt
-    tagger_channel = make_channel(args.tagger, backend_tls, outgoing)
-    separator_channel = make_channel(args.separator, backend_tls, outgoing)
+    def outgoing(target: str) -> list:  # grpc_client_* metrics of every attempt; with tracing, its span
+        traced = [tracing.ClientTracingInterceptor(target)] if tracing.enabled() else []
+        return [ClientMetricsInterceptor(), *traced]
+
+    tagger_channel = make_channel(args.tagger, backend_tls, outgoing(args.tagger))
+    separator_channel = make_channel(args.separator, backend_tls, outgoing(args.separator))
 
     def tagger_factory(name: str, version: int | None) -> RemoteTagger:
         return RemoteTagger(tagger_channel, name, version, tagger_policy)

@@ -30,6 +30,7 @@ from typing import Protocol
 from audiolime import errors
 from audiolime.artifacts import write_explanation
 from audiolime.audio import decode, probe
+from audiolime.explainer import spans
 from audiolime.explainer.cache import Entry, ExplanationCache, cache_key
 from audiolime.explainer.jobstore import explanation_prefix
 from audiolime.explainer.remote import retry_budget
@@ -188,8 +189,16 @@ class ExplainerService:
         in the explanation cache first; the caller remembers a computed result once its expiry is
         scheduled (:meth:`remember`). ``queued_s``: how long the request waited for its admission slot
         (the document's ``queue`` stage)."""
-        with retry_budget(self.config.tagger_retry_budget):
-            return self._run(task, events, explanation_id, memory_wait_s, cached and self.config.cache, queued_s)
+        req = task.request
+        with retry_budget(self.config.tagger_retry_budget), spans.traced(events, {
+                "audiolime.model": req.model, "audiolime.separator": req.separator}) as sink:
+            published = self._run(task, sink, explanation_id, memory_wait_s, cached and self.config.cache, queued_s)
+            doc = published.document
+            spans.finished(sink, {"audiolime.explanation_id": published.explanation_id,
+                                  "audiolime.cache_hit": published.cache_hit,
+                                  "audiolime.separator_cache_hit": published.separator_cache_hit,
+                                  **{f"audiolime.timing.{k}_s": round(float(v), 6) for k, v in doc.timings_s.items()}})
+            return published
 
     def _run(self, task: Task, events: EventSink, explanation_id: str | None, memory_wait_s: float,
              cached: bool, queued_s: float = 0.0) -> Published:

@@ -18,7 +18,7 @@ import grpc
 from audiolime import inputs, settings, wire
 from audiolime.errors import AudiolimeError, InvalidInput
 from audiolime.separator.service import SeparateResult, SeparationService, SeparatorConfig
-from audiolime.server import logs, runtime
+from audiolime.server import logs, runtime, tracing
 from audiolime.settings import default_model_dir
 from audiolime.v1 import separator_pb2, separator_pb2_grpc
 
@@ -34,8 +34,12 @@ class SeparatorServicer(separator_pb2_grpc.SeparatorServicer):
         self.service = service
 
     def Separate(self, request: separator_pb2.SeparateRequest, context: grpc.ServicerContext):
-        return to_proto(self.service.separate(wire.audio_from_proto(request.audio), request.model,
-                                              (request.window_start, request.window_end)))
+        result = self.service.separate(wire.audio_from_proto(request.audio), request.model,
+                                       (request.window_start, request.window_end))
+        tracing.annotate({"audiolime.model": result.model, "audiolime.cache_hit": result.cache_hit,
+                          "audiolime.duration_s": round(float(result.duration_s), 3),
+                          "audiolime.window": request.window_end > 0})
+        return to_proto(result)
 
 
 def to_proto(r: SeparateResult) -> separator_pb2.SeparateResponse:
@@ -77,6 +81,7 @@ def build_service(args: argparse.Namespace) -> SeparationService:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_logging("separator", args.log_level)
+    tracing.configure("separator", args.otlp_endpoint)
     try:
         security = runtime.Security.from_args(args)
         service = build_service(args)  # models loaded and warmed before SERVING

@@ -276,8 +276,15 @@ class MalformedRequestInterceptor(grpc.ServerInterceptor):
         return handler._replace(request_deserializer=deserialize, **changed)
 
 
-def server_interceptors(auth: Sequence[grpc.ServerInterceptor] = ()) -> list[grpc.ServerInterceptor]:
-    """Outermost first: request id, metrics and access log (see the final code), error mapping, authentication
+def server_interceptors(auth: Sequence[grpc.ServerInterceptor] = (), traced: bool = False
+                        ) -> list[grpc.ServerInterceptor]:
+    """Outermost first: request id, the call's span (with ``traced``: tracing is on; its access-log line
+    carries the trace id), metrics and access log (see the final code), error mapping, authentication
     (before anything looks at the request), malformed requests."""
-    return [RequestContextInterceptor(), ObservingInterceptor(), DomainErrorInterceptor(), *auth,
+    spans: list[grpc.ServerInterceptor] = []
+    if traced:
+        from audiolime.server.tracing import ServerTracingInterceptor
+
+        spans.append(ServerTracingInterceptor())
+    return [RequestContextInterceptor(), *spans, ObservingInterceptor(), DomainErrorInterceptor(), *auth,
             MalformedRequestInterceptor()]

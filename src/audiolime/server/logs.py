@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from pythonjsonlogger import json as jsonlogger
 
+from audiolime.server import tracing
 from audiolime.server.context import current_caller, current_request_id
 
 
@@ -23,6 +24,10 @@ class _RequestIdFilter(logging.Filter):
         if not getattr(record, "caller", None):
             record.caller = current_caller()
         record.service = self.service
+        if tracing.enabled() and not getattr(record, "trace_id", None):
+            trace_id = tracing.current_trace_id()
+            if trace_id:
+                record.trace_id = trace_id
         return True
 
 
@@ -38,7 +43,8 @@ class _Formatter(jsonlogger.JsonFormatter):
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     """One JSON object per line on stderr: time (RFC 3339, UTC), level, logger, message, service,
-    request_id, caller (the authenticated caller's name; "" when authentication is off). Every RPC
+    request_id, caller (the authenticated caller's name; "" when authentication is off), and with tracing on
+    trace_id (32 hex digits) inside a traced call. Every RPC
     adds one line of logger ``audiolime.access`` (``audiolime.server.interceptors``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter(service))

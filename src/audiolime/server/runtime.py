@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from audiolime.channels import MAX_MESSAGE_BYTES
 from audiolime.errors import InvalidInput
-from audiolime.server import metrics, reflection
+from audiolime.server import metrics, reflection, tracing
 from audiolime.server.auth import AuthInterceptor, TokenFile
 from audiolime.server.interceptors import server_interceptors
 from audiolime.server.wsgi import HTTPServer, metrics_server
@@ -161,6 +161,7 @@ class RunningServer:
         t = phase("ports", t)
         for callback in self.on_stop:
             callback()
+        tracing.shutdown()  # last: the spans of the drained calls are exported
         phase("on_stop", t)
         log.info("stopped", extra={"drain_s": round(time.monotonic() - started, 3), "phases_s": phases})
 
@@ -184,7 +185,7 @@ def start(services: Sequence[Service], host: str, port: int, metrics_port: int |
         credentials = ServerCertificates(security.tls_cert, security.tls_key, security.tls_client_ca).credentials()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=server_interceptors(auth),
+        interceptors=server_interceptors(auth, traced=tracing.enabled()),
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         options=[("grpc.max_receive_message_length", max_receive_bytes),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -230,6 +231,7 @@ def start(services: Sequence[Service], host: str, port: int, metrics_port: int |
                                "tls": "mtls" if security.tls_client_ca else ("tls" if security.tls else "off"),
                                "auth": "tokens" if security.auth_tokens else "off",
                                "reflection": security.reflection, "health_port": security.health_port or None,
+                               "tracing": "otlp" if tracing.enabled() else "off",
                                "max_receive_bytes": max_receive_bytes})
     return RunningServer(server, bound, mport, health_servicer, names, health_server=health_server,
                          metrics_http=metrics_http)

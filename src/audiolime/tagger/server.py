@@ -39,7 +39,7 @@ from tensorflow_serving.apis import (
 )
 
 from audiolime import errors, settings
-from audiolime.server import logs, runtime
+from audiolime.server import logs, runtime, tracing
 from audiolime.tagger.config import ConfigError, ModelConfig, load_batching_parameters, load_model_config, load_ssl_config
 from audiolime.tagger.model_server import ModelServer
 from audiolime.tagger.savedmodel import list_versions
@@ -119,6 +119,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         resp.model_spec.name = served.name
         resp.model_spec.version.value = served.version
         resp.model_spec.signature_name = signature
+        tracing.annotate({"audiolime.model": served.name, "audiolime.model_version": served.version,
+                          "audiolime.signature": signature,
+                          "audiolime.windows": int(next(iter(inputs.values())).shape[0]) if inputs else 0})
         for key, value in outputs.items():
             resp.outputs[key].CopyFrom(tf.make_tensor_proto(value))
         return resp
@@ -234,6 +237,7 @@ def apply_ssl_config(args: argparse.Namespace) -> Path | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_logging("tagger", args.log_level)
+    tracing.configure("tagger", args.otlp_endpoint)
     try:
         tls_dir = apply_ssl_config(args)
     except ConfigError as exc:

@@ -128,6 +128,12 @@ topologySpreadConstraints:
   value: {{ (index .ctx.Values .component).gracePeriodSeconds | quote }}
 - name: HOME
   value: /tmp
+{{- with .ctx.Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "audiolime-%s" $.component | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* terminationGracePeriodSeconds and the preStop hook of one component; call with
@@ -346,6 +352,19 @@ the file store (a volume). */}}
       port: {{ . }}
     {{- end }}
 {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The trace collector (values.tracing), when tracing is on. */}}
+{{- define "audiolime.tracingEgress" -}}
+{{- if .Values.tracing.otlpEndpoint }}
+- to:
+    {{- toYaml .Values.tracing.egress.peers | nindent 4 }}
+  ports:
+    {{- range .Values.tracing.egress.ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
 {{- end }}
 {{- end -}}
 
