@@ -484,3 +484,18 @@ def test_the_song_scan_is_kept_in_the_store_and_reused(core, monkeypatch):
     other.version = 2  # type: ignore[misc]
     assert key != scans.scan_key(other, "ab" * 32, 4000, 16) and key != scans.scan_key(tagger, "ab" * 32, 4000, 64)
     assert key != scans.scan_key(tagger, "cd" * 32, 4000, 16)
+
+
+def test_window_cost_follows_the_latest_explanations_per_model():
+    """The replica's measure of a tagger window's cost (sizes work to a deadline): per model, an
+    even blend of the newest explanation's predict seconds per window and what came before; an
+    explanation of too few windows (overhead, not cost) changes nothing; unknown is 0."""
+    from audiolime.explainer.service import WindowCost
+
+    cost = WindowCost()
+    assert cost.get("musicnn-msd") == 0.0
+    cost.observe("musicnn-msd", 20.0, 100)  # 0.2 s a window under load
+    cost.observe("musicnn-msd", 8.0, 100)  # 0.08 s once it is quiet
+    assert cost.get("musicnn-msd") == pytest.approx(0.14)
+    cost.observe("musicnn-msd", 1.0, 1)  # one window: ignored
+    assert cost.get("musicnn-msd") == pytest.approx(0.14) and cost.get("fcn-msd") == 0.0

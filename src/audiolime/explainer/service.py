@@ -136,6 +136,33 @@ class _TaggerCache:
 STAGES = ("queue", "decode", "scan", "separate", "sample", "predict", "fit", "fidelity", "store")
 
 
+class WindowCost:
+    """What a tagger window cost this replica's explanations lately, per model: wall seconds of the
+    predict stage per window evaluated (at the explainer's batch size and concurrency, so queueing at
+    a busy tagger counts), an exponentially weighted mean of the last explanations. Sizes the next
+    explanation's work to its deadline (a kept song scan's own measure may be from another load)."""
+
+    WEIGHT = 0.5  # of the newest explanation
+    MIN_WINDOWS = 16  # fewer windows measure overhead more than cost
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cost: dict[str, float] = {}
+
+    def observe(self, model: str, seconds: float, windows: int) -> None:
+        if windows < self.MIN_WINDOWS or seconds <= 0:
+            return
+        with self._lock:
+            old = self._cost.get(model)
+            new = seconds / windows
+            self._cost[model] = new if old is None else self.WEIGHT * new + (1 - self.WEIGHT) * old
+
+    def get(self, model: str) -> float:
+        """Seconds per window (0.0: not measured yet)."""
+        with self._lock:
+            return self._cost.get(model, 0.0)
+
+
 def caller_deadline() -> Deadline | None:
     """The gRPC caller's deadline as the engine's (None: no deadline, e.g. a job), keeping what
     publishing needs (:meth:`Deadline.for_answer`)."""
@@ -155,6 +182,7 @@ class ExplainerService:
         self._taggers = _TaggerCache(tagger_factory, config.tagger_cache_s)
         self.memory = MemoryBudget(config.memory_budget)
         self.cache = ExplanationCache(store)
+        self._window_cost = WindowCost()
 
     # -- the one check of a request ------------------------------------------------------------
     def check(self, request: ExplainRequest, audio: AudioSource, url_ttl_s: int = 0) -> Task:
@@ -261,13 +289,14 @@ class ExplainerService:
         engine = Engine(tagger.predict, tagger.labels, self.config.batch_size, self.config.max_in_flight)
         scans = StoredScan(self.store, tagger, sha, self.config.batch_size)
         result = explain_song(plan, audio, task.audio.name, tagger, source, engine, events, timings,
-                              caller_deadline(), scans)
+                              caller_deadline(), scans, self._window_cost.get(tagger.name))
         events(Event("store"))
         published = self._publish(result, task, explanation_id or uuid.uuid4().hex)
         tm = published.document.timings_s
         for stage in STAGES:  # every stage each time (0 when it took nothing, e.g. a kept scan)
             metrics.EXPLANATION_STAGE.labels(stage).observe(tm.get(stage, 0.0))
         exp = result.explanation
+        self._window_cost.observe(tagger.name, tm.get("predict", 0.0), 1 + exp.unique_samples)
         metrics.MASKS_EVALUATED.labels(tagger.name).inc(exp.unique_samples + exp.metric_calls)
         log.info("explanation published", extra={"explanation_id": published.explanation_id, "model": tagger.name,
                                                  "num_samples": exp.num_samples, "stopping": exp.stopping.reason,

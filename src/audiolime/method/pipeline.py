@@ -89,12 +89,15 @@ def scan_windows(tagger: Tagger, mono: np.ndarray, hop: int,
 def explain_song(plan: Plan, audio: Audio, audio_name: str, tagger: Tagger, stem_source: StemSource,
                  engine: Engine, events: EventSink = ignore,
                  timings: Mapping[str, float] | None = None, deadline: Deadline | None = None,
-                 scans: ScanMemo | None = None) -> SongExplanation:
+                 scans: ScanMemo | None = None, window_cost_s: float = 0.0) -> SongExplanation:
     """The whole method on one song (see module docstring). ``timings``: stages the door already
     ran (reading and decoding the file: ``decode``), to which the pipeline adds its own.
     ``deadline``: when the caller stops waiting (the engine's sampling stops early to meet it);
     the request's ``time_budget_s`` is one more, counted from here (see :meth:`Deadline.for_answer`).
-    ``scans``: where the song scan is kept between explanations of the song (None: scanned each time)."""
+    ``scans``: where the song scan is kept between explanations of the song (None: scanned each time).
+    ``window_cost_s``: what a tagger window cost this engine lately (seconds of wall time per window at
+    its batch size and concurrency; 0: unknown), for sizing work to a deadline; without it, what the
+    scan measured (which, for a kept scan, is when the song was first scanned)."""
     request = plan.request
     if request.time_budget_s:
         deadline = Deadline.earliest(deadline, Deadline.for_answer(request.time_budget_s, reason="budget"))
@@ -131,7 +134,7 @@ def explain_song(plan: Plan, audio: Audio, audio_name: str, tagger: Tagger, stem
                             f"past the end of the audio: zero-padded")
     timings_s["scan"] = time.perf_counter() - t
     if deadline is not None:  # what a window costs (as scanned), to size a first round that fits
-        deadline = replace(deadline, window_s=scan.window_s)
+        deadline = replace(deadline, window_s=window_cost_s or scan.window_s)
     window_start_s = start_m / sr_m
     # The excerpt in the input's own rate, covering exactly the model window.
     a = int(round(window_start_s * audio.sample_rate))
