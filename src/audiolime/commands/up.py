@@ -13,7 +13,8 @@ valid across restarts only with a fixed ``$AUDIOLIME_URL_SECRET``; GetExplanatio
 Security: by default plain loopback, no TLS and no authentication (said when it starts).
 ``--auth-tokens FILE`` makes the explainer require bearer tokens; ``--tls`` makes a throwaway CA
 and certificates (deleted on exit): TLS on every gRPC port, mTLS between the explainer and its
-backends, and the CA's path printed for clients (``audiolime explain --server ... --ca CA``).
+backends (which accept only the explainer's certificate, by name), and the CA's path printed for
+clients (``audiolime explain --server ... --ca CA``).
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_up)
 
 
+EXPLAINER_CLIENT_NAME = "explainer"  # the common name of the explainer's certificate (make_credentials)
+
+
 @dataclass(frozen=True)
 class Credentials:
     """What ``up --tls`` made: the CA, each service's certificate, and one for ``up``'s own checks."""
@@ -84,12 +88,13 @@ def make_credentials(directory: Path) -> Credentials:
     from audiolime.certs import Authority
 
     ca = Authority(directory)
-    return Credentials(ca.cert, {n: ca.issue(n) for n in ("separator", "tagger", "explainer", "up")})
+    return Credentials(ca.cert, {n: ca.issue(n) for n in ("separator", "tagger", EXPLAINER_CLIENT_NAME, "up")})
 
 
 def security_args(name: str, creds: Credentials | None, tokens: Path | None) -> list[str]:
-    """TLS for every port; backends demand the CA's client certificates; the explainer presents
-    its own to them and checks callers' tokens."""
+    """TLS for every port; backends demand the CA's client certificates, and only the explainer's
+    (its certificate's name: ``up``'s own certificate and the other backend's are refused, health
+    checks aside); the explainer presents its own to them and checks callers' tokens."""
     out = ["--reflection"]
     if creds is not None:
         pair = creds.pairs[name]
@@ -97,7 +102,7 @@ def security_args(name: str, creds: Credentials | None, tokens: Path | None) -> 
         if name == "explainer":
             out += ["--tls-ca", str(creds.ca), "--tls-client-cert", str(pair.cert), "--tls-client-key", str(pair.key)]
         else:
-            out += ["--tls-client-ca", str(creds.ca)]
+            out += ["--tls-client-ca", str(creds.ca), "--allowed-client-names", EXPLAINER_CLIENT_NAME]
     if tokens is not None and name == "explainer":
         out += ["--auth-tokens", str(tokens)]
     return out
