@@ -691,9 +691,13 @@ def issue_certificates(render: Render, workdir: Path) -> list[str]:
         else:
             findings.append(f"Certificate/{name}: issuer {spec['issuerRef']['name']} issues nothing here")
             continue
-        if not {"server auth", "client auth"} <= set(spec.get("usages", [])):
-            findings.append(f"Certificate/{name}: usages {spec.get('usages')} lack server auth + client auth (mTLS)")
-        pair = ca.issue(name, tuple(spec.get("dnsNames", [])) + tuple(spec.get("ipAddresses", [])))
+        usages = tuple(role for role in ("server", "client") if f"{role} auth" in spec.get("usages", []))
+        if not usages:
+            findings.append(f"Certificate/{name}: usages {spec.get('usages')} name neither server auth nor client auth")
+            continue
+        # its common name (else the object's name), names and usages: TLS peers refuse it in another role
+        pair = ca.issue(spec.get("commonName") or name, tuple(spec.get("dnsNames", [])) +
+                        tuple(spec.get("ipAddresses", [])), usages=usages)
         render.docs.append(_secret_doc(spec["secretName"], {"tls.crt": pair.cert.read_bytes(),
                                                             "tls.key": pair.key.read_bytes(),
                                                             "ca.crt": ca.cert.read_bytes()}))

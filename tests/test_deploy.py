@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from audiolime import settings
 from conftest import CHART, KUSTOMIZE, NAMESPACE, RELEASE, REPO
 from conftest import load_fetcher as _load_fetcher
 from conftest import run_cmd as _run
@@ -223,8 +224,12 @@ def _check_crd_structure(doc: dict) -> None:
             assert len(set(spec) & {"selfSigned", "ca"}) == 1 and (spec.get("ca") or {}).get("secretName", "x")
             return
         assert spec["secretName"] and spec["issuerRef"]["name"] and spec["issuerRef"]["kind"] in ("Issuer", "ClusterIssuer")
-        assert spec.get("isCA") or {"server auth", "client auth"} <= set(spec["usages"]), doc["metadata"]["name"]
-        assert spec.get("isCA") or spec["dnsNames"]
+        if not spec.get("isCA"):  # a server certificate serves and names a port; the client one only calls
+            usages, name = set(spec["usages"]), doc["metadata"]["name"]
+            if spec.get("dnsNames"):
+                assert "server auth" in usages and "client auth" not in usages, (name, usages)
+            else:
+                assert "client auth" in usages and "server auth" not in usages and spec["commonName"], (name, usages)
         for key in ("duration", "renewBefore"):
             assert key not in spec or re.fullmatch(r"(\d+h)?(\d+m)?(\d+s)?", spec[key]), spec[key]
         return
@@ -870,6 +875,10 @@ BROKEN = [
      "security.tls: set certManager.enabled or existingSecrets, not both"),
     (("default-values", "security.tls.existingSecrets.tagger=t"),
      "security.tls.existingSecrets: name a Secret for each of separator, tagger and explainer"),
+    (("default-values", "security.tls.existingSecrets.explainerClient=c"),
+     "security.tls.existingSecrets.explainerClient: the explainer's client certificate from your Secret goes with"),
+    (("default-values", "security.auth.callers=null"),
+     "security.auth.callers is empty: security.auth.generate makes one token per caller named there"),
     (("default-values", "explainer.maxConcurrent=8", "explainer.maxQueued=8"),
      "explainer.maxConcurrent (8) + explainer.maxQueued (8) must be below explainer.maxWorkers (16)"),
     (("default-values", "explainer.jobs.poll=20"), "explainer.jobs.lease (30 s) must be at least twice explainer.jobs.poll (20 s)"),
@@ -1008,7 +1017,30 @@ def test_security_is_on_by_default(helm_template):
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
         assert set(dialled) <= set(sans), (component, sans)
         usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(usages)
+        assert ExtendedKeyUsageOID.SERVER_AUTH in set(usages)
+    # The explainer's client certificate (Helm's genSignedCert cannot drop server auth from it) is the
+    # one client name separator and our tagger accept; TF Serving cannot check names.
+    client = _secret_files(docs, "audiolime-explainer-client-tls")
+    client_cert = x509.load_pem_x509_certificate(client["tls.crt"])
+    client_cert.verify_directly_issued_by(ca)
+    (client_name,) = [a.value for a in client_cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in set(
+        client_cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    for d, component in ((docs, "separator"), (own, "tagger")):
+        allowed = _env(_container(_find(d, "Deployment", f"audiolime-{component}")))["AUDIOLIME_ALLOWED_CLIENT_NAMES"]
+        assert settings.client_names(allowed) == (client_name,), component
+    for component in ("separator", "tagger", "explainer"):  # no server certificate passes as the client
+        cert = x509.load_pem_x509_certificate(_secret_files(docs, f"audiolime-{component}-tls")["tls.crt"])
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        cn = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+        assert client_name not in {*sans, *cn}, component
+    pod = _find(docs, "Deployment", "audiolime-explainer")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in explainer["volumeMounts"]}
+    secrets = {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}
+    assert env["AUDIOLIME_TLS_CLIENT_CERT"] == f"{mounts['tls-client']}/tls.crt"
+    assert env["AUDIOLIME_TLS_CLIENT_KEY"] == f"{mounts['tls-client']}/tls.key"
+    assert secrets["tls-client"] == "audiolime-explainer-client-tls"
+    assert "AUDIOLIME_ALLOWED_CLIENT_NAMES" not in _env(_container(_find(docs, "Deployment", "audiolime-tagger")))
     for d, component in ((docs, "separator"), (own, "tagger"), (docs, "explainer")):
         c = _container(_find(d, "Deployment", f"audiolime-{component}"))
         e = _env(c)
@@ -1032,9 +1064,59 @@ def test_security_is_on_by_default(helm_template):
                    for k in _env(_container(_find(plain, "Deployment", "audiolime-explainer"))))
 
 
+def test_one_generated_token_per_named_caller(helm_template, tools):
+    """security.auth.callers: the generated Secret holds one name:token line per caller, each token
+    random and distinct, as the explainer's own token-file parser reads it; NOTES.txt prints the
+    command that reads each caller's token (and only that caller's line)."""
+    from audiolime.server.auth import parse_tokens
+
+    callers = ("team-a", "team.b", "batch")
+    docs = helm_template("default-values", "security.auth.callers={%s}" % ",".join(callers))
+    text = base64.b64decode(_find(docs, "Secret", "audiolime-explainer-auth-tokens")["data"]["tokens"]).decode()
+    lines = text.splitlines()
+    assert text.endswith("\n") and [line.partition(":")[0] for line in lines] == list(callers)
+    tokens = [line.partition(":")[2] for line in lines]
+    assert all(re.fullmatch(r"[A-Za-z0-9]{48}", t) for t in tokens) and len(set(tokens)) == len(callers)
+    assert [name for name, _ in parse_tokens(text)] == list(callers)
+    notes = _notes(tools, "security.auth.callers={%s}" % ",".join(callers))
+    for caller, token in zip(callers, tokens, strict=True):
+        (line,) = [n for n in notes.splitlines() if n.strip().startswith(f"{caller}: export AUDIOLIME_TOKEN=")]
+        pattern = re.search(r"grep '(.+?)'", line).group(1)  # the grep of that line picks that caller's only
+        assert [t for t in text.splitlines() if re.search(pattern, t)] == [f"{caller}:{token}"], line
+    own = _notes(tools, "security.auth.existingSecret=mine", "security.auth.generate=false")
+    assert "get secret mine -o jsonpath='{.data.tokens}' | base64 -d | head -n1" in own
+
+
+def test_existing_certificates_name_the_explainer_client_when_told(helm_template, tools):
+    """security.tls.existingSecrets: the separator and our tagger take security.tls.clientName as the
+    one client name; without it there is no name check (and NOTES.txt says so); the explainer
+    presents existingSecrets.explainerClient when given, else its server certificate."""
+    secure = helm_template("secure-values", "tagger.server=audiolime")
+    client_name = yaml.safe_load((CHART / "ci" / "secure-values.yaml").read_text())["security"]["tls"]["clientName"]
+    for component in ("separator", "tagger"):
+        env = _env(_container(_find(secure, "Deployment", f"audiolime-{component}")))
+        assert settings.client_names(env["AUDIOLIME_ALLOWED_CLIENT_NAMES"]) == (client_name,)
+    explainer = _env(_container(_find(secure, "Deployment", "audiolime-explainer")))
+    assert explainer["AUDIOLIME_TLS_CLIENT_CERT"] == explainer["AUDIOLIME_TLS_CERT"]
+    unnamed = helm_template("secure-values", "security.tls.clientName=")
+    assert "AUDIOLIME_ALLOWED_CLIENT_NAMES" not in _env(_container(_find(unnamed, "Deployment", "audiolime-separator")))
+    given = ("security.tls.existingSecrets.separator=s", "security.tls.existingSecrets.tagger=t",
+             "security.tls.existingSecrets.explainer=e")
+    assert "accept any client certificate your CA signed" in _notes(tools, *given)
+    assert "accept any client certificate" not in _notes(tools, *given, "security.tls.clientName=exp")
+    assert "accept any client certificate" not in _notes(tools)
+    with_client = helm_template("default-values", *given, "security.tls.existingSecrets.explainerClient=ec")
+    pod = _find(with_client, "Deployment", "audiolime-explainer")["spec"]["template"]["spec"]
+    assert {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}["tls-client"] == "ec"
+    assert _env(pod["containers"][0])["AUDIOLIME_TLS_CLIENT_CERT"].startswith("/etc/audiolime/tls-client/")
+    assert not any(d["kind"] in ("Secret", "Certificate") and d["metadata"]["name"].startswith("audiolime-explainer-client")
+                   for d in with_client)
+
+
 def test_cert_manager_certificates_name_what_the_explainer_dials(helm_template):
-    """certManager.enabled: no key material is rendered; one Certificate per component (server and
-    client auth) into the Secret the pods mount, from the given issuer or the chart's bootstrapped CA."""
+    """certManager.enabled: no key material is rendered; one Certificate per component (server auth
+    only) into the Secret the pods mount, and the explainer's client certificate (client auth only,
+    the name the separator accepts), from the given issuer or the chart's bootstrapped CA."""
     for sets, issuer in ((("security.tls.certManager.enabled=true",), ("audiolime-ca", "Issuer")),
                          (("security.tls.certManager.enabled=true", "security.tls.certManager.issuerRef.name=corp-ca"),
                           ("corp-ca", "ClusterIssuer"))):
@@ -1048,6 +1130,16 @@ def test_cert_manager_certificates_name_what_the_explainer_dials(helm_template):
             cert = _find(docs, "Certificate", f"audiolime-{component}")["spec"]
             assert cert["secretName"] == f"audiolime-{component}-tls" and host in cert["dnsNames"]
             assert (cert["issuerRef"]["name"], cert["issuerRef"]["kind"]) == issuer
+            assert "client auth" not in cert["usages"]  # serves only
+        # The explainer presents its own client certificate (client auth only), the one name the
+        # separator accepts.
+        explainer = _find(docs, "Deployment", "audiolime-explainer")["spec"]["template"]["spec"]
+        client_secret = next(v["secret"]["secretName"] for v in explainer["volumes"] if v["name"] == "tls-client")
+        client = next(d["spec"] for d in docs if d["kind"] == "Certificate" and d["spec"]["secretName"] == client_secret)
+        assert client["usages"] == ["client auth", "digital signature"] and "dnsNames" not in client
+        assert (client["issuerRef"]["name"], client["issuerRef"]["kind"]) == issuer
+        separator = _env(_container(_find(docs, "Deployment", "audiolime-separator")))
+        assert settings.client_names(separator["AUDIOLIME_ALLOWED_CLIENT_NAMES"]) == (client["commonName"],)
 
 
 def test_store_credentials_and_input_buckets_per_service(helm_template):

@@ -53,11 +53,13 @@ class SecureStack:
 
         self.up, self.tokens, self.log, self.store = up, tokens, up.log, up.store
         self.ca = Path(re.search(r"CA (\S+\.pem)", up.lines[0]).group(1))
-        # The backends accept only the explainer's certificate: the tests call them as the explainer.
-        self.client = (self.ca.parent / "explainer.pem", self.ca.parent / "explainer.key")
+        # The backends accept only the explainer's client certificate: the tests call them as the explainer.
+        self.client = (self.ca.parent / "explainer-client.pem", self.ca.parent / "explainer-client.key")
         self.tls = channel_credentials(self.ca)
         self.mtls = channel_credentials(self.ca, *self.client)
         self.other = channel_credentials(self.ca, self.ca.parent / "up.pem", self.ca.parent / "up.key")  # `up`'s own
+        self.server_cert = channel_credentials(self.ca, self.ca.parent / "explainer.pem",  # serves only
+                                               self.ca.parent / "explainer.key")
         self.ports = {"separator": up.separator, "explainer": up.explainer, "tagger": up.tagger}
         self.metrics = up.metrics
         self.pids = {name: up.pid(name) for name in self.ports}
@@ -113,9 +115,11 @@ def record(pytestconfig, key: str, value) -> None:
 # -- the secured stack ---------------------------------------------------------------------------
 def test_up_secures_every_port(stack):
     """``up --tls --auth-tokens`` says so when it starts; every gRPC port refuses plaintext; the
-    backends refuse a TLS client without a client certificate (mTLS), answer the explainer's, and
-    refuse another certificate of the same CA (``up``'s own) with PERMISSION_DENIED before reading
-    the request (its health check aside); the explainer needs a token but its health check does not."""
+    backends refuse a TLS client without a client certificate (mTLS) or with the explainer's server
+    certificate (no client usage: no handshake), answer the explainer's client certificate, and
+    refuse another client certificate of the same CA (``up``'s own) with PERMISSION_DENIED before
+    reading the request (its health check aside); the explainer needs a token but its health check
+    does not."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     assert stack.up.lines[0].startswith("security: TLS on every gRPC port, mTLS between services, CA ")
@@ -130,6 +134,9 @@ def test_up_secures_every_port(stack):
     for name in ("separator", "tagger"):
         with stack.channel(name, stack.tls) as anonymous, pytest.raises(grpc.RpcError) as exc:
             check(anonymous)
+        assert exc.value.code() == grpc.StatusCode.UNAVAILABLE, name
+        with stack.channel(name, stack.server_cert) as serving_only, pytest.raises(grpc.RpcError) as exc:
+            check(serving_only)
         assert exc.value.code() == grpc.StatusCode.UNAVAILABLE, name
         with stack.channel(name, stack.other) as stranger:
             assert check(stranger) == health_pb2.HealthCheckResponse.SERVING  # health is exempt

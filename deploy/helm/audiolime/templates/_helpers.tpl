@@ -388,11 +388,43 @@ security.tls.explainerDnsNames. Call with (dict "ctx" $ "component" "x"); a YAML
 {{- end -}}
 
 {{- define "audiolime.tlsMountPath" -}}/etc/audiolime/tls{{- end -}}
+{{- define "audiolime.tlsClientMountPath" -}}/etc/audiolime/tls-client{{- end -}}
+
+{{/* Where the certificates come from: certManager, existing (security.tls.existingSecrets) or generated. */}}
+{{- define "audiolime.tlsSource" -}}
+{{- $t := .Values.security.tls -}}
+{{- if $t.certManager.enabled }}certManager
+{{- else if or $t.existingSecrets.separator $t.existingSecrets.tagger $t.existingSecrets.explainer }}existing
+{{- else }}generated
+{{- end -}}
+{{- end -}}
+
+{{/* The name of the explainer's client certificate: the one client the separator and our tagger
+accept (--allowed-client-names). security.tls.clientName, else <fullname>-explainer-client when
+the chart issues the certificates; "" (no name check) with existingSecrets and no clientName. */}}
+{{- define "audiolime.explainerClientName" -}}
+{{- if .Values.security.tls.clientName -}}
+{{- .Values.security.tls.clientName -}}
+{{- else if ne (include "audiolime.tlsSource" .) "existing" -}}
+{{- include "audiolime.componentName" (dict "ctx" . "component" "explainer-client") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret of the explainer's client certificate (tls.crt, tls.key); "" when it presents its
+server certificate (existingSecrets without explainerClient). */}}
+{{- define "audiolime.explainerClientSecretName" -}}
+{{- if eq (include "audiolime.tlsSource" .) "existing" -}}
+{{- .Values.security.tls.existingSecrets.explainerClient -}}
+{{- else -}}
+{{- printf "%s-tls" (include "audiolime.componentName" (dict "ctx" . "component" "explainer-client")) -}}
+{{- end -}}
+{{- end -}}
 {{- define "audiolime.authMountPath" -}}/etc/audiolime/auth{{- end -}}
 
 {{/* Environment of our servers' security flags; call with (dict "ctx" $ "component" "x").
-Separator and our tagger: TLS with client certificates of the CA required (mTLS). Explainer: TLS
-for its clients (who authenticate with tokens), and its certificate presented to the backends. */}}
+Separator and our tagger: TLS with client certificates of the CA required (mTLS), and only the
+explainer's client certificate by name (when known). Explainer: TLS for its clients (who
+authenticate with tokens), and its client certificate presented to the backends. */}}
 {{- define "audiolime.securityEnv" -}}
 {{- $sec := .ctx.Values.security -}}
 - name: AUDIOLIME_HEALTH_PORT
@@ -410,15 +442,20 @@ for its clients (who authenticate with tokens), and its certificate presented to
 {{- if eq .component "explainer" }}
 - name: AUDIOLIME_TLS_CA
   value: {{ $dir }}/ca.crt
+{{- $clientDir := ternary (include "audiolime.tlsClientMountPath" .) $dir (ne (include "audiolime.explainerClientSecretName" .ctx) "") }}
 - name: AUDIOLIME_TLS_CLIENT_CERT
-  value: {{ $dir }}/tls.crt
+  value: {{ $clientDir }}/tls.crt
 - name: AUDIOLIME_TLS_CLIENT_KEY
-  value: {{ $dir }}/tls.key
+  value: {{ $clientDir }}/tls.key
 - name: AUDIOLIME_AUTH_TOKENS_FILE
   value: {{ include "audiolime.authMountPath" . }}/{{ $sec.auth.key }}
 {{- else }}
 - name: AUDIOLIME_TLS_CLIENT_CA
   value: {{ $dir }}/ca.crt
+{{- with include "audiolime.explainerClientName" .ctx }}
+- name: AUDIOLIME_ALLOWED_CLIENT_NAMES
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end -}}
@@ -430,6 +467,11 @@ for its clients (who authenticate with tokens), and its certificate presented to
   mountPath: {{ include "audiolime.tlsMountPath" . }}
   readOnly: true
 {{- if eq .component "explainer" }}
+{{- if include "audiolime.explainerClientSecretName" .ctx }}
+- name: tls-client
+  mountPath: {{ include "audiolime.tlsClientMountPath" . }}
+  readOnly: true
+{{- end }}
 - name: auth
   mountPath: {{ include "audiolime.authMountPath" . }}
   readOnly: true
@@ -447,6 +489,12 @@ certificates and tokens when they change. */}}
     secretName: {{ include "audiolime.tlsSecretName" . }}
     defaultMode: 0440
 {{- if eq .component "explainer" }}
+{{- with include "audiolime.explainerClientSecretName" .ctx }}
+- name: tls-client
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
 - name: auth
   secret:
     secretName: {{ include "audiolime.authSecretName" .ctx }}
