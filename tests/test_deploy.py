@@ -1156,6 +1156,78 @@ def test_store_credentials_and_input_buckets_per_service(helm_template):
         assert default["AUDIOLIME_INPUT_BUCKETS"] == "audiolime-explanations-prod"
 
 
+def _allowed(policy: dict, action: str, resource: str, prefix: str | None = None) -> bool:
+    """Whether an IAM-style policy (Allow statements, StringLike on s3:prefix) grants ``action``."""
+    import fnmatch
+
+    for st in policy["Statement"]:
+        if st["Effect"] != "Allow" or action not in st["Action"]:
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in st["Resource"]):
+            continue
+        like = st.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+        if like is None or (prefix is not None and any(fnmatch.fnmatchcase(prefix, pat) for pat in like)):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("store_prefix", ["explanations", ""])
+def test_minio_service_users_get_only_their_prefixes(helm_template, tools, store_prefix):
+    """minio.serviceUsers: separator and explainer take their own MinIO keys (never the root user);
+    the setup hook Job creates each policy from the mounted JSON and attaches it to that user; the
+    policies grant the separator read/write on stems/ only and the explainer its own prefixes (the
+    store's reserved prefixes, src/audiolime/inputs.py, minus stems/, which it only reads), both
+    reading the input locations and listing only under their prefixes. Rendered only: no MinIO runs here."""
+    from audiolime.inputs import RESERVED_PREFIXES
+
+    sets = ("minio.serviceUsers.enabled=true", f"s3.prefix={store_prefix}", "security.inputBuckets={audiolime/uploads}")
+    docs = helm_template("default-values", *sets)
+    _validate_objects(docs)
+    assert _run([tools["helm"], "lint", "--strict", CHART, *(a for x in sets for a in ("--set", x))]).returncode == 0
+    policies = {k.removesuffix(".json"): json.loads(v)
+                for k, v in _find(docs, "ConfigMap", "audiolime-minio-policies")["data"].items()}
+    assert set(policies) == {"separator", "explainer"}
+    job = _find(docs, "Job", "audiolime-minio-setup")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    mc = job["spec"]["template"]["spec"]["containers"][0]
+    script, job_env = mc["args"][0], {e["name"]: e for e in mc["env"]}
+    policy_dir = next(m["mountPath"] for m in mc["volumeMounts"] if m["name"] == "policies")
+    for component in ("separator", "explainer"):
+        env = _env(_container(_find(docs, "Deployment", f"audiolime-{component}")))
+        user_secret = env["AWS_ACCESS_KEY_ID"]["secretKeyRef"]["name"]
+        assert user_secret == env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] != "audiolime-minio"
+        keys = _secret_files(docs, user_secret)
+        assert keys["AWS_ACCESS_KEY_ID"] == f"audiolime-{component}".encode() and len(keys["AWS_SECRET_ACCESS_KEY"]) == 40
+        var = component.upper()
+        assert job_env[f"{var}_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": user_secret, "key": "AWS_ACCESS_KEY_ID"}
+        assert job_env[f"{var}_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == user_secret
+        assert f"mc admin policy create local audiolime-{component} {policy_dir}/{component}.json" in script
+        assert f'mc admin user add local "${var}_ACCESS_KEY" "${var}_SECRET_KEY"' in script
+        assert f'mc admin policy attach local audiolime-{component} --user "${var}_ACCESS_KEY"' in script
+    base = f"audiolime/{store_prefix}/" if store_prefix else "audiolime/"
+    key_base = base.removeprefix("audiolime/")
+    obj = lambda key: f"arn:aws:s3:::{base}{key}"  # noqa: E731
+    sep, exp = policies["separator"], policies["explainer"]
+    own = {"separator": {"stems/"}, "explainer": set(RESERVED_PREFIXES) - {"stems/"}}
+    for prefix in RESERVED_PREFIXES:
+        for name, policy in policies.items():
+            mine = prefix in own[name]
+            assert _allowed(policy, "s3:PutObject", obj(f"{prefix}x")) == mine, (name, prefix)
+            assert _allowed(policy, "s3:DeleteObject", obj(f"{prefix}x")) == (mine and name == "explainer"), (name, prefix)
+            reads = mine or (name == "explainer" and prefix == "stems/")
+            assert _allowed(policy, "s3:GetObject", obj(f"{prefix}x")) == reads, (name, prefix)
+            assert _allowed(policy, "s3:ListBucket", "arn:aws:s3:::audiolime", f"{key_base}{prefix}") == reads, \
+                (name, prefix)
+    for policy in (sep, exp):  # the input location is readable, nothing else of it is writable
+        assert _allowed(policy, "s3:GetObject", "arn:aws:s3:::audiolime/uploads/song.ogg")
+        assert not _allowed(policy, "s3:PutObject", "arn:aws:s3:::audiolime/uploads/song.ogg")
+        assert not _allowed(policy, "s3:ListBucket", "arn:aws:s3:::audiolime", "")
+    root = helm_template("default-values")
+    assert _env(_container(_find(root, "Deployment", "audiolime-separator")))["AWS_ACCESS_KEY_ID"]["secretKeyRef"] == \
+        {"name": "audiolime-minio", "key": "rootUser"}  # off by default (not run against a live MinIO yet)
+    assert not any(d["kind"] == "ConfigMap" and d["metadata"]["name"] == "audiolime-minio-policies" for d in root)
+
+
 def test_explainer_admission_and_job_flags_come_from_values(helm_template):
     """The explainer's admission and job flags are the values', with the contract's defaults."""
     env = _env(_container(_find(helm_template("default-values"), "Deployment", "audiolime-explainer")))

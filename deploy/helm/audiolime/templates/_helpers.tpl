@@ -156,6 +156,55 @@ lifecycle:
 {{- default (include "audiolime.componentName" (dict "ctx" . "component" "minio")) .Values.minio.existingSecret -}}
 {{- end -}}
 
+{{/* The store's own prefixes of each service (src/audiolime/inputs.py RESERVED_PREFIXES; docs/
+reliability.md), as the MinIO service users' policies grant them: the separator writes stems/, the
+explainer everything else and reads stems/. */}}
+{{- define "audiolime.storePrefixes" -}}
+{{- if eq .component "separator" -}}
+{{- toYaml (list "stems/") -}}
+{{- else -}}
+{{- toYaml (list "inputs/" "jobs/" "claims/" "queue/" "explanations/" "expiry/" "cache/" "scans/") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The MinIO policy of one service (minio.serviceUsers), JSON; (dict "ctx" $ "component" "x"). Objects
+under its prefixes: get/put (explainer: delete too); list the bucket only under them (so a missing
+key is 404, not 403); the explainer reads stems/; both read the input locations. */}}
+{{- define "audiolime.minioPolicy" -}}
+{{- $v := .ctx.Values -}}
+{{- $prefix := trimAll "/" (default "" $v.s3.prefix) -}}
+{{- $keyBase := ternary (printf "%s/" $prefix) "" (ne $prefix "") -}}
+{{- $base := printf "%s/%s" $v.s3.bucket $keyBase | trimSuffix "/" -}}
+{{- $own := include "audiolime.storePrefixes" . | fromYamlArray -}}
+{{- $objects := list -}}
+{{- $listed := list -}}
+{{- range $own }}
+{{- $objects = append $objects (printf "arn:aws:s3:::%s/%s*" $base .) -}}
+{{- $listed = append $listed (printf "%s%s*" $keyBase .) -}}
+{{- end -}}
+{{- $write := list "s3:GetObject" "s3:PutObject" -}}
+{{- if eq .component "explainer" }}{{ $write = append $write "s3:DeleteObject" }}{{ end -}}
+{{- $read := list -}}
+{{- if eq .component "explainer" }}
+{{- $read = append $read (printf "arn:aws:s3:::%s/stems/*" $base) -}}
+{{- $listed = append $listed (printf "%sstems/*" $keyBase) -}}
+{{- end -}}
+{{- range default (list $v.s3.bucket) $v.security.inputBuckets }}
+{{- $read = append $read (printf "arn:aws:s3:::%s/*" (trimSuffix "/" (trimPrefix "s3://" .))) -}}
+{{- end -}}
+{{- $statements := list
+      (dict "Effect" "Allow" "Action" $write "Resource" $objects)
+      (dict "Effect" "Allow" "Action" (list "s3:GetObject") "Resource" $read)
+      (dict "Effect" "Allow" "Action" (list "s3:ListBucket") "Resource" (list (printf "arn:aws:s3:::%s" $v.s3.bucket))
+            "Condition" (dict "StringLike" (dict "s3:prefix" $listed))) -}}
+{{- dict "Version" "2012-10-17" "Statement" $statements | toJson -}}
+{{- end -}}
+
+{{/* A service's own MinIO keys (minio.serviceUsers): <fullname>-minio-<component>. */}}
+{{- define "audiolime.minioUserSecret" -}}
+{{- printf "%s-minio-%s" (include "audiolime.fullname" .ctx) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/* The Secret with a component's S3 keys: its own (s3.credentials.<component>), else s3.existingSecret. */}}
 {{- define "audiolime.s3Secret" -}}
 {{- $own := (index .ctx.Values.s3.credentials .component).existingSecret -}}
@@ -166,6 +215,7 @@ lifecycle:
 --s3-region, the AWS chain, --input-buckets; call with (dict "ctx" $ "component" "separator"). */}}
 {{- define "audiolime.storeEnv" -}}
 {{- $secret := include "audiolime.s3Secret" . -}}
+{{- $minioUser := include "audiolime.minioUserSecret" . -}}
 {{- with .ctx }}
 {{- if .Values.s3.enabled }}
 - name: AUDIOLIME_STORE
@@ -188,6 +238,17 @@ lifecycle:
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
+      key: {{ .Values.s3.secretAccessKeyKey }}
+{{- else if and .Values.minio.enabled .Values.minio.serviceUsers.enabled }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ $minioUser }}
+      key: {{ .Values.s3.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $minioUser }}
       key: {{ .Values.s3.secretAccessKeyKey }}
 {{- else if .Values.minio.enabled }}
 - name: AWS_ACCESS_KEY_ID
