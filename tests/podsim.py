@@ -333,6 +333,8 @@ class Kubelet:
             mapping.setdefault(dst, str(local))
         env = {k: map_paths(v, mapping) for k, v in image.env.items() if k not in ("PATH", "LD_LIBRARY_PATH")}
         env["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        if any(src == "/opt/venv" for _, src, _ in image.copies):  # the image's audiolime is this checkout's,
+            env.setdefault("PYTHONPATH", str(REPO / "src"))  # even when the venv's editable install is another's
         if pod.get("enableServiceLinks", True):  # the kubelet's <SERVICE>_* variables
             for svc in (d for d in render.docs if d["kind"] == "Service"):
                 prefix = re.sub(r"[^A-Z0-9]", "_", svc["metadata"]["name"].upper())
