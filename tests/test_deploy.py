@@ -1156,7 +1156,7 @@ def test_store_credentials_and_input_buckets_per_service(helm_template):
         assert default["AUDIOLIME_INPUT_BUCKETS"] == "audiolime-explanations-prod"
 
 
-def _allowed(policy: dict, action: str, resource: str, prefix: str | None = None) -> bool:
+def _policy_allows(policy: dict, action: str, resource: str, prefix: str | None = None) -> bool:
     """Whether an IAM-style policy (Allow statements, StringLike on s3:prefix) grants ``action``."""
     import fnmatch
 
@@ -1212,16 +1212,16 @@ def test_minio_service_users_get_only_their_prefixes(helm_template, tools, store
     for prefix in RESERVED_PREFIXES:
         for name, policy in policies.items():
             mine = prefix in own[name]
-            assert _allowed(policy, "s3:PutObject", obj(f"{prefix}x")) == mine, (name, prefix)
-            assert _allowed(policy, "s3:DeleteObject", obj(f"{prefix}x")) == (mine and name == "explainer"), (name, prefix)
+            assert _policy_allows(policy, "s3:PutObject", obj(f"{prefix}x")) == mine, (name, prefix)
+            assert _policy_allows(policy, "s3:DeleteObject", obj(f"{prefix}x")) == (mine and name == "explainer"), (name, prefix)
             reads = mine or (name == "explainer" and prefix == "stems/")
-            assert _allowed(policy, "s3:GetObject", obj(f"{prefix}x")) == reads, (name, prefix)
-            assert _allowed(policy, "s3:ListBucket", "arn:aws:s3:::audiolime", f"{key_base}{prefix}") == reads, \
+            assert _policy_allows(policy, "s3:GetObject", obj(f"{prefix}x")) == reads, (name, prefix)
+            assert _policy_allows(policy, "s3:ListBucket", "arn:aws:s3:::audiolime", f"{key_base}{prefix}") == reads, \
                 (name, prefix)
     for policy in (sep, exp):  # the input location is readable, nothing else of it is writable
-        assert _allowed(policy, "s3:GetObject", "arn:aws:s3:::audiolime/uploads/song.ogg")
-        assert not _allowed(policy, "s3:PutObject", "arn:aws:s3:::audiolime/uploads/song.ogg")
-        assert not _allowed(policy, "s3:ListBucket", "arn:aws:s3:::audiolime", "")
+        assert _policy_allows(policy, "s3:GetObject", "arn:aws:s3:::audiolime/uploads/song.ogg")
+        assert not _policy_allows(policy, "s3:PutObject", "arn:aws:s3:::audiolime/uploads/song.ogg")
+        assert not _policy_allows(policy, "s3:ListBucket", "arn:aws:s3:::audiolime", "")
     root = helm_template("default-values")
     assert _env(_container(_find(root, "Deployment", "audiolime-separator")))["AWS_ACCESS_KEY_ID"]["secretKeyRef"] == \
         {"name": "audiolime-minio", "key": "rootUser"}  # off by default (not run against a live MinIO yet)
