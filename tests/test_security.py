@@ -576,6 +576,45 @@ def test_client_names_refuse_every_kind_of_call_before_the_token(pki, tokens, tm
             assert get_job(ch, bearer(tokens["alice"])) == grpc.StatusCode.NOT_FOUND
 
 
+def test_the_explainer_reports_a_backend_refusing_its_certificate_as_unavailable(pki, tmp_path):
+    """A backend that refuses the explainer's client certificate by name (a deployment's mistake,
+    e.g. a renamed certificate) is UNAVAILABLE to the explainer's caller (a server fault, which the
+    error-ratio alerts count), never the caller's PERMISSION_DENIED; a PERMISSION_DENIED of the
+    backend's own (an input URI) still passes through as the caller's. Real gRPC with TLS, the
+    servers' interceptors, and the explainer's separator client."""
+    from audiolime import errors
+    from audiolime.explainer.remote import RemoteSeparator, RetryPolicy
+    from audiolime.inputs import AudioSource
+    from audiolime.server import runtime
+    from audiolime.store import open_store
+    from audiolime.tls import channel_credentials
+    from audiolime.v1 import separator_pb2_grpc
+
+    class Separator(separator_pb2_grpc.SeparatorServicer):
+        def Separate(self, request, context):  # noqa: N802 - gRPC API
+            raise errors.PermissionDenied("audio URI outside --input-buckets")
+
+    explainer = pki["authority"].issue("explainer-client")
+    security = runtime.Security(pki["server"].cert, pki["server"].key, pki["ca"],
+                                allowed_client_names=("explainer-client",))
+    service = runtime.Service("audiolime.v1.Separator",
+                              lambda server: separator_pb2_grpc.add_SeparatorServicer_to_server(Separator(), server))
+    running = runtime.start([service], HOST, 0, None, max_workers=4, security=security)
+    store = open_store((tmp_path / "store").as_uri())
+    audio = AudioSource(uri="s3://elsewhere/song.ogg")
+    try:
+        cases = ((pki["client"], errors.Unavailable, "the client certificate ('client') is not one this server accepts"),
+                 (explainer, errors.PermissionDenied, "audio URI outside --input-buckets"))
+        for pair, expected, message in cases:
+            with grpc.secure_channel(f"{HOST}:{running.port}", channel_credentials(pki["ca"], pair.cert, pair.key)) \
+                    as channel:
+                with pytest.raises(errors.AudiolimeError) as exc:
+                    RemoteSeparator(channel, store, RetryPolicy(timeout_s=10, retries=0)).separate(audio, "2stems")
+            assert type(exc.value) is expected and message in str(exc.value), (type(exc.value), str(exc.value))
+    finally:
+        running.server.stop(0)
+
+
 def test_certificates_rotate_without_a_restart(pki, tmp_path):
     """Replacing the certificate and key files is picked up for new connections: clients of the
     new CA get in, clients that trust only the old CA no longer do."""

@@ -198,7 +198,7 @@ class ClientNameInterceptor(grpc.ServerInterceptor):
                 shown = presented[0] if presented else "(none)"
                 log.warning("call refused", extra={"reason": "client_name", "method": method_name,
                                                    "peer": context.peer(), "client_name": shown})
-                raise errors.PermissionDenied(f"the client certificate ({shown!r}) is not one this server accepts "
+                raise errors.ClientNotAllowed(f"the client certificate ({shown!r}) is not one this server accepts "
                                               f"(--allowed-client-names)")
 
         return checked_before_read(handler, check)
