@@ -333,6 +333,8 @@ class Kubelet:
             mapping.setdefault(dst, str(local))
         env = {k: map_paths(v, mapping) for k, v in image.env.items() if k not in ("PATH", "LD_LIBRARY_PATH")}
         env["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        if any(src == "/opt/venv" for _, src, _ in image.copies):  # the image's audiolime is this checkout's,
+            env.setdefault("PYTHONPATH", str(REPO / "src"))  # even when the venv's editable install is another's
         if pod.get("enableServiceLinks", True):  # the kubelet's <SERVICE>_* variables
             for svc in (d for d in render.docs if d["kind"] == "Service"):
                 prefix = re.sub(r"[^A-Z0-9]", "_", svc["metadata"]["name"].upper())
@@ -691,9 +693,13 @@ def issue_certificates(render: Render, workdir: Path) -> list[str]:
         else:
             findings.append(f"Certificate/{name}: issuer {spec['issuerRef']['name']} issues nothing here")
             continue
-        if not {"server auth", "client auth"} <= set(spec.get("usages", [])):
-            findings.append(f"Certificate/{name}: usages {spec.get('usages')} lack server auth + client auth (mTLS)")
-        pair = ca.issue(name, tuple(spec.get("dnsNames", [])) + tuple(spec.get("ipAddresses", [])))
+        usages = tuple(role for role in ("server", "client") if f"{role} auth" in spec.get("usages", []))
+        if not usages:
+            findings.append(f"Certificate/{name}: usages {spec.get('usages')} name neither server auth nor client auth")
+            continue
+        # its common name (else the object's name), names and usages: TLS peers refuse it in another role
+        pair = ca.issue(spec.get("commonName") or name, tuple(spec.get("dnsNames", [])) +
+                        tuple(spec.get("ipAddresses", [])), usages=usages)
         render.docs.append(_secret_doc(spec["secretName"], {"tls.crt": pair.cert.read_bytes(),
                                                             "tls.key": pair.key.read_bytes(),
                                                             "ca.crt": ca.cert.read_bytes()}))

@@ -194,7 +194,7 @@ def test_the_default_chart_serves_explanations_over_tls_with_tokens(helm_templat
     from the chart's generated Secrets, TF Serving's args incl. its --ssl_config_file), answer a
     client holding the token and the CA with a real explanation; without the token it is
     UNAUTHENTICATED, without TLS there is no connection, and the separator refuses a client with no
-    certificate (mTLS); the stack is only used once every rendered readiness probe has passed over
+    certificate (mTLS) and one with another certificate of the chart's CA (PERMISSION_DENIED); the stack is only used once every rendered readiness probe has passed over
     the plaintext health port while the gRPC ports speak TLS."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -232,6 +232,19 @@ def test_the_default_chart_serves_explanations_over_tls_with_tokens(helm_templat
             with pytest.raises(grpc.RpcError) as refused:
                 health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Another certificate of the chart's CA (the explainer's server certificate: Helm's
+        # genSignedCert makes it valid for client auth too) is refused by name, before the request
+        # is read; the explanation above went through with the explainer's client certificate.
+        server_cert = tmp_path / "explainer-server"
+        server_cert.mkdir()
+        files = stack.secret("audiolime-explainer-tls")
+        (server_cert / "tls.crt").write_text(files["tls.crt"])
+        (server_cert / "tls.key").write_text(files["tls.key"])
+        other = channel_credentials(ca, server_cert / "tls.crt", server_cert / "tls.key")
+        with grpc.secure_channel(separator, other) as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                channel.unary_unary("/audiolime.v1.Separator/Separate")(b"", timeout=30)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, refused.value.details()
         for name, proc in stack.processes.items():
             assert proc.poll() is None, f"{name} died"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from audiolime import settings
 from conftest import CHART, KUSTOMIZE, NAMESPACE, RELEASE, REPO
 from conftest import load_fetcher as _load_fetcher
 from conftest import run_cmd as _run
@@ -223,8 +224,12 @@ def _check_crd_structure(doc: dict) -> None:
             assert len(set(spec) & {"selfSigned", "ca"}) == 1 and (spec.get("ca") or {}).get("secretName", "x")
             return
         assert spec["secretName"] and spec["issuerRef"]["name"] and spec["issuerRef"]["kind"] in ("Issuer", "ClusterIssuer")
-        assert spec.get("isCA") or {"server auth", "client auth"} <= set(spec["usages"]), doc["metadata"]["name"]
-        assert spec.get("isCA") or spec["dnsNames"]
+        if not spec.get("isCA"):  # a server certificate serves and names a port; the client one only calls
+            usages, name = set(spec["usages"]), doc["metadata"]["name"]
+            if spec.get("dnsNames"):
+                assert "server auth" in usages and "client auth" not in usages, (name, usages)
+            else:
+                assert "client auth" in usages and "server auth" not in usages and spec["commonName"], (name, usages)
         for key in ("duration", "renewBefore"):
             assert key not in spec or re.fullmatch(r"(\d+h)?(\d+m)?(\d+s)?", spec[key]), spec[key]
         return
@@ -897,6 +902,10 @@ BROKEN = [
      "security.tls: set certManager.enabled or existingSecrets, not both"),
     (("default-values", "security.tls.existingSecrets.tagger=t"),
      "security.tls.existingSecrets: name a Secret for each of separator, tagger and explainer"),
+    (("default-values", "security.tls.existingSecrets.explainerClient=c"),
+     "security.tls.existingSecrets.explainerClient: the explainer's client certificate from your Secret goes with"),
+    (("default-values", "security.auth.callers=null"),
+     "security.auth.callers is empty: security.auth.generate makes one token per caller named there"),
     (("default-values", "explainer.maxConcurrent=8", "explainer.maxQueued=8"),
      "explainer.maxConcurrent (8) + explainer.maxQueued (8) must be below explainer.maxWorkers (16)"),
     (("default-values", "explainer.jobs.poll=20"), "explainer.jobs.lease (30 s) must be at least twice explainer.jobs.poll (20 s)"),
@@ -1035,7 +1044,30 @@ def test_security_is_on_by_default(helm_template):
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
         assert set(dialled) <= set(sans), (component, sans)
         usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(usages)
+        assert ExtendedKeyUsageOID.SERVER_AUTH in set(usages)
+    # The explainer's client certificate (Helm's genSignedCert cannot drop server auth from it) is the
+    # one client name separator and our tagger accept; TF Serving cannot check names.
+    client = _secret_files(docs, "audiolime-explainer-client-tls")
+    client_cert = x509.load_pem_x509_certificate(client["tls.crt"])
+    client_cert.verify_directly_issued_by(ca)
+    (client_name,) = [a.value for a in client_cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in set(
+        client_cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    for d, component in ((docs, "separator"), (own, "tagger")):
+        allowed = _env(_container(_find(d, "Deployment", f"audiolime-{component}")))["AUDIOLIME_ALLOWED_CLIENT_NAMES"]
+        assert settings.client_names(allowed) == (client_name,), component
+    for component in ("separator", "tagger", "explainer"):  # no server certificate passes as the client
+        cert = x509.load_pem_x509_certificate(_secret_files(docs, f"audiolime-{component}-tls")["tls.crt"])
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        cn = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+        assert client_name not in {*sans, *cn}, component
+    pod = _find(docs, "Deployment", "audiolime-explainer")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in explainer["volumeMounts"]}
+    secrets = {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}
+    assert env["AUDIOLIME_TLS_CLIENT_CERT"] == f"{mounts['tls-client']}/tls.crt"
+    assert env["AUDIOLIME_TLS_CLIENT_KEY"] == f"{mounts['tls-client']}/tls.key"
+    assert secrets["tls-client"] == "audiolime-explainer-client-tls"
+    assert "AUDIOLIME_ALLOWED_CLIENT_NAMES" not in _env(_container(_find(docs, "Deployment", "audiolime-tagger")))
     for d, component in ((docs, "separator"), (own, "tagger"), (docs, "explainer")):
         c = _container(_find(d, "Deployment", f"audiolime-{component}"))
         e = _env(c)
@@ -1059,9 +1091,59 @@ def test_security_is_on_by_default(helm_template):
                    for k in _env(_container(_find(plain, "Deployment", "audiolime-explainer"))))
 
 
+def test_one_generated_token_per_named_caller(helm_template, tools):
+    """security.auth.callers: the generated Secret holds one name:token line per caller, each token
+    random and distinct, as the explainer's own token-file parser reads it; NOTES.txt prints the
+    command that reads each caller's token (and only that caller's line)."""
+    from audiolime.server.auth import parse_tokens
+
+    callers = ("team-a", "team.b", "batch")
+    docs = helm_template("default-values", "security.auth.callers={%s}" % ",".join(callers))
+    text = base64.b64decode(_find(docs, "Secret", "audiolime-explainer-auth-tokens")["data"]["tokens"]).decode()
+    lines = text.splitlines()
+    assert text.endswith("\n") and [line.partition(":")[0] for line in lines] == list(callers)
+    tokens = [line.partition(":")[2] for line in lines]
+    assert all(re.fullmatch(r"[A-Za-z0-9]{48}", t) for t in tokens) and len(set(tokens)) == len(callers)
+    assert [name for name, _ in parse_tokens(text)] == list(callers)
+    notes = _notes(tools, "security.auth.callers={%s}" % ",".join(callers))
+    for caller, token in zip(callers, tokens, strict=True):
+        (line,) = [n for n in notes.splitlines() if n.strip().startswith(f"{caller}: export AUDIOLIME_TOKEN=")]
+        pattern = re.search(r"grep '(.+?)'", line).group(1)  # the grep of that line picks that caller's only
+        assert [t for t in text.splitlines() if re.search(pattern, t)] == [f"{caller}:{token}"], line
+    own = _notes(tools, "security.auth.existingSecret=mine", "security.auth.generate=false")
+    assert "get secret mine -o jsonpath='{.data.tokens}' | base64 -d | head -n1" in own
+
+
+def test_existing_certificates_name_the_explainer_client_when_told(helm_template, tools):
+    """security.tls.existingSecrets: the separator and our tagger take security.tls.clientName as the
+    one client name; without it there is no name check (and NOTES.txt says so); the explainer
+    presents existingSecrets.explainerClient when given, else its server certificate."""
+    secure = helm_template("secure-values", "tagger.server=audiolime")
+    client_name = yaml.safe_load((CHART / "ci" / "secure-values.yaml").read_text())["security"]["tls"]["clientName"]
+    for component in ("separator", "tagger"):
+        env = _env(_container(_find(secure, "Deployment", f"audiolime-{component}")))
+        assert settings.client_names(env["AUDIOLIME_ALLOWED_CLIENT_NAMES"]) == (client_name,)
+    explainer = _env(_container(_find(secure, "Deployment", "audiolime-explainer")))
+    assert explainer["AUDIOLIME_TLS_CLIENT_CERT"] == explainer["AUDIOLIME_TLS_CERT"]
+    unnamed = helm_template("secure-values", "security.tls.clientName=")
+    assert "AUDIOLIME_ALLOWED_CLIENT_NAMES" not in _env(_container(_find(unnamed, "Deployment", "audiolime-separator")))
+    given = ("security.tls.existingSecrets.separator=s", "security.tls.existingSecrets.tagger=t",
+             "security.tls.existingSecrets.explainer=e")
+    assert "accept any client certificate your CA signed" in _notes(tools, *given)
+    assert "accept any client certificate" not in _notes(tools, *given, "security.tls.clientName=exp")
+    assert "accept any client certificate" not in _notes(tools)
+    with_client = helm_template("default-values", *given, "security.tls.existingSecrets.explainerClient=ec")
+    pod = _find(with_client, "Deployment", "audiolime-explainer")["spec"]["template"]["spec"]
+    assert {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}["tls-client"] == "ec"
+    assert _env(pod["containers"][0])["AUDIOLIME_TLS_CLIENT_CERT"].startswith("/etc/audiolime/tls-client/")
+    assert not any(d["kind"] in ("Secret", "Certificate") and d["metadata"]["name"].startswith("audiolime-explainer-client")
+                   for d in with_client)
+
+
 def test_cert_manager_certificates_name_what_the_explainer_dials(helm_template):
-    """certManager.enabled: no key material is rendered; one Certificate per component (server and
-    client auth) into the Secret the pods mount, from the given issuer or the chart's bootstrapped CA."""
+    """certManager.enabled: no key material is rendered; one Certificate per component (server auth
+    only) into the Secret the pods mount, and the explainer's client certificate (client auth only,
+    the name the separator accepts), from the given issuer or the chart's bootstrapped CA."""
     for sets, issuer in ((("security.tls.certManager.enabled=true",), ("audiolime-ca", "Issuer")),
                          (("security.tls.certManager.enabled=true", "security.tls.certManager.issuerRef.name=corp-ca"),
                           ("corp-ca", "ClusterIssuer"))):
@@ -1075,6 +1157,16 @@ def test_cert_manager_certificates_name_what_the_explainer_dials(helm_template):
             cert = _find(docs, "Certificate", f"audiolime-{component}")["spec"]
             assert cert["secretName"] == f"audiolime-{component}-tls" and host in cert["dnsNames"]
             assert (cert["issuerRef"]["name"], cert["issuerRef"]["kind"]) == issuer
+            assert "client auth" not in cert["usages"]  # serves only
+        # The explainer presents its own client certificate (client auth only), the one name the
+        # separator accepts.
+        explainer = _find(docs, "Deployment", "audiolime-explainer")["spec"]["template"]["spec"]
+        client_secret = next(v["secret"]["secretName"] for v in explainer["volumes"] if v["name"] == "tls-client")
+        client = next(d["spec"] for d in docs if d["kind"] == "Certificate" and d["spec"]["secretName"] == client_secret)
+        assert client["usages"] == ["client auth", "digital signature"] and "dnsNames" not in client
+        assert (client["issuerRef"]["name"], client["issuerRef"]["kind"]) == issuer
+        separator = _env(_container(_find(docs, "Deployment", "audiolime-separator")))
+        assert settings.client_names(separator["AUDIOLIME_ALLOWED_CLIENT_NAMES"]) == (client["commonName"],)
 
 
 def test_store_credentials_and_input_buckets_per_service(helm_template):
@@ -1089,6 +1181,78 @@ def test_store_credentials_and_input_buckets_per_service(helm_template):
         default = _env(_container(_find(helm_template("production-values"), "Deployment", f"audiolime-{component}")))
         assert default["AWS_ACCESS_KEY_ID"]["secretKeyRef"]["name"] == "audiolime-s3"
         assert default["AUDIOLIME_INPUT_BUCKETS"] == "audiolime-explanations-prod"
+
+
+def _policy_allows(policy: dict, action: str, resource: str, prefix: str | None = None) -> bool:
+    """Whether an IAM-style policy (Allow statements, StringLike on s3:prefix) grants ``action``."""
+    import fnmatch
+
+    for st in policy["Statement"]:
+        if st["Effect"] != "Allow" or action not in st["Action"]:
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in st["Resource"]):
+            continue
+        like = st.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+        if like is None or (prefix is not None and any(fnmatch.fnmatchcase(prefix, pat) for pat in like)):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("store_prefix", ["explanations", ""])
+def test_minio_service_users_get_only_their_prefixes(helm_template, tools, store_prefix):
+    """minio.serviceUsers: separator and explainer take their own MinIO keys (never the root user);
+    the setup hook Job creates each policy from the mounted JSON and attaches it to that user; the
+    policies grant the separator read/write on stems/ only and the explainer its own prefixes (the
+    store's reserved prefixes, src/audiolime/inputs.py, minus stems/, which it only reads), both
+    reading the input locations and listing only under their prefixes. Rendered only: no MinIO runs here."""
+    from audiolime.inputs import RESERVED_PREFIXES
+
+    sets = ("minio.serviceUsers.enabled=true", f"s3.prefix={store_prefix}", "security.inputBuckets={audiolime/uploads}")
+    docs = helm_template("default-values", *sets)
+    _validate_objects(docs)
+    assert _run([tools["helm"], "lint", "--strict", CHART, *(a for x in sets for a in ("--set", x))]).returncode == 0
+    policies = {k.removesuffix(".json"): json.loads(v)
+                for k, v in _find(docs, "ConfigMap", "audiolime-minio-policies")["data"].items()}
+    assert set(policies) == {"separator", "explainer"}
+    job = _find(docs, "Job", "audiolime-minio-setup")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    mc = job["spec"]["template"]["spec"]["containers"][0]
+    script, job_env = mc["args"][0], {e["name"]: e for e in mc["env"]}
+    policy_dir = next(m["mountPath"] for m in mc["volumeMounts"] if m["name"] == "policies")
+    for component in ("separator", "explainer"):
+        env = _env(_container(_find(docs, "Deployment", f"audiolime-{component}")))
+        user_secret = env["AWS_ACCESS_KEY_ID"]["secretKeyRef"]["name"]
+        assert user_secret == env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] != "audiolime-minio"
+        keys = _secret_files(docs, user_secret)
+        assert keys["AWS_ACCESS_KEY_ID"] == f"audiolime-{component}".encode() and len(keys["AWS_SECRET_ACCESS_KEY"]) == 40
+        var = component.upper()
+        assert job_env[f"{var}_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": user_secret, "key": "AWS_ACCESS_KEY_ID"}
+        assert job_env[f"{var}_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == user_secret
+        assert f"mc admin policy create local audiolime-{component} {policy_dir}/{component}.json" in script
+        assert f'mc admin user add local "${var}_ACCESS_KEY" "${var}_SECRET_KEY"' in script
+        assert f'mc admin policy attach local audiolime-{component} --user "${var}_ACCESS_KEY"' in script
+    base = f"audiolime/{store_prefix}/" if store_prefix else "audiolime/"
+    key_base = base.removeprefix("audiolime/")
+    obj = lambda key: f"arn:aws:s3:::{base}{key}"  # noqa: E731
+    sep, exp = policies["separator"], policies["explainer"]
+    own = {"separator": {"stems/"}, "explainer": set(RESERVED_PREFIXES) - {"stems/"}}
+    for prefix in RESERVED_PREFIXES:
+        for name, policy in policies.items():
+            mine = prefix in own[name]
+            assert _policy_allows(policy, "s3:PutObject", obj(f"{prefix}x")) == mine, (name, prefix)
+            assert _policy_allows(policy, "s3:DeleteObject", obj(f"{prefix}x")) == (mine and name == "explainer"), (name, prefix)
+            reads = mine or (name == "explainer" and prefix == "stems/")
+            assert _policy_allows(policy, "s3:GetObject", obj(f"{prefix}x")) == reads, (name, prefix)
+            assert _policy_allows(policy, "s3:ListBucket", "arn:aws:s3:::audiolime", f"{key_base}{prefix}") == reads, \
+                (name, prefix)
+    for policy in (sep, exp):  # the input location is readable, nothing else of it is writable
+        assert _policy_allows(policy, "s3:GetObject", "arn:aws:s3:::audiolime/uploads/song.ogg")
+        assert not _policy_allows(policy, "s3:PutObject", "arn:aws:s3:::audiolime/uploads/song.ogg")
+        assert not _policy_allows(policy, "s3:ListBucket", "arn:aws:s3:::audiolime", "")
+    root = helm_template("default-values")
+    assert _env(_container(_find(root, "Deployment", "audiolime-separator")))["AWS_ACCESS_KEY_ID"]["secretKeyRef"] == \
+        {"name": "audiolime-minio", "key": "rootUser"}  # off by default (not run against a live MinIO yet)
+    assert not any(d["kind"] == "ConfigMap" and d["metadata"]["name"] == "audiolime-minio-policies" for d in root)
 
 
 def test_explainer_admission_and_job_flags_come_from_values(helm_template):

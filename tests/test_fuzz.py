@@ -53,9 +53,13 @@ class SecureStack:
 
         self.up, self.tokens, self.log, self.store = up, tokens, up.log, up.store
         self.ca = Path(re.search(r"CA (\S+\.pem)", up.lines[0]).group(1))
-        self.client = (self.ca.parent / "up.pem", self.ca.parent / "up.key")  # the CA's certificate for `up`
+        # The backends accept only the explainer's client certificate: the tests call them as the explainer.
+        self.client = (self.ca.parent / "explainer-client.pem", self.ca.parent / "explainer-client.key")
         self.tls = channel_credentials(self.ca)
         self.mtls = channel_credentials(self.ca, *self.client)
+        self.other = channel_credentials(self.ca, self.ca.parent / "up.pem", self.ca.parent / "up.key")  # `up`'s own
+        self.server_cert = channel_credentials(self.ca, self.ca.parent / "explainer.pem",  # serves only
+                                               self.ca.parent / "explainer.key")
         self.ports = {"separator": up.separator, "explainer": up.explainer, "tagger": up.tagger}
         self.metrics = up.metrics
         self.pids = {name: up.pid(name) for name in self.ports}
@@ -111,8 +115,11 @@ def record(pytestconfig, key: str, value) -> None:
 # -- the secured stack ---------------------------------------------------------------------------
 def test_up_secures_every_port(stack):
     """``up --tls --auth-tokens`` says so when it starts; every gRPC port refuses plaintext; the
-    backends refuse a TLS client without a client certificate (mTLS) and answer one with the
-    CA's; the explainer needs a token but its health check does not."""
+    backends refuse a TLS client without a client certificate (mTLS) or with the explainer's server
+    certificate (no client usage: no handshake), answer the explainer's client certificate, and
+    refuse another client certificate of the same CA (``up``'s own) with PERMISSION_DENIED before
+    reading the request (its health check aside); the explainer needs a token but its health check
+    does not."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     assert stack.up.lines[0].startswith("security: TLS on every gRPC port, mTLS between services, CA ")
@@ -128,6 +135,34 @@ def test_up_secures_every_port(stack):
         with stack.channel(name, stack.tls) as anonymous, pytest.raises(grpc.RpcError) as exc:
             check(anonymous)
         assert exc.value.code() == grpc.StatusCode.UNAVAILABLE, name
+        with stack.channel(name, stack.server_cert) as serving_only, pytest.raises(grpc.RpcError) as exc:
+            check(serving_only)
+        assert exc.value.code() == grpc.StatusCode.UNAVAILABLE, name
+        with stack.channel(name, stack.other) as stranger:
+            assert check(stranger) == health_pb2.HealthCheckResponse.SERVING  # health is exempt
+    from audiolime.explainer.remote import PREDICT
+    from audiolime.tfs import tfs_pb2
+    from audiolime.v1 import common_pb2, separator_pb2, separator_pb2_grpc
+
+    predict = tfs_pb2.PredictRequest()
+    predict.model_spec.name = "no-such-model"
+    calls = {"separator": lambda ch: separator_pb2_grpc.SeparatorStub(ch).Separate(separator_pb2.SeparateRequest(
+                 audio=common_pb2.AudioInput(content=b"not audio", filename="x.wav")), timeout=30),
+             "tagger": lambda ch: ch.unary_unary(PREDICT, request_serializer=tfs_pb2.PredictRequest.SerializeToString,
+                                                 response_deserializer=tfs_pb2.PredictResponse.FromString)(
+                 predict, timeout=30)}
+    judged = {"separator": grpc.StatusCode.INVALID_ARGUMENT, "tagger": grpc.StatusCode.NOT_FOUND}
+    for name, call in calls.items():
+        before = metric_value(scrape(stack.metrics[name]), "audiolime_requests_refused_total", reason="client_name")
+        with stack.channel(name, stack.other) as stranger, pytest.raises(grpc.RpcError) as exc:
+            call(stranger)
+        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED, (name, exc.value.details())
+        assert "'up'" in exc.value.details() and "--allowed-client-names" in exc.value.details()
+        after = metric_value(scrape(stack.metrics[name]), "audiolime_requests_refused_total", reason="client_name")
+        assert after - before == 1, name
+        with stack.channel(name) as explainer, pytest.raises(grpc.RpcError) as exc:  # the explainer's: judged
+            call(explainer)
+        assert exc.value.code() == judged[name], (name, exc.value.details())
     from audiolime.v1 import explainer_pb2, explainer_pb2_grpc
 
     with stack.channel("explainer") as ch, pytest.raises(grpc.RpcError) as exc:

@@ -484,6 +484,137 @@ def test_mtls_refuses_clients_without_a_certificate_of_the_ca(pki, tmp_path):
             assert get_job(member) == grpc.StatusCode.NOT_FOUND
 
 
+def test_the_separator_accepts_only_the_named_client_certificate(pki, tmp_path):
+    """A separator with --tls-client-ca and --allowed-client-names explainer: eight concurrent 50 MB
+    Separate calls with another certificate of the same CA are PERMISSION_DENIED naming it, before
+    the body is read (peak RSS grows by less than 50 MB), counted as client_name refusals and, in
+    the gRPC metrics, as the unary calls they are; its health check answers (exempt); the same call
+    with the explainer's certificate is received and judged (INVALID_ARGUMENT: not audio)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from audiolime.processes import memory, reset_peak
+    from audiolime.tls import channel_credentials
+    from audiolime.v1 import common_pb2, separator_pb2
+    from conftest import model_dir
+
+    explainer = pki["authority"].issue("explainer")
+    args = ["--model-dir", str(model_dir()), "--store", (tmp_path / "store").as_uri(),
+            "--tls-cert", str(pki["server"].cert), "--tls-key", str(pki["server"].key),
+            "--tls-client-ca", str(pki["ca"]), "--allowed-client-names", "explainer"]
+    body = separator_pb2.SeparateRequest(audio=common_pb2.AudioInput(
+        content=b"\0" * (50 * 10 ** 6), filename="a.wav")).SerializeToString()
+    stranger_creds = channel_credentials(pki["ca"], pki["client"].cert, pki["client"].key)  # CN=client, same CA
+    with serving("audiolime.separator.server", args, tmp_path / "separator.log",
+                 credentials=stranger_creds) as server:  # started = its health check answered the stranger
+        before_metrics = scrape(server.metrics_port)
+        with tls_channel(server.port, pki["ca"], pki["client"]) as stranger:
+            separate = stranger.unary_unary("/audiolime.v1.Separator/Separate")
+            rss, _ = memory(server.proc.pid)
+            reset_peak(server.proc.pid)
+
+            def call(_: int) -> tuple[grpc.StatusCode, str]:
+                try:
+                    separate(body, timeout=60)
+                except grpc.RpcError as exc:
+                    return exc.code(), exc.details()
+                return grpc.StatusCode.OK, ""
+
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(call, range(8)))
+            _, peak = memory(server.proc.pid)
+        assert {code for code, _ in answers} == {grpc.StatusCode.PERMISSION_DENIED}, answers
+        assert all("'client'" in details and "--allowed-client-names" in details for _, details in answers)
+        assert peak - rss < 50 * 2 ** 20, f"peak RSS grew by {(peak - rss) / 2 ** 20:.0f} MiB"
+        after = scrape(server.metrics_port)
+        refused = lambda text: metric_value(text, "audiolime_requests_refused_total", reason="client_name")  # noqa: E731
+        assert refused(after) - refused(before_metrics) == 8
+        assert metric_value(after, "grpc_server_handled_total", grpc_method="Separate", grpc_type="unary",
+                            grpc_code="PERMISSION_DENIED") == 8
+        with tls_channel(server.port, pki["ca"], pki["other_client"]) as other_ca:  # not even a handshake
+            with pytest.raises(grpc.RpcError) as exc:
+                other_ca.unary_unary("/audiolime.v1.Separator/Separate")(b"", timeout=30)
+            assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+        with tls_channel(server.port, pki["ca"], explainer) as ch:
+            with pytest.raises(grpc.RpcError) as exc:
+                ch.unary_unary("/audiolime.v1.Separator/Separate")(body, timeout=60)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.value.details()
+        refusals = [r for r in json_logs(server.log) if r.get("reason") == "client_name"]
+        assert len(refusals) == 8 and all(r["client_name"] == "client" for r in refusals)
+
+
+def test_client_names_refuse_every_kind_of_call_before_the_token(pki, tokens, tmp_path):
+    """An explainer with mTLS, --allowed-client-names and tokens: another certificate of the CA is
+    PERMISSION_DENIED on a unary call and a server-streaming one, with a valid token too (the
+    certificate is checked first); reflection is refused the same way, health is not; a name the
+    certificate carries as a subject alternative name (localhost) lets it in, to its token check."""
+    from audiolime.tls import channel_credentials
+    from audiolime.v1 import explainer_pb2
+
+    args = explainer_args(tmp_path, "--tls-cert", str(pki["server"].cert), "--tls-key", str(pki["server"].key),
+                          "--tls-client-ca", str(pki["ca"]), "--allowed-client-names", "explainer-client,team",
+                          "--auth-tokens", str(tokens["path"]), "--reflection")
+    creds = channel_credentials(pki["ca"], pki["client"].cert, pki["client"].key)
+    with serving("audiolime.explainer.server", args, tmp_path / "explainer.log", credentials=creds) as server:
+        with tls_channel(server.port, pki["ca"], pki["client"]) as ch:
+            assert get_job(ch, bearer(tokens["alice"])) == grpc.StatusCode.PERMISSION_DENIED
+            streamed = stub(ch).ExplainStream(explainer_pb2.ExplainRequest(model="musicnn-msd"), timeout=30,
+                                              metadata=bearer(tokens["alice"]))
+            with pytest.raises(grpc.RpcError) as exc:
+                list(streamed)
+            assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            with pytest.raises(grpc.RpcError) as exc:
+                list_services(ch, bearer(tokens["alice"]))
+            assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert health(ch) == 1  # SERVING
+        text = scrape(server.metrics_port)
+        assert metric_value(text, "grpc_server_handled_total", grpc_method="ExplainStream", grpc_type="server_stream",
+                            grpc_code="PERMISSION_DENIED") == 1
+    args[args.index("explainer-client,team")] = "localhost"  # every certificate of pki carries it: only for the test
+    with serving("audiolime.explainer.server", args, tmp_path / "explainer2.log", credentials=creds) as server:
+        with tls_channel(server.port, pki["ca"], pki["client"]) as ch:
+            assert get_job(ch) == grpc.StatusCode.UNAUTHENTICATED
+            assert get_job(ch, bearer(tokens["alice"])) == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_explainer_reports_a_backend_refusing_its_certificate_as_unavailable(pki, tmp_path):
+    """A backend that refuses the explainer's client certificate by name (a deployment's mistake,
+    e.g. a renamed certificate) is UNAVAILABLE to the explainer's caller (a server fault, which the
+    error-ratio alerts count), never the caller's PERMISSION_DENIED; a PERMISSION_DENIED of the
+    backend's own (an input URI) still passes through as the caller's. Real gRPC with TLS, the
+    servers' interceptors, and the explainer's separator client."""
+    from audiolime import errors
+    from audiolime.explainer.remote import RemoteSeparator, RetryPolicy
+    from audiolime.inputs import AudioSource
+    from audiolime.server import runtime
+    from audiolime.store import open_store
+    from audiolime.tls import channel_credentials
+    from audiolime.v1 import separator_pb2_grpc
+
+    class Separator(separator_pb2_grpc.SeparatorServicer):
+        def Separate(self, request, context):  # noqa: N802 - gRPC API
+            raise errors.PermissionDenied("audio URI outside --input-buckets")
+
+    explainer = pki["authority"].issue("explainer-client")
+    security = runtime.Security(pki["server"].cert, pki["server"].key, pki["ca"],
+                                allowed_client_names=("explainer-client",))
+    service = runtime.Service("audiolime.v1.Separator",
+                              lambda server: separator_pb2_grpc.add_SeparatorServicer_to_server(Separator(), server))
+    running = runtime.start([service], HOST, 0, None, max_workers=4, security=security)
+    store = open_store((tmp_path / "store").as_uri())
+    audio = AudioSource(uri="s3://elsewhere/song.ogg")
+    try:
+        cases = ((pki["client"], errors.Unavailable, "the client certificate ('client') is not one this server accepts"),
+                 (explainer, errors.PermissionDenied, "audio URI outside --input-buckets"))
+        for pair, expected, message in cases:
+            with grpc.secure_channel(f"{HOST}:{running.port}", channel_credentials(pki["ca"], pair.cert, pair.key)) \
+                    as channel:
+                with pytest.raises(errors.AudiolimeError) as exc:
+                    RemoteSeparator(channel, store, RetryPolicy(timeout_s=10, retries=0)).separate(audio, "2stems")
+            assert type(exc.value) is expected and message in str(exc.value), (type(exc.value), str(exc.value))
+    finally:
+        running.server.stop(0)
+
+
 def test_certificates_rotate_without_a_restart(pki, tmp_path):
     """Replacing the certificate and key files is picked up for new connections: clients of the
     new CA get in, clients that trust only the old CA no longer do."""
@@ -528,6 +659,8 @@ def test_reflection_is_off_by_default(tmp_path):
     (["--tls-cert", "{server_cert}"], "--tls-cert and --tls-key go together"),
     (["--tls-cert", "{server_cert}", "--tls-key", "{client_key}"], "the certificate does not match the private key"),
     (["--tls-client-ca", "{ca}"], "--tls-client-ca (mTLS) needs --tls-cert and --tls-key"),
+    (["--tls-cert", "{server_cert}", "--tls-key", "{server_key}", "--allowed-client-names", "explainer"],
+     "--allowed-client-names needs --tls-client-ca (mTLS)"),
     (["--tls-cert", "{missing}", "--tls-key", "{client_key}"], "No such file"),
     (["--auth-tokens", "{short_tokens}"], "a token must be at least 16 characters"),
     (["--auth-tokens", "{empty_tokens}"], "holds no token"),
@@ -540,7 +673,8 @@ def test_bad_security_configuration_exits_with_one_line(pki, tmp_path, extra, me
     line naming the problem (exit 2, no traceback)."""
     (tmp_path / "short").write_text("ci:short\n")
     (tmp_path / "empty").write_text("# nothing\n")
-    values = {"server_cert": pki["server"].cert, "client_key": pki["client"].key, "ca": pki["ca"],
+    values = {"server_cert": pki["server"].cert, "server_key": pki["server"].key, "client_key": pki["client"].key,
+              "ca": pki["ca"],
               "missing": tmp_path / "missing.pem", "short_tokens": tmp_path / "short", "empty_tokens": tmp_path / "empty"}
     argv = [a.format(**values) for a in extra]
     proc = subprocess.run([sys.executable, "-m", "audiolime.explainer.server", "--port", "0", "--metrics-port", "0",

@@ -3,7 +3,8 @@ and certificates it signs, made with the ``cryptography`` package. Not for produ
 deployment's certificates come from its own CA (cert-manager, a Kubernetes Secret).
 
 Keys are ECDSA P-256; certificates name ``localhost``, ``127.0.0.1`` and ``::1`` and may serve
-as server and client certificates (mTLS). Files are written with mode 0600 (keys) / 0644.
+as server and client certificates (mTLS), or only one of the two (``usages``). Files are written
+with mode 0600 (keys) / 0644.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+BOTH = ("server", "client")
+_USAGES = {"server": ExtendedKeyUsageOID.SERVER_AUTH, "client": ExtendedKeyUsageOID.CLIENT_AUTH}
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,11 @@ class Authority:
         _write(self.cert, self._cert.public_bytes(serialization.Encoding.PEM), private=False)
         _write(self.directory / "ca.key", _key_pem(self._key), private=True)
 
-    def issue(self, name: str, hosts: tuple[str, ...] = LOCAL_NAMES, days: int | None = None) -> Pair:
-        """``<name>.pem`` / ``<name>.key``: a certificate for ``hosts``, usable by servers and clients."""
+    def issue(self, name: str, hosts: tuple[str, ...] = LOCAL_NAMES, days: int | None = None,
+              usages: tuple[str, ...] = BOTH) -> Pair:
+        """``<name>.pem`` / ``<name>.key``: a certificate named ``name`` (common name) for ``hosts``
+        (subject alternative names; none: no such extension), usable by servers and/or clients
+        (``usages``: "server", "client"; TLS peers refuse it in the other role)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         sans: list[x509.GeneralName] = []
@@ -79,15 +85,15 @@ class Authority:
                 sans.append(x509.IPAddress(ipaddress.ip_address(host)))
             except ValueError:
                 sans.append(x509.DNSName(host))
-        cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(self._subject)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=days or self.days))
-                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .sign(self._key, hashes.SHA256()))
+        builder = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(self._subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5))
+                   .not_valid_after(now + dt.timedelta(days=days or self.days))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([_USAGES[u] for u in usages]), critical=False))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(self._key, hashes.SHA256())
         pair = Pair(self.directory / f"{name}.pem", self.directory / f"{name}.key")
         _write(pair.cert, cert.public_bytes(serialization.Encoding.PEM), private=False)
         _write(pair.key, _key_pem(key), private=True)

@@ -82,6 +82,15 @@ class PermissionDenied(AudiolimeError):
     code = "PERMISSION_DENIED"
 
 
+class ClientNotAllowed(PermissionDenied):
+    """mTLS: the client certificate is one the CA signed but not one this server accepts
+    (``--allowed-client-names``). A deployment's fault, never the end caller's: it travels as a
+    ``google.rpc.ErrorInfo`` with ``reason`` below, so the explainer reports a backend that refuses
+    it as UNAVAILABLE (a server fault, alerted on), not as the caller's PERMISSION_DENIED."""
+
+    reason = "CLIENT_NAME_NOT_ALLOWED"
+
+
 class Unauthenticated(AudiolimeError):
     """No valid credentials (gRPC UNAUTHENTICATED)."""
 

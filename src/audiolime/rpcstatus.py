@@ -1,6 +1,7 @@
 """Structured error details (``google.rpc``, via grpcio-status) in both directions, shared by the
 servers' error interceptor and the clients: ``BadRequest`` field violations on INVALID_ARGUMENT,
-``RetryInfo`` on RESOURCE_EXHAUSTED. The plain status code and message stay as they were, so a
+``RetryInfo`` on RESOURCE_EXHAUSTED, ``ErrorInfo`` (domain ``audiolime``) for errors with a
+``reason`` (:class:`audiolime.errors.ClientNotAllowed`). The plain status code and message stay as they were, so a
 client that ignores details sees no difference."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from grpc_status import rpc_status
 from audiolime import errors
 
 _FIRST_WORD = re.compile(r"[a-z_][a-z0-9_]*")
+DOMAIN = "audiolime"  # google.rpc.ErrorInfo.domain of our reasons
 
 
 def field_of(exc: errors.InvalidInput, request: object) -> str | None:
@@ -49,6 +51,9 @@ def status_of(code: grpc.StatusCode, message: str, exc: BaseException, request: 
         seconds = max(0.0, exc.retry_after_s)
         delay = duration_pb2.Duration(seconds=int(seconds), nanos=int(round((seconds - int(seconds)) * 1e9)))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    reason = getattr(exc, "reason", None)
+    if reason:
+        details.append(_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)))
     status = rpc_status.to_status(status_pb2.Status(code=getattr(code_pb2, code.name), message=message,
                                                     details=details))
     return _Status(status.code, status.details, (*trailing, *status.trailing_metadata))
@@ -81,8 +86,28 @@ def details_of(exc: grpc.RpcError) -> tuple[str | None, float | None]:
     return field, retry if retry is None or math.isfinite(retry) else None
 
 
+def reason_of(exc: grpc.RpcError) -> str | None:
+    """The ``reason`` of an ``ErrorInfo`` of ours in a failed call's details, if any."""
+    if not callable(getattr(exc, "trailing_metadata", None)):
+        return None
+    try:
+        status = rpc_status.from_call(exc)
+    except ValueError:
+        return None
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.domain == DOMAIN:
+                return info.reason
+    return None
+
+
 def from_rpc_error(exc: grpc.RpcError, details: str | None = None, prefix: bool = True) -> errors.AudiolimeError:
     """The domain error of a failed call, with the server's structured details."""
+    if exc.code() == grpc.StatusCode.PERMISSION_DENIED and reason_of(exc) == errors.ClientNotAllowed.reason:
+        text = exc.details() or "" if details is None else details
+        return errors.ClientNotAllowed(f"PERMISSION_DENIED: {text}" if prefix else text)
     field, retry = details_of(exc)
     return errors.from_status(exc.code().name, exc.details() or "" if details is None else details, prefix=prefix,
                               field=field, retry_after_s=retry)

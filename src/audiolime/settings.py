@@ -168,6 +168,16 @@ def limits_from(args: argparse.Namespace) -> Limits:
     return Limits(**given)
 
 
+def client_names(value: str) -> tuple[str, ...]:
+    """``--allowed-client-names``: the names, in order, without repeats; empty = no name check."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    for name in names:
+        if len(name) > 253 or any(c.isspace() or not c.isprintable() for c in name):
+            raise argparse.ArgumentTypeError(f"{name[:40]!r} is not a certificate name (at most 253 printable "
+                                             f"characters without spaces)")
+    return tuple(dict.fromkeys(names))
+
+
 PORTS = {"separator": 50051, "tagger": 8500, "explainer": 50052}  # each service's default gRPC port
 
 
@@ -185,6 +195,10 @@ def common(port: int) -> tuple[Setting, ...]:
         Setting("--tls-key", "AUDIOLIME_TLS_KEY", None, "PEM private key of --tls-cert", Path),
         Setting("--tls-client-ca", "AUDIOLIME_TLS_CLIENT_CA", None,
                 "PEM CA certificate(s): require client certificates signed by it (mTLS)", Path),
+        Setting("--allowed-client-names", "AUDIOLIME_ALLOWED_CLIENT_NAMES", None, "comma-separated names, with "
+                "--tls-client-ca: a call whose client certificate carries none of them (as its common name or a "
+                "subject alternative name) is PERMISSION_DENIED before its request is read; health checks exempt",
+                client_names, shown="any client certificate the CA signed"),
         Setting("--reflection", "AUDIOLIME_REFLECTION", False, "serve gRPC server reflection", None),
         Setting("--health-port", "AUDIOLIME_HEALTH_PORT", 0, "also serve grpc.health.v1 alone, plaintext, on this "
                 "port (for probes that cannot do TLS); 0 = off", int),

@@ -13,7 +13,8 @@ valid across restarts only with a fixed ``$AUDIOLIME_URL_SECRET``; GetExplanatio
 Security: by default plain loopback, no TLS and no authentication (said when it starts).
 ``--auth-tokens FILE`` makes the explainer require bearer tokens; ``--tls`` makes a throwaway CA
 and certificates (deleted on exit): TLS on every gRPC port, mTLS between the explainer and its
-backends, and the CA's path printed for clients (``audiolime explain --server ... --ca CA``).
+backends (which accept only the explainer's certificate, by name), and the CA's path printed for
+clients (``audiolime explain --server ... --ca CA``).
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_up)
 
 
+EXPLAINER_CLIENT_NAME = "explainer-client"  # the explainer's client certificate (make_credentials)
+
+
 @dataclass(frozen=True)
 class Credentials:
     """What ``up --tls`` made: the CA, each service's certificate, and one for ``up``'s own checks."""
@@ -84,20 +88,26 @@ def make_credentials(directory: Path) -> Credentials:
     from audiolime.certs import Authority
 
     ca = Authority(directory)
-    return Credentials(ca.cert, {n: ca.issue(n) for n in ("separator", "tagger", "explainer", "up")})
+    pairs = {n: ca.issue(n, usages=("server",)) for n in ("separator", "tagger", "explainer")}  # serve only
+    pairs.update({n: ca.issue(n, (), usages=("client",)) for n in (EXPLAINER_CLIENT_NAME, "up")})  # call only
+    return Credentials(ca.cert, pairs)
 
 
 def security_args(name: str, creds: Credentials | None, tokens: Path | None) -> list[str]:
-    """TLS for every port; backends demand the CA's client certificates; the explainer presents
-    its own to them and checks callers' tokens."""
+    """TLS for every port (server certificates valid for serving only); backends demand the CA's
+    client certificates, and only the explainer's, by name (``up``'s own client certificate is
+    refused, health checks aside); the explainer presents its client certificate (valid for
+    calling only) to them and checks callers' tokens."""
     out = ["--reflection"]
     if creds is not None:
         pair = creds.pairs[name]
         out += ["--tls-cert", str(pair.cert), "--tls-key", str(pair.key)]
         if name == "explainer":
-            out += ["--tls-ca", str(creds.ca), "--tls-client-cert", str(pair.cert), "--tls-client-key", str(pair.key)]
+            client = creds.pairs[EXPLAINER_CLIENT_NAME]
+            out += ["--tls-ca", str(creds.ca), "--tls-client-cert", str(client.cert),
+                    "--tls-client-key", str(client.key)]
         else:
-            out += ["--tls-client-ca", str(creds.ca)]
+            out += ["--tls-client-ca", str(creds.ca), "--allowed-client-names", EXPLAINER_CLIENT_NAME]
     if tokens is not None and name == "explainer":
         out += ["--auth-tokens", str(tokens)]
     return out

@@ -157,9 +157,11 @@ class RetryPolicy:
 def backend_error(what: str, exc: grpc.RpcError) -> errors.AudiolimeError:
     """A backend's failure as the explainer's caller should see it: the caller's own mistakes
     (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED for an input URI) pass through, everything
-    else is the backend being UNAVAILABLE."""
+    else is the backend being UNAVAILABLE, a backend that refuses the explainer's own client
+    certificate (``ClientNotAllowed``: a deployment's mistake) included."""
     err = rpcstatus.from_rpc_error(exc, f"{what}: {exc.details()}", prefix=False)
-    if isinstance(err, (errors.InvalidInput, errors.NotFound, errors.PermissionDenied)):
+    if isinstance(err, (errors.InvalidInput, errors.NotFound, errors.PermissionDenied)) and \
+            not isinstance(err, errors.ClientNotAllowed):
         return err
     return errors.Unavailable(f"{what}: {exc.code().name} ({exc.details()})")
 

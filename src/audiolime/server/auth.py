@@ -1,4 +1,6 @@
-"""Bearer-token authentication: the token file and the one server interceptor that checks it.
+"""Who may call: bearer tokens (the token file and the interceptor that checks them) and the names
+an mTLS client certificate must carry (``--allowed-client-names``). Both are checked before gRPC
+receives the request's body.
 
 Token file (``--auth-tokens FILE``, e.g. a mounted Kubernetes Secret): one token per line,
 optionally ``name:token``; blank lines and ``#`` comments are ignored. A bare token's caller
@@ -13,6 +15,13 @@ Callers send ``authorization: Bearer <token>`` metadata. Health checks are exemp
 else (reflection included) without a valid token is UNAUTHENTICATED. The check hashes the
 presented token and compares it with every known digest in constant time. The caller's name
 goes into the request context (:func:`audiolime.server.context.current_caller`, the JSON logs).
+
+Client names (``--allowed-client-names``, with ``--tls-client-ca``): the TLS handshake already
+required a certificate the CA signed; a call whose certificate names none of the allowed names
+(its common name or one of its subject alternative names) is PERMISSION_DENIED (the caller is
+authenticated, by the CA, and not allowed), counted as ``client_name`` in
+``audiolime_requests_refused_total``. The separator and the tagger take only the explainer's
+certificate this way, not every certificate of the CA (the other components' included).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +168,68 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         return _with_caller(handler, name, method_name)
+
+
+class ClientNameInterceptor(grpc.ServerInterceptor):
+    """PERMISSION_DENIED unless the client certificate names one of ``names`` (health checks exempt).
+
+    gRPC gives the peer's certificate only to a running behaviour (``context.auth_context()``),
+    not to ``intercept_service``: so the call's handler takes its request as a stream, checks the
+    peer before it pulls the first message, and only then receives, parses and handles the request
+    (a unary method gets that one message). A refused caller's body is never read past HTTP/2's
+    flow-control window, as with tokens. The metrics and access log still see the method's own
+    type (:func:`audiolime.server.interceptors.grpc_type` reads it from the service's descriptor)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = frozenset(names)
+
+    def intercept_service(self, continuation, handler_call_details):
+        method_name = handler_call_details.method
+        handler = continuation(handler_call_details)
+        if handler is None or method_name.startswith(EXEMPT_PREFIXES):
+            return handler
+
+        def check(context: grpc.ServicerContext) -> None:
+            auth = context.auth_context()
+            presented = [v.decode("utf-8", "replace") for key in ("x509_common_name", "x509_subject_alternative_name")
+                         for v in auth.get(key, ())]
+            if self.names.isdisjoint(presented):
+                metrics.REFUSED.labels("client_name").inc()
+                shown = presented[0] if presented else "(none)"
+                log.warning("call refused", extra={"reason": "client_name", "method": method_name,
+                                                   "peer": context.peer(), "client_name": shown})
+                raise errors.ClientNotAllowed(f"the client certificate ({shown!r}) is not one this server accepts "
+                                              f"(--allowed-client-names)")
+
+        return checked_before_read(handler, check)
+
+
+def checked_before_read(handler: grpc.RpcMethodHandler,
+                        check: Callable[[grpc.ServicerContext], None]) -> grpc.RpcMethodHandler:
+    """``handler`` with ``check(context)`` run before any request message is received: the handler
+    takes its request as a stream (gRPC receives a stream's messages only as they are pulled);
+    a unary behaviour is given the stream's one message after the check."""
+    behaviour = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+
+    if handler.request_streaming:
+        def run(requests: Iterator, context: grpc.ServicerContext) -> Any:
+            check(context)
+            return behaviour(requests, context)
+    else:
+        def run(requests: Iterator, context: grpc.ServicerContext) -> Any:
+            check(context)
+            return behaviour(_one(requests), context)
+
+    factory = grpc.stream_stream_rpc_method_handler if handler.response_streaming else \
+        grpc.stream_unary_rpc_method_handler
+    return factory(run, request_deserializer=handler.request_deserializer,
+                   response_serializer=handler.response_serializer)
+
+
+def _one(requests: Iterator) -> Any:
+    for request in requests:
+        return request
+    raise errors.InvalidInput("the call carries no request message")
 
 
 def _refusal(handler, reason: str, method_name: str, message: str):

@@ -4,6 +4,7 @@ logged and hidden behind a generic message)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -84,11 +85,29 @@ class DomainErrorInterceptor(ExceptionToStatusInterceptor):
         context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {callctx.current_request_id()})")
 
 
-def grpc_type(handler: grpc.RpcMethodHandler) -> str:
-    """grpc-ecosystem's ``grpc_type``: unary, client_stream, server_stream or bidi_stream."""
-    if handler.request_streaming:
-        return "bidi_stream" if handler.response_streaming else "client_stream"
-    return "server_stream" if handler.response_streaming else "unary"
+def grpc_type(handler: grpc.RpcMethodHandler, method_name: str = "") -> str:
+    """grpc-ecosystem's ``grpc_type``: unary, client_stream, server_stream or bidi_stream, as the
+    method is declared in its service's descriptor (the handler's shape otherwise: a handler that
+    checks the caller before reading takes every request as a stream, :mod:`audiolime.server.auth`)."""
+    declared = _declared_streaming(method_name)
+    request, response = declared if declared else (handler.request_streaming, handler.response_streaming)
+    if request:
+        return "bidi_stream" if response else "client_stream"
+    return "server_stream" if response else "unary"
+
+
+@functools.cache
+def _declared_streaming(method_name: str) -> tuple[bool, bool] | None:
+    """(client streaming, server streaming) of ``/package.Service/Method`` from the protobuf
+    descriptors loaded in this process; None when the method is not known there."""
+    from google.protobuf import descriptor_pool
+
+    service, method = _split(method_name)
+    try:
+        found = descriptor_pool.Default().FindMethodByName(f"{service}.{method}")
+    except KeyError:
+        return None
+    return bool(found.client_streaming), bool(found.server_streaming)
 
 
 def _size(message: Any) -> int:
@@ -153,7 +172,7 @@ class ObservingInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         service, method = _split(handler_call_details.method)
-        kind = grpc_type(handler)
+        kind = grpc_type(handler, handler_call_details.method)
 
         def begin(context: grpc.ServicerContext) -> _Call:
             call = _Call(kind, service, method, context)

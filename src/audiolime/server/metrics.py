@@ -73,9 +73,9 @@ SCAN_CACHE = Counter("audiolime_explainer_scan_cache_requests", "song scan looku
                      ["model", "result"])
 MASKS_EVALUATED = Counter("audiolime_masks_evaluated", "perturbation masks evaluated by the tagger", ["model"])
 
-REFUSED_REASONS = ("missing_token", "invalid_token", "input_location")
+REFUSED_REASONS = ("missing_token", "invalid_token", "client_name", "input_location")
 REFUSED = Counter("audiolime_requests_refused", "calls refused before any work, by reason (missing_token, "
-                  "invalid_token, input_location)", ["reason"])
+                  "invalid_token, client_name, input_location)", ["reason"])
 for _reason in REFUSED_REASONS:  # exported as 0 from the start, so rate() and alerts see every reason
     REFUSED.labels(_reason)
 ADMISSION_REJECTED = Counter("audiolime_admission_rejected", "requests refused by admission control",

@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from audiolime.channels import MAX_MESSAGE_BYTES
 from audiolime.errors import InvalidInput
 from audiolime.server import metrics, reflection, tracing
-from audiolime.server.auth import AuthInterceptor, TokenFile
+from audiolime.server.auth import AuthInterceptor, ClientNameInterceptor, TokenFile
 from audiolime.server.interceptors import server_interceptors
 from audiolime.server.wsgi import HTTPServer, metrics_server
 
@@ -81,15 +81,19 @@ class Security:
     auth_tokens: Path | None = None
     reflection: bool = False
     health_port: int = 0
+    allowed_client_names: tuple[str, ...] = ()  # with tls_client_ca: only these client certificates
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Security:
         sec = cls(args.tls_cert, args.tls_key, args.tls_client_ca, getattr(args, "auth_tokens", None),
-                  bool(args.reflection), int(args.health_port or 0))
+                  bool(args.reflection), int(args.health_port or 0), tuple(args.allowed_client_names or ()))
         if (sec.tls_cert is None) != (sec.tls_key is None):
             raise InvalidInput("--tls-cert and --tls-key go together")
         if sec.tls_client_ca is not None and sec.tls_cert is None:
             raise InvalidInput("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+        if sec.allowed_client_names and sec.tls_client_ca is None:
+            raise InvalidInput("--allowed-client-names needs --tls-client-ca (mTLS): without client certificates "
+                               "there is no name to check")
         if sec.tls_cert is not None and sec.tls_key is not None:  # fail at once on bad files, not after loading models
             from audiolime.tls import ServerCertificates
 
@@ -175,7 +179,11 @@ def start(services: Sequence[Service], host: str, port: int, metrics_port: int |
     any handler runs; so are calls beyond ``maximum_concurrent_rpcs`` at once (instead of queueing
     for a handler thread without bound). TLS, mTLS and token files are read here: a bad one raises
     ``InvalidInput``."""
-    auth = [AuthInterceptor(TokenFile(security.auth_tokens))] if security.auth_tokens else []
+    auth: list[grpc.ServerInterceptor] = []  # the certificate's name first, then the token
+    if security.allowed_client_names:
+        auth.append(ClientNameInterceptor(security.allowed_client_names))
+    if security.auth_tokens:
+        auth.append(AuthInterceptor(TokenFile(security.auth_tokens)))
     if maximum_concurrent_rpcs is None:
         maximum_concurrent_rpcs = 4 * max_workers  # beyond: RESOURCE_EXHAUSTED from gRPC, not an unbounded queue
     credentials = None
@@ -230,6 +238,7 @@ def start(services: Sequence[Service], host: str, port: int, metrics_port: int |
     log.info("serving", extra={"grpc_port": bound, "metrics_port": mport, "services": names,
                                "tls": "mtls" if security.tls_client_ca else ("tls" if security.tls else "off"),
                                "auth": "tokens" if security.auth_tokens else "off",
+                               "allowed_client_names": list(security.allowed_client_names) or None,
                                "reflection": security.reflection, "health_port": security.health_port or None,
                                "tracing": "otlp" if tracing.enabled() else "off",
                                "max_receive_bytes": max_receive_bytes})

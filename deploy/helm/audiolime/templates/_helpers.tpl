@@ -162,6 +162,55 @@ lifecycle:
 {{- default (include "audiolime.componentName" (dict "ctx" . "component" "minio")) .Values.minio.existingSecret -}}
 {{- end -}}
 
+{{/* The store's own prefixes of each service (src/audiolime/inputs.py RESERVED_PREFIXES; docs/
+reliability.md), as the MinIO service users' policies grant them: the separator writes stems/, the
+explainer everything else and reads stems/. */}}
+{{- define "audiolime.storePrefixes" -}}
+{{- if eq .component "separator" -}}
+{{- toYaml (list "stems/") -}}
+{{- else -}}
+{{- toYaml (list "inputs/" "jobs/" "claims/" "queue/" "explanations/" "expiry/" "cache/" "scans/") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The MinIO policy of one service (minio.serviceUsers), JSON; (dict "ctx" $ "component" "x"). Objects
+under its prefixes: get/put (explainer: delete too); list the bucket only under them (so a missing
+key is 404, not 403); the explainer reads stems/; both read the input locations. */}}
+{{- define "audiolime.minioPolicy" -}}
+{{- $v := .ctx.Values -}}
+{{- $prefix := trimAll "/" (default "" $v.s3.prefix) -}}
+{{- $keyBase := ternary (printf "%s/" $prefix) "" (ne $prefix "") -}}
+{{- $base := printf "%s/%s" $v.s3.bucket $keyBase | trimSuffix "/" -}}
+{{- $own := include "audiolime.storePrefixes" . | fromYamlArray -}}
+{{- $objects := list -}}
+{{- $listed := list -}}
+{{- range $own }}
+{{- $objects = append $objects (printf "arn:aws:s3:::%s/%s*" $base .) -}}
+{{- $listed = append $listed (printf "%s%s*" $keyBase .) -}}
+{{- end -}}
+{{- $write := list "s3:GetObject" "s3:PutObject" -}}
+{{- if eq .component "explainer" }}{{ $write = append $write "s3:DeleteObject" }}{{ end -}}
+{{- $read := list -}}
+{{- if eq .component "explainer" }}
+{{- $read = append $read (printf "arn:aws:s3:::%s/stems/*" $base) -}}
+{{- $listed = append $listed (printf "%sstems/*" $keyBase) -}}
+{{- end -}}
+{{- range default (list $v.s3.bucket) $v.security.inputBuckets }}
+{{- $read = append $read (printf "arn:aws:s3:::%s/*" (trimSuffix "/" (trimPrefix "s3://" .))) -}}
+{{- end -}}
+{{- $statements := list
+      (dict "Effect" "Allow" "Action" $write "Resource" $objects)
+      (dict "Effect" "Allow" "Action" (list "s3:GetObject") "Resource" $read)
+      (dict "Effect" "Allow" "Action" (list "s3:ListBucket") "Resource" (list (printf "arn:aws:s3:::%s" $v.s3.bucket))
+            "Condition" (dict "StringLike" (dict "s3:prefix" $listed))) -}}
+{{- dict "Version" "2012-10-17" "Statement" $statements | toJson -}}
+{{- end -}}
+
+{{/* A service's own MinIO keys (minio.serviceUsers): <fullname>-minio-<component>. */}}
+{{- define "audiolime.minioUserSecret" -}}
+{{- printf "%s-minio-%s" (include "audiolime.fullname" .ctx) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/* The Secret with a component's S3 keys: its own (s3.credentials.<component>), else s3.existingSecret. */}}
 {{- define "audiolime.s3Secret" -}}
 {{- $own := (index .ctx.Values.s3.credentials .component).existingSecret -}}
@@ -172,6 +221,7 @@ lifecycle:
 --s3-region, the AWS chain, --input-buckets; call with (dict "ctx" $ "component" "separator"). */}}
 {{- define "audiolime.storeEnv" -}}
 {{- $secret := include "audiolime.s3Secret" . -}}
+{{- $minioUser := include "audiolime.minioUserSecret" . -}}
 {{- with .ctx }}
 {{- if .Values.s3.enabled }}
 - name: AUDIOLIME_STORE
@@ -194,6 +244,17 @@ lifecycle:
   valueFrom:
     secretKeyRef:
       name: {{ $secret }}
+      key: {{ .Values.s3.secretAccessKeyKey }}
+{{- else if and .Values.minio.enabled .Values.minio.serviceUsers.enabled }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ $minioUser }}
+      key: {{ .Values.s3.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $minioUser }}
       key: {{ .Values.s3.secretAccessKeyKey }}
 {{- else if .Values.minio.enabled }}
 - name: AWS_ACCESS_KEY_ID
@@ -407,11 +468,43 @@ security.tls.explainerDnsNames. Call with (dict "ctx" $ "component" "x"); a YAML
 {{- end -}}
 
 {{- define "audiolime.tlsMountPath" -}}/etc/audiolime/tls{{- end -}}
+{{- define "audiolime.tlsClientMountPath" -}}/etc/audiolime/tls-client{{- end -}}
+
+{{/* Where the certificates come from: certManager, existing (security.tls.existingSecrets) or generated. */}}
+{{- define "audiolime.tlsSource" -}}
+{{- $t := .Values.security.tls -}}
+{{- if $t.certManager.enabled }}certManager
+{{- else if or $t.existingSecrets.separator $t.existingSecrets.tagger $t.existingSecrets.explainer }}existing
+{{- else }}generated
+{{- end -}}
+{{- end -}}
+
+{{/* The name of the explainer's client certificate: the one client the separator and our tagger
+accept (--allowed-client-names). security.tls.clientName, else <fullname>-explainer-client when
+the chart issues the certificates; "" (no name check) with existingSecrets and no clientName. */}}
+{{- define "audiolime.explainerClientName" -}}
+{{- if .Values.security.tls.clientName -}}
+{{- .Values.security.tls.clientName -}}
+{{- else if ne (include "audiolime.tlsSource" .) "existing" -}}
+{{- include "audiolime.componentName" (dict "ctx" . "component" "explainer-client") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret of the explainer's client certificate (tls.crt, tls.key); "" when it presents its
+server certificate (existingSecrets without explainerClient). */}}
+{{- define "audiolime.explainerClientSecretName" -}}
+{{- if eq (include "audiolime.tlsSource" .) "existing" -}}
+{{- .Values.security.tls.existingSecrets.explainerClient -}}
+{{- else -}}
+{{- printf "%s-tls" (include "audiolime.componentName" (dict "ctx" . "component" "explainer-client")) -}}
+{{- end -}}
+{{- end -}}
 {{- define "audiolime.authMountPath" -}}/etc/audiolime/auth{{- end -}}
 
 {{/* Environment of our servers' security flags; call with (dict "ctx" $ "component" "x").
-Separator and our tagger: TLS with client certificates of the CA required (mTLS). Explainer: TLS
-for its clients (who authenticate with tokens), and its certificate presented to the backends. */}}
+Separator and our tagger: TLS with client certificates of the CA required (mTLS), and only the
+explainer's client certificate by name (when known). Explainer: TLS for its clients (who
+authenticate with tokens), and its client certificate presented to the backends. */}}
 {{- define "audiolime.securityEnv" -}}
 {{- $sec := .ctx.Values.security -}}
 - name: AUDIOLIME_HEALTH_PORT
@@ -429,15 +522,20 @@ for its clients (who authenticate with tokens), and its certificate presented to
 {{- if eq .component "explainer" }}
 - name: AUDIOLIME_TLS_CA
   value: {{ $dir }}/ca.crt
+{{- $clientDir := ternary (include "audiolime.tlsClientMountPath" .) $dir (ne (include "audiolime.explainerClientSecretName" .ctx) "") }}
 - name: AUDIOLIME_TLS_CLIENT_CERT
-  value: {{ $dir }}/tls.crt
+  value: {{ $clientDir }}/tls.crt
 - name: AUDIOLIME_TLS_CLIENT_KEY
-  value: {{ $dir }}/tls.key
+  value: {{ $clientDir }}/tls.key
 - name: AUDIOLIME_AUTH_TOKENS_FILE
   value: {{ include "audiolime.authMountPath" . }}/{{ $sec.auth.key }}
 {{- else }}
 - name: AUDIOLIME_TLS_CLIENT_CA
   value: {{ $dir }}/ca.crt
+{{- with include "audiolime.explainerClientName" .ctx }}
+- name: AUDIOLIME_ALLOWED_CLIENT_NAMES
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end -}}
@@ -449,6 +547,11 @@ for its clients (who authenticate with tokens), and its certificate presented to
   mountPath: {{ include "audiolime.tlsMountPath" . }}
   readOnly: true
 {{- if eq .component "explainer" }}
+{{- if include "audiolime.explainerClientSecretName" .ctx }}
+- name: tls-client
+  mountPath: {{ include "audiolime.tlsClientMountPath" . }}
+  readOnly: true
+{{- end }}
 - name: auth
   mountPath: {{ include "audiolime.authMountPath" . }}
   readOnly: true
@@ -466,6 +569,12 @@ certificates and tokens when they change. */}}
     secretName: {{ include "audiolime.tlsSecretName" . }}
     defaultMode: 0440
 {{- if eq .component "explainer" }}
+{{- with include "audiolime.explainerClientSecretName" .ctx }}
+- name: tls-client
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
 - name: auth
   secret:
     secretName: {{ include "audiolime.authSecretName" .ctx }}
