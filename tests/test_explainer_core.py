@@ -499,3 +499,20 @@ def test_window_cost_follows_the_latest_explanations_per_model():
     assert cost.get("musicnn-msd") == pytest.approx(0.14)
     cost.observe("musicnn-msd", 1.0, 1)  # one window: ignored
     assert cost.get("musicnn-msd") == pytest.approx(0.14) and cost.get("fcn-msd") == 0.0
+
+
+def test_the_song_scan_stops_growing_with_the_song():
+    """Up to SCAN_MAX_WINDOWS the scan sees every half window and the song's last window; beyond, that
+    many windows spread evenly from the first to the last (a 10-minute song costs a 99 s song's scan)."""
+    import numpy as np
+
+    from audiolime.method.pipeline import SCAN_MAX_WINDOWS, scan_starts
+
+    w, hop = 48000, 24000  # musicnn's 3 s at 16 kHz
+    short = scan_starts(60 * 16000, w, hop)
+    assert list(short[:3]) == [0, hop, 2 * hop] and short[-1] == 60 * 16000 - w and len(short) < SCAN_MAX_WINDOWS
+    long_ = scan_starts(600 * 16000, w, hop)
+    gaps = np.diff(long_)
+    assert len(long_) == SCAN_MAX_WINDOWS and long_[0] == 0 and long_[-1] == 600 * 16000 - w
+    assert gaps.max() - gaps.min() <= 1 and gaps.min() > hop
+    assert list(scan_starts(w // 2, w, hop)) == [0]  # shorter than a window: one, zero-padded

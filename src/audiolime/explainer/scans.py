@@ -5,7 +5,7 @@ explanation's time (docs/performance.md).
 ``scans/<key>.npz`` holds the window starts, the tagger's probabilities per window and what a
 window cost when scanned (the engine sizes a first round to a deadline with it). The key is the
 SHA-256 of a canonical JSON of what determines the scan: the encoded audio's SHA-256, the tagger's
-name, resolved version, rate and window, the hop and the batch size (batching changes float
+name, resolved version, rate and window, the hop, the most windows scanned and the batch size (batching changes float
 results in the last bits). Only a caller that sent the same audio bytes reaches an entry, and it
 holds nothing that caller could not compute. Entries are written by the explainer alone and read
 with a size limit; an unreadable one is a miss and is rewritten. Not swept, like ``stems/`` (an
@@ -22,7 +22,7 @@ import logging
 import numpy as np
 
 from audiolime import errors
-from audiolime.method.pipeline import Scan, scan_hop
+from audiolime.method.pipeline import SCAN_MAX_WINDOWS, Scan, scan_hop
 from audiolime.method.plan import Tagger
 from audiolime.server import metrics
 from audiolime.store import ObjectStore
@@ -30,13 +30,14 @@ from audiolime.store import ObjectStore
 log = logging.getLogger(__name__)
 
 SCANS_PREFIX = "scans/"
-MAX_SCAN_BYTES = 16 << 20  # 600 s at a 1.5 s hop is 800 windows; x 100 tags x 4 bytes = 320 KB
-KEY_VERSION = 1
+MAX_SCAN_BYTES = 16 << 20  # at most SCAN_MAX_WINDOWS (64) windows x 100 tags x 4 bytes = 26 KB
+KEY_VERSION = 2  # 2: at most SCAN_MAX_WINDOWS windows
 
 
 def scan_key(tagger: Tagger, audio_sha256: str, hop: int, batch_size: int) -> str:
     fields = {"v": KEY_VERSION, "audio": audio_sha256, "tagger": [tagger.name, tagger.version],
-              "rate": tagger.sample_rate, "window": tagger.window_samples, "hop": hop, "batch_size": batch_size}
+              "rate": tagger.sample_rate, "window": tagger.window_samples, "hop": hop, "batch_size": batch_size,
+              "max_windows": SCAN_MAX_WINDOWS}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

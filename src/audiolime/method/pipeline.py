@@ -51,7 +51,7 @@ class SongExplanation:
 
 @dataclass(frozen=True)
 class Scan:
-    """The tagger on every window of the song (the song scan): window ``starts`` (samples at the
+    """The tagger on the windows of the song (the song scan, :func:`scan_starts`): window ``starts`` (samples at the
     tagger rate), ``probs [windows, tags]`` and what a window cost (``window_s``, seconds)."""
 
     starts: np.ndarray
@@ -68,18 +68,36 @@ class ScanMemo(Protocol):
     def save(self, scan: Scan) -> None: ...
 
 
+# The song scan tags at most this many windows, spread evenly over the song, so that its cost stops
+# growing with the song's length: musicnn's 3 s windows at half-window hops reach 64 at 99 s, and a
+# 10-minute song is scanned every 9.4 s instead of 800 times (a cold explanation of it waited ~35 s
+# for its scan on a 2-core machine, 10 s for a 3-minute song: docs/performance.md "Cold latency").
+SCAN_MAX_WINDOWS = 64
+
+
 def scan_hop(tagger: Tagger) -> int:
-    """The song scan's hop: half the tagger's window (every window of the song is seen twice)."""
+    """The song scan's hop: half the tagger's window (every window of the song is seen twice), until
+    there would be more than :data:`SCAN_MAX_WINDOWS`."""
     return tagger.window_samples // 2
+
+
+def scan_starts(num_samples: int, window: int, hop: int, max_windows: int = SCAN_MAX_WINDOWS) -> np.ndarray:
+    """Where the scan's windows start: every ``hop`` and the song's last window, or, when that is more
+    than ``max_windows``, that many spread evenly from the first window to the last."""
+    last = max(num_samples - window, 0)
+    starts = np.arange(0, last + 1, hop)
+    if last and starts[-1] != last:
+        starts = np.append(starts, last)
+    if len(starts) > max_windows:
+        starts = np.unique(np.round(np.linspace(0, last, max_windows)).astype(np.int64))
+    return starts.astype(np.int64)
 
 
 def scan_windows(tagger: Tagger, mono: np.ndarray, hop: int,
                  batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Tag every window of ``mono`` (tagger rate) with ``hop``: returns (starts, probabilities)."""
+    """Tag the windows of ``mono`` (tagger rate) at :func:`scan_starts`: returns (starts, probabilities)."""
     n, w = len(mono), tagger.window_samples
-    starts = np.arange(0, max(n - w, 0) + 1, hop)
-    if n > w and starts[-1] != n - w:
-        starts = np.append(starts, n - w)
+    starts = scan_starts(n, w, hop)
     padded = fit_length(mono[None, :], max(n, w))[0]
     probs = [tagger.predict(np.stack([padded[s:s + w] for s in starts[i:i + batch_size]]))
              for i in range(0, len(starts), batch_size)]
