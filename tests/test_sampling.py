@@ -287,6 +287,19 @@ def test_a_deadline_stops_adaptive_sampling_with_the_ranking_so_far(monkeypatch)
     assert [rc.weight for rc in late.targets[0].ranking] == [rc.weight for rc in free.targets[0].ranking]
 
 
+def timed_tagger(d: int, per_mask: float):
+    """A linear tagger (two strong components, two tied) whose every window costs ``per_mask`` on a
+    simulated clock: returns (the clock, ``{"t": seconds}``, and the tagger)."""
+    clock = {"t": 0.0}
+    tagger = linear_tagger(np.array([0.5, 0.4, 0.2, 0.2] + [0.0] * (d - 4)), noise=0.05)
+
+    def timed(x):
+        clock["t"] += per_mask * len(x)
+        return tagger(x)
+
+    return clock, timed
+
+
 def test_a_budget_too_short_for_the_first_round_shrinks_it_and_its_checks_and_says_budget(monkeypatch):
     """A budget (reason "budget") with a known cost per window (window_s, from the song scan) that
     cannot hold the usual first round and its checks: the checks beyond keep/drop take at most half of
@@ -300,12 +313,7 @@ def test_a_budget_too_short_for_the_first_round_shrinks_it_and_its_checks_and_sa
 
     monkeypatch.setattr(surrogate, "TIE", 0.0)
     d, per_mask = 12, 0.01
-    clock = {"t": 0.0}
-    tagger = linear_tagger(np.array([0.5, 0.4, 0.2, 0.2] + [0.0] * (d - 4)), noise=0.05)
-
-    def timed(x):
-        clock["t"] += per_mask * len(x)
-        return tagger(x)
+    clock, timed = timed_tagger(d, per_mask)
 
     request = ExplainRequest(num_samples=0, max_samples=1024, top_k=3, seed=1, time_budget_s=1.0)
     full = 2 + 2 * d + 2 + 2 * RANDOM_SETS  # keep, drop, both curves, the verdict's sets
@@ -339,12 +347,7 @@ def test_a_deadline_keeps_curves_the_caller_asked_for(monkeypatch):
     from audiolime.method.engine import Deadline
 
     d, per_mask = 12, 0.01
-    clock = {"t": 0.0}
-    tagger = linear_tagger(np.array([0.5, 0.4, 0.2, 0.2] + [0.0] * (d - 4)), noise=0.05)
-
-    def timed(x):
-        clock["t"] += per_mask * len(x)
-        return tagger(x)
+    clock, timed = timed_tagger(d, per_mask)
 
     request = ExplainRequest(num_samples=0, max_samples=1024, top_k=3, seed=1, curves="on")
     exp = Engine(timed, ["t", "c"]).explain(MaskFactorization(d), np.ones(d, np.float32), [0], request,
