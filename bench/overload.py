@@ -45,12 +45,17 @@ def main() -> int:
         times: dict[str, list[float]] = collections.defaultdict(list)
         stop = time.monotonic() + args.seconds
         lock = threading.Lock()
+        seeds = iter(range(1, 1 << 30))
 
         def worker() -> None:
             while time.monotonic() < stop:
                 t = time.monotonic()
+                with lock:
+                    request.seed = next(seeds)  # every call computes (the same request would be a cache hit)
+                    call = type(request)()
+                    call.CopyFrom(request)
                 try:
-                    stack.stub.Explain(request, timeout=args.deadline)
+                    stack.stub.Explain(call, timeout=args.deadline)
                     code = "OK"
                 except grpc.RpcError as exc:
                     code = exc.code().name

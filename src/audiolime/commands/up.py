@@ -35,11 +35,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from audiolime.certs import Pair
 
-BATCHING = """max_batch_size { value: 128 }
+BATCHING = """max_batch_size { value: 64 }
 batch_timeout_micros { value: 2000 }
-num_batch_threads { value: 2 }
-max_enqueued_batches { value: 16 }
-"""  # 16 x 128 = 2048 rows: more than the explainer's 4 x 4 x 64 in flight, ~390 MB (docs/capacity.md)
+num_batch_threads { value: 1 }
+max_enqueued_batches { value: 32 }
+"""  # the chart's defaults: one running batch (it uses every core; each running window keeps ~36 MB of
+# TensorFlow memory: 2 threads x 128 took the tagger to 5.1 GB under overload), 32 x 64 = 2048 queued
+# rows, more than the explainer's 4 x 4 x 64 in flight, ~390 MB (docs/capacity.md)
 HOST = "127.0.0.1"
 PORT_OFFSETS = (0, 1, 2, 3, 10, 11, 12)  # from --base-port: gRPC x3, signed-URL HTTP, metrics x3
 
