@@ -287,11 +287,11 @@ def test_a_deadline_stops_adaptive_sampling_with_the_ranking_so_far(monkeypatch)
     assert [rc.weight for rc in late.targets[0].ranking] == [rc.weight for rc in free.targets[0].ranking]
 
 
-def timed_tagger(d: int, per_mask: float):
-    """A linear tagger (two strong components, two tied) whose every window costs ``per_mask`` on a
-    simulated clock: returns (the clock, ``{"t": seconds}``, and the tagger)."""
+def timed_tagger(d: int, per_mask: float, head: tuple[float, ...] = (0.5, 0.4, 0.2, 0.2), noise: float = 0.05):
+    """A linear tagger (by default two strong components, two tied) whose every window costs
+    ``per_mask`` on a simulated clock: returns (the clock, ``{"t": seconds}``, and the tagger)."""
     clock = {"t": 0.0}
-    tagger = linear_tagger(np.array([0.5, 0.4, 0.2, 0.2] + [0.0] * (d - 4)), noise=0.05)
+    tagger = linear_tagger(np.array(list(head) + [0.0] * (d - len(head))), noise=noise)
 
     def timed(x):
         clock["t"] += per_mask * len(x)
@@ -448,3 +448,20 @@ def test_new_request_fields_are_checked(field, value, message):
     """Every new option is checked against its vocabulary or bounds, the message naming the field."""
     with pytest.raises(InvalidInput, match=message):
         ExplainRequest(**{field: value}).validate()
+
+
+def test_an_answer_with_checks_left_out_is_cut_short_even_when_stable():
+    """A clear tagger stabilises in its (shortened) first round, but the deadline left out checks: the
+    answer says "stable" and is still cut short (the explainer then keeps it out of its cache, whose
+    key has no deadline), with the warning; the same request without a deadline is not."""
+    from audiolime.method.engine import Deadline
+
+    d, per_mask = 12, 0.01
+    clock, timed = timed_tagger(d, per_mask, (0.9, 0.6, 0.3), noise=0.0)
+    request = ExplainRequest(num_samples=0, max_samples=1024, top_k=3, seed=1)
+    exp = Engine(timed, ["t", "c"]).explain(MaskFactorization(d), np.ones(d, np.float32), [0], request,
+                                            deadline=Deadline(per_mask * 68.5, clock=lambda: clock["t"],
+                                                              window_s=per_mask))
+    assert exp.stopping.reason == "stable" and exp.checks != exp.asked and exp.cut_short and exp.warnings
+    free = Engine(timed, ["t", "c"]).explain(MaskFactorization(d), np.ones(d, np.float32), [0], request)
+    assert not free.cut_short and not free.warnings and free.checks == free.asked

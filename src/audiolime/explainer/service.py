@@ -247,10 +247,9 @@ class ExplainerService:
         need = len(content) + memory_bytes(plan, header)
         what = f"a {header.duration_s:.0f} s recording at {header.sample_rate} Hz x {header.channels} channels"
         with self.memory.reserve(need, what, memory_wait_s):
-            published = self._explain(task, events, explanation_id, content, sha, plan, tagger,
-                                      {"queue": queued_s, "decode": decode_s})
-        stopping = published.document.stopping
-        if stopping is not None and stopping.reason in ("deadline", "budget"):
+            published, cut_short = self._explain(task, events, explanation_id, content, sha, plan, tagger,
+                                                 {"queue": queued_s, "decode": decode_s})
+        if cut_short:
             key = ""  # cut short by this caller's time: not the answer to the request itself
         return dataclasses.replace(published, cache_key=key)
 
@@ -279,8 +278,10 @@ class ExplainerService:
                                                            published.separator_cache_hit))
 
     def _explain(self, task: Task, events: EventSink, explanation_id: str | None, content: bytes, sha: str,
-                 plan: Plan, tagger: Tagger, timings: dict[str, float]) -> Published:
-        """``sha``: hex SHA-256 of ``content`` (the song scan's key); ``timings``: the stages so far."""
+                 plan: Plan, tagger: Tagger, timings: dict[str, float]) -> tuple[Published, bool]:
+        """``sha``: hex SHA-256 of ``content`` (the song scan's key); ``timings``: the stages so far.
+        Also returns whether this caller's time cut the explanation short (sampling stopped at the
+        deadline or budget, or fewer faithfulness checks than asked)."""
         req, limits = task.request, self.config.limits
         t = time.perf_counter()
         audio = decode(content, task.audio.name, limits)
@@ -302,7 +303,7 @@ class ExplainerService:
                                                  "num_samples": exp.num_samples, "stopping": exp.stopping.reason,
                                                  "separator_cache_hit": published.separator_cache_hit,
                                                  "timings_s": tm})
-        return published
+        return published, exp.cut_short
 
     def _publish(self, result: SongExplanation, task: Task, explanation_id: str) -> Published:
         prefix = explanation_prefix(explanation_id)

@@ -124,7 +124,7 @@ class Checks:
             what.append("no deletion/insertion curves")
         if self.random_sets < asked.random_sets:
             what.append(f"the verdict from {self.random_sets} random sets, not {asked.random_sets}")
-        return "the deadline left too little time for every faithfulness check: " + ", ".join(what)
+        return "too little time was left for every faithfulness check (deadline or time budget): " + ", ".join(what)
 
 
 def min_first_round(d: int) -> int:
@@ -240,11 +240,23 @@ class WindowExplanation:
     stopping: Stopping
     metric_calls: int  # tagger windows spent on the faithfulness metrics (beyond the sampled masks)
     checks: Checks  # the faithfulness checks computed (fewer than asked when a deadline was short)
-    warnings: tuple[str, ...] = ()  # for the document (e.g. checks a deadline left out)
+    asked: Checks  # those the request asked for
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """For the document: the checks a deadline left out, if any."""
+        note = self.checks.reduced_from(self.asked)
+        return (note,) if note else ()
 
     @property
     def num_samples(self) -> int:
         return self.masks.num_samples
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether the caller's time (a deadline or budget) shaped this answer: sampling stopped for it,
+        or it left out checks the request asked for. Such an answer is not the request's own."""
+        return self.stopping.reason in ("deadline", "budget") or self.checks != self.asked
 
     @property
     def unique_samples(self) -> int:
@@ -372,9 +384,8 @@ class Engine:
         results, metric_calls = self._faithfulness(factorization, masks, memo, prediction, target_idx, rankings,
                                                    fit, stability, request, checks)
         timings["fidelity"] = time.perf_counter() - t3
-        note = checks.reduced_from(asked)
         return WindowExplanation(prediction, results, masks, unique_pred, timings, stopping, metric_calls, checks,
-                                 (note,) if note else ())
+                                 asked)
 
     def _sample(self, info: Sequence[Any], target_idx: list[int], request: ValidRequest, asked: Checks,
                 memo: MaskPredictions, events: EventSink, timings: dict[str, float], deadline: Deadline | None = None
