@@ -515,4 +515,6 @@ def test_the_song_scan_stops_growing_with_the_song():
     gaps = np.diff(long_)
     assert len(long_) == SCAN_MAX_WINDOWS and long_[0] == 0 and long_[-1] == 600 * 16000 - w
     assert gaps.max() - gaps.min() <= 1 and gaps.min() > hop
+    on_10ms = scan_starts(600 * 16000, w, hop, quantum=160)
+    assert len(on_10ms) == SCAN_MAX_WINDOWS and not (on_10ms[:-1] % 160).any() and on_10ms[-1] == 600 * 16000 - w
     assert list(scan_starts(w // 2, w, hop)) == [0]  # shorter than a window: one, zero-padded

@@ -81,15 +81,19 @@ def scan_hop(tagger: Tagger) -> int:
     return tagger.window_samples // 2
 
 
-def scan_starts(num_samples: int, window: int, hop: int, max_windows: int = SCAN_MAX_WINDOWS) -> np.ndarray:
+def scan_starts(num_samples: int, window: int, hop: int, max_windows: int = SCAN_MAX_WINDOWS,
+                quantum: int = 1) -> np.ndarray:
     """Where the scan's windows start: every ``hop`` and the song's last window, or, when that is more
-    than ``max_windows``, that many spread evenly from the first window to the last."""
+    than ``max_windows``, that many spread evenly from the first window to the last, on multiples of
+    ``quantum`` samples (the song scan's: 10 ms, so that a window's start in seconds is exact and a
+    whole number of samples at any input rate)."""
     last = max(num_samples - window, 0)
     starts = np.arange(0, last + 1, hop)
     if last and starts[-1] != last:
         starts = np.append(starts, last)
     if len(starts) > max_windows:
-        starts = np.unique(np.round(np.linspace(0, last, max_windows)).astype(np.int64))
+        spread = np.round(np.linspace(0, last, max_windows) / quantum) * quantum
+        starts = np.unique(np.minimum(spread.astype(np.int64), last))
     return starts.astype(np.int64)
 
 
@@ -97,7 +101,7 @@ def scan_windows(tagger: Tagger, mono: np.ndarray, hop: int,
                  batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Tag the windows of ``mono`` (tagger rate) at :func:`scan_starts`: returns (starts, probabilities)."""
     n, w = len(mono), tagger.window_samples
-    starts = scan_starts(n, w, hop)
+    starts = scan_starts(n, w, hop, quantum=max(1, tagger.sample_rate // 100))
     padded = fit_length(mono[None, :], max(n, w))[0]
     probs = [tagger.predict(np.stack([padded[s:s + w] for s in starts[i:i + batch_size]]))
              for i in range(0, len(starts), batch_size)]
