@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import grpc
     import numpy as np
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+    from audiolime.explainer.remote import PREDICT
+    from audiolime.tfs import tfs_pb2
+    from audiolime.tfs.tensors import make_tensor_proto
     from audiolime.v1 import common_pb2, explainer_pb2, explainer_pb2_grpc, separator_pb2, separator_pb2_grpc
 
     latencies: dict[float, float] = {}
@@ -77,18 +79,17 @@ def main(argv: list[str] | None = None) -> int:
                 tm = dict(doc.timings_s)
                 windows = 1 + doc.unique_samples + doc.faithfulness_cost.tagger_calls
                 with grpc.insecure_channel(f"{HOST}:{base + 2}", options=opts) as ch:
-                    stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+                    predict = ch.unary_unary(PREDICT, request_serializer=tfs_pb2.PredictRequest.SerializeToString,
+                                             response_deserializer=tfs_pb2.PredictResponse.FromString)
                     batch = np.zeros((args.batch_size, doc.model.window_samples), np.float32)
                     batch += np.random.default_rng(0).normal(0, 0.1, batch.shape).astype(np.float32)
-                    pred = predict_pb2.PredictRequest()
+                    pred = tfs_pb2.PredictRequest()
                     pred.model_spec.name = "musicnn-msd"
-                    import tensorflow as tf
-
-                    pred.inputs["waveform"].CopyFrom(tf.make_tensor_proto(batch))
+                    pred.inputs["waveform"].CopyFrom(make_tensor_proto(batch))
                     costs = []
                     for _ in range(3):
                         t = time.perf_counter()
-                        stub.Predict(pred, timeout=600)
+                        predict(pred, timeout=600)
                         costs.append((time.perf_counter() - t) / args.batch_size)
                     per_window = statistics.median(costs)
                 with grpc.insecure_channel(f"{HOST}:{base}", options=opts) as ch:
