@@ -7,8 +7,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-TAGGERS = ("musicnn-msd", "fcn-msd")
 DEFAULT_TAGGER = "musicnn-msd"
+
+
+def taggers() -> tuple[str, ...]:
+    """Every tagger the evaluation can load: musicnn and the FCN family (audiolime.modelstore)."""
+    from audiolime.modelstore import FCN_TAGGERS
+
+    return (DEFAULT_TAGGER, *FCN_TAGGERS)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,11 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     from audiolime.commands.args import add_model_dir, positive_int
     from audiolime.evaluation.config import DEFAULT_VARIANTS, VARIANT_FIELDS
     from audiolime.evaluation.config import EvalConfig as E  # the defaults, read from the one config
+    from audiolime.evaluation.planted import PlantedConfig as P
     from audiolime.method.request import DEFAULT_BATCH_SIZE
 
     p = sub.add_parser("evaluate", help="compare audioLIME variants, SLIME and random: keep/drop-top-k, "
                                         "deletion/insertion curves, tagger calls, agreement with a large-N reference")
-    p.add_argument("--tagger", action="append", choices=TAGGERS, default=None,
+    p.add_argument("--tagger", action="append", choices=taggers(), default=None,
                    help=f"tagger to evaluate (repeatable; default {DEFAULT_TAGGER})")
     p.add_argument("--audio", type=Path, required=True, help="directory of songs (wav, flac, ogg, mp3)")
     defaults = " ".join(f"{v.name}:{','.join(f'{k}={x}' for k, x in v.options)}{',reference' if v.reference else ''}"
@@ -65,6 +72,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "which need ~2 GB at 16)")
     p.add_argument("--seed", type=int, default=E.seed, help="random seed of every variant's masks")
     p.add_argument("--out", type=Path, required=True, help="output directory (resumable checkpoint inside)")
+    g = p.add_argument_group("planted causes (instead of the window evaluation)")
+    g.add_argument("--planted", default=None, metavar="KIND[,KIND]",
+                   help="plant sources (vocals: a vocal phrase; percussive: drum hits under 2stems+hpss) separated "
+                        "from songs of --audio into instrumental windows of other songs, and score each method's "
+                        "ranking against the planted components (top-1 hit, top-k recall, Wilson intervals)")
+    g.add_argument("--planted-cases", type=positive_int(1, 1000), default=P.cases,
+                   help=f"at most this many cases per tagger and kind (default {P.cases})")
+    g.add_argument("--planted-segments", type=positive_int(1), default=P.planted_segments,
+                   help=f"whole segments one plant covers (default {P.planted_segments})")
+    g.add_argument("--planted-gains", type=float, nargs="+", default=list(P.gains_db), metavar="DB",
+                   help="plant RMS relative to the base's over the planted time, dB (default "
+                        + " ".join(f"{x:g}" for x in P.gains_db) + ")")
+    g.add_argument("--planted-min-rise", type=float, default=P.min_rise,
+                   help=f"score a case only when the tag rose by at least this (default {P.min_rise:g})")
+    g.add_argument("--planted-tag", default=None,
+                   help="explain this tag in every case (default: the tag that rose most)")
     p.add_argument("--from-checkpoint", action="store_true",
                    help="compute nothing: rewrite the outputs from --out's checkpoint, over the windows that "
                         "have every method's result (an interim table of a long run)")
@@ -112,13 +135,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         slime_n = AUTO if args.slime_samples == "auto" else int(args.slime_samples)
     except ValueError:
         raise InvalidInput(f"--slime-samples: expected N or auto, got {args.slime_samples!r}") from None
-    variants = tuple(parse_variant(v) for v in args.variant) if args.variant else DEFAULT_VARIANTS
+    planted = args.planted is not None
+    if planted:
+        from audiolime.evaluation.planted import planted_variants
+    variants = (tuple(parse_variant(v) for v in args.variant) if args.variant
+                else planted_variants(args.planted.split(",")) if planted else DEFAULT_VARIANTS)
     cfg = EvalConfig(taggers=tuple(args.tagger or [DEFAULT_TAGGER]), audio_dir=str(args.audio), variants=variants,
                      ks=tuple(sorted(set(args.k))), windows_per_song=windows, windows_override=override,
                      reference_samples=ref, reference_override=ref_override, trace_samples=args.trace_samples,
                      slime_segments=args.slime_segments, slime_bands=args.slime_bands, slime_samples=slime_n,
                      slime_baseline=args.slime_baseline, slime_domain=args.slime_domain, draws=args.draws,
                      curve_draws=args.curve_draws, seed=args.seed)
+    if planted:
+        return planted_run(args, cfg)
     summary = run(cfg, args.model_dir, args.out, batch_size=args.batch_size, console=Console(stderr=True),
                   compute=not args.from_checkpoint)
     out = Console()
@@ -133,4 +162,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             dele = "n/a" if s["deletion_auc"] is None else format(s["deletion_auc"], ".3f")
             out.print(f"{t:12s} {m:14s} keep {keep}  deletion AUC {dele}")
     out.print(f"wrote {args.out}/results.csv, results.json, results.md, figure.png")
+    return 0
+
+
+def planted_run(args: argparse.Namespace, cfg) -> int:
+    """``--planted``: the planted-cause evaluation over the same taggers, songs, variants and SLIME."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from audiolime.evaluation.planted import PlantedConfig, run_planted
+
+    pcfg = PlantedConfig(replace(cfg, trace_samples=0), kinds=tuple(k.strip() for k in args.planted.split(",") if k.strip()),
+                         cases=args.planted_cases, planted_segments=args.planted_segments,
+                         gains_db=tuple(args.planted_gains), min_rise=args.planted_min_rise, tag=args.planted_tag)
+    summary = run_planted(pcfg, args.model_dir, args.out, args.batch_size, Console(stderr=True),
+                          compute=not args.from_checkpoint)
+    out = Console()
+    for tagger, kinds in summary.table.items():
+        for kind, t in kinds.items():
+            out.print(f"{tagger} planted {kind}: {t['built']} cases, {t['scored']} scored", markup=False)
+            for m, s in t["methods"].items():
+                top1, recall = s["top1"]["rate"], s["recall"]["rate"]
+                out.print(f"  {m:10s} top-1 hit {'n/a' if top1 is None else format(top1, '.2f')}  top-k recall "
+                          f"{'n/a' if recall is None else format(recall, '.2f')}  (n={s['n']})", markup=False)
+    out.print(f"wrote {args.out}/planted.json, planted.md", markup=False)
     return 0
