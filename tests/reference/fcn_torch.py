@@ -1,4 +1,4 @@
-"""The original FCN of minzwon/sota-music-tagging-models in PyTorch, the reference for the FCN export.
+"""The original FCN and CRNN of minzwon/sota-music-tagging-models in PyTorch, the references for their exports.
 
 torchaudio is not needed: MelSpectrogram (Spectrogram n_fft 512, hop 256, power 2, centred with
 reflect padding, the stored Hann window; MelScale with the stored filterbank) and AmplitudeToDB
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from audiolime.tagger import crnn_graph
 from audiolime.tagger.fcn_graph import AMIN, DB_MULTIPLIER, HOP, N_FFT, N_MELS, POOLS
 from audiolime.tagger.labels import MSD_LABELS
 
@@ -100,10 +101,54 @@ class FCN(nn.Module):
         return self.from_spectrogram(self.spectrogram(x))
 
 
-def build_torch_fcn(state_dict: Mapping[str, Any]) -> FCN:
-    """The FCN with ``state_dict`` (numpy arrays or tensors) loaded strictly, in eval mode."""
-    model = FCN(n_class=len(MSD_LABELS))
+class CRNN(nn.Module):
+    """The repository's CRNN: 4 conv blocks, nn.GRU(128, 32, 2, batch_first=True), last step, dense."""
+
+    def __init__(self, n_class=50):
+        super().__init__()
+        self.spec = MelSpectrogram()
+        self.to_db = AmplitudeToDB()
+        self.spec_bn = nn.BatchNorm2d(1)
+        chans = [1, 64, 128, 128, 128]
+        for i, pool in enumerate(crnn_graph.POOLS):
+            setattr(self, f"layer{i + 1}", Conv2d(chans[i], chans[i + 1], pool))
+        self.layer5 = nn.GRU(128, 32, 2, batch_first=True)
+        self.dropout = nn.Dropout(0.5)
+        self.dense = nn.Linear(32, n_class)
+
+    def spectrogram(self, x):
+        return self.to_db(self.spec(x))
+
+    def from_spectrogram(self, s):
+        x = self.spec_bn(s.unsqueeze(1))
+        for i in range(len(crnn_graph.POOLS)):
+            x = getattr(self, f"layer{i + 1}")(x)
+        x = x.squeeze(2).permute(0, 2, 1)
+        x, _ = self.layer5(x)
+        x = self.dense(self.dropout(x[:, -1, :]))
+        return torch.sigmoid(x)
+
+    def forward(self, x):
+        return self.from_spectrogram(self.spectrogram(x))
+
+
+def _load(model: nn.Module, state_dict: Mapping[str, Any]) -> nn.Module:
     tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()}
     model.load_state_dict(tensors, strict=True)
     model.eval()
     return model
+
+
+def build_torch_fcn(state_dict: Mapping[str, Any]) -> FCN:
+    """The FCN with ``state_dict`` (numpy arrays or tensors) loaded strictly, in eval mode."""
+    return _load(FCN(n_class=len(MSD_LABELS)), state_dict)
+
+
+def build_torch_crnn(state_dict: Mapping[str, Any]) -> CRNN:
+    """The CRNN with ``state_dict`` loaded strictly, in eval mode."""
+    return _load(CRNN(n_class=50), state_dict)
+
+
+def build_torch(arch: str, state_dict: Mapping[str, Any]) -> nn.Module:
+    """The PyTorch original of ``arch`` (fcn, crnn, musicnn) with ``state_dict``."""
+    return {"fcn": build_torch_fcn, "crnn": build_torch_crnn}[arch](state_dict)
