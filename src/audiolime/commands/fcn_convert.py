@@ -1,11 +1,12 @@
-"""Command line: convert the FCN's PyTorch checkpoint to a TF Serving SavedModel.
+"""Command line: convert a PyTorch tagger's checkpoint (FCN, CRNN, Musicnn) to a TF Serving SavedModel.
 
 Usage::
 
-    python -m audiolime.commands.fcn_convert [--name fcn-msd|fcn-mtat|fcn-jamendo] [--pth PATH] --model-base DIR
-                                             [--version 1]
+    python -m audiolime.commands.fcn_convert [--name fcn-msd|fcn-mtat|...|crnn-msd|musicnn-mtat|musicnn-jamendo]
+                                             [--pth PATH] --model-base DIR [--version 1]
 
-writes ``DIR/<name>/<version>/`` (signatures and assets: ``fcn_export``). Without ``--pth`` the
+writes ``DIR/<name>/<version>/`` (signatures and assets: ``fcn_export``; the architecture is the
+catalog entry's, ``modelstore.TORCH_TAGGERS``). Without ``--pth`` the
 weights come from ``audiolime.modelstore`` (a local copy, else the public origin), sha256 verified.
 """
 
@@ -16,15 +17,15 @@ import sys
 from pathlib import Path
 
 from audiolime import modelstore
-from audiolime.tagger.fcn_export import MODEL_NAME, export_fcn, load_state_dict
+from audiolime.tagger.fcn_export import MODEL_NAME, export_tagger, load_state_dict
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m audiolime.commands.fcn_convert",
-        description="Convert a PyTorch FCN (MSD, MagnaTagATune or MTG-Jamendo, 50 tags) to a TF SavedModel "
-                    "at <model-base>/<name>/<version>.")
-    parser.add_argument("--name", choices=tuple(modelstore.FCN_TAGGERS), default=MODEL_NAME,
+        description="Convert a PyTorch tagger (FCN, CRNN or Musicnn; MSD, MagnaTagATune or MTG-Jamendo, 50 tags) to a "
+                    "TF SavedModel at <model-base>/<name>/<version>.")
+    parser.add_argument("--name", choices=tuple(modelstore.TORCH_TAGGERS), default=MODEL_NAME,
                         help=f"which checkpoint (default {MODEL_NAME})")
     parser.add_argument("--pth", type=Path, default=None,
                         help="local best_model.pth (default: $AUDIOLIME_FCN_PTH or the shared copy, "
@@ -38,15 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.version < 1:
         parser.error("--version must be a positive integer")
 
-    spec = modelstore.FCN_TAGGERS[args.name]
+    spec = modelstore.TORCH_TAGGERS[args.name]
     try:
         if args.pth is None:
             pth = modelstore.fcn_weights(spec)
-            print(f"FCN weights: {pth}", file=sys.stderr)
+            print(f"{spec.name} weights: {pth}", file=sys.stderr)
         else:
             pth = modelstore.verify_fcn_weights(args.pth, spec.sha256, spec)
-        out = export_fcn(load_state_dict(pth), args.model_base / spec.name / str(args.version),
-                         source=spec.source, overwrite=args.overwrite, name=spec.name, labels=spec.labels)
+        out = export_tagger(load_state_dict(pth), args.model_base / spec.name / str(args.version),
+                            source=spec.source, overwrite=args.overwrite, name=spec.name, labels=spec.labels,
+                            arch=spec.arch)
     except (FileNotFoundError, IsADirectoryError, modelstore.ChecksumError, FileExistsError,
             ImportError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -12,14 +12,15 @@ from audiolime.commands.args import add_model_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from audiolime.modelstore import FCN_TAGGERS, SPLEETER_ARCHIVES, SPLEETER_RELEASE_URL
+    from audiolime.modelstore import SPLEETER_ARCHIVES, SPLEETER_RELEASE_URL, TORCH_TAGGERS
 
     p = sub.add_parser("setup", help="download and verify the pretrained models, export the SavedModels")
     add_model_dir(p)
     p.add_argument("--no-demo", action="store_true", help="skip the demo song")
-    p.add_argument("--tagger", action="append", default=[], choices=tuple(FCN_TAGGERS), metavar="NAME",
-                   help="also install this tagger of the FCN family (repeatable): "
-                        + ", ".join(f"{n} ({len(w.labels)} {n.split('-')[1].upper()} tags)" for n, w in FCN_TAGGERS.items())
+    p.add_argument("--tagger", action="append", default=[], choices=tuple(TORCH_TAGGERS), metavar="NAME",
+                   help="also install this published tagger (repeatable; FCN, CRNN and Musicnn, Won et al. 2020): "
+                        + ", ".join(f"{n} ({len(w.labels)} {n.split('-')[1].upper()} tags)"
+                                  for n, w in TORCH_TAGGERS.items())
                         + "; converted from its sha256-pinned PyTorch checkpoint (needs PyTorch)"),
     p.add_argument("--separator", choices=tuple(SPLEETER_ARCHIVES), default=None,
                    help=f"install only this Spleeter model, from its release archive ({SPLEETER_RELEASE_URL}/"

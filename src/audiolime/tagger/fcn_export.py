@@ -1,12 +1,16 @@
-"""Write an FCN tagger as a TF Serving SavedModel (signatures, assets) from its PyTorch checkpoint.
+"""Write a PyTorch tagger of ``minzwon/sota-music-tagging-models`` (FCN, CRNN, Musicnn) as a TF Serving
+SavedModel (signatures, assets) from its checkpoint.
 
-``export_fcn`` writes ``<model_base>/<name>/<version>/`` (fcn-msd, fcn-mtat, fcn-jamendo: the
-catalog is ``audiolime.modelstore.FCN_TAGGERS``) with the signatures
+``export_tagger`` writes ``<model_base>/<name>/<version>/`` (fcn-msd, fcn-mtat, fcn-jamendo,
+crnn-mtat, crnn-jamendo, crnn-msd, musicnn-mtat, musicnn-jamendo: the catalog is ``audiolime.modelstore.TORCH_TAGGERS``; its
+``arch`` picks the body, :data:`ARCHITECTURES`) with the signatures
 
-* ``serving_default``: ``waveform`` float32 ``[batch, 464000]`` -> ``probabilities`` float32 ``[batch, tags]``
-* ``spectrogram``: ``waveform`` -> ``spectrogram`` float32 ``[batch, 1813, 96]`` (frames x mel bands,
-  the dB mel spectrogram the network sees, before its input batch norm)
-* ``from_spectrogram``: ``spectrogram`` ``[batch, 1813, 96]`` -> ``probabilities``
+* ``serving_default``: ``waveform`` float32 ``[batch, window]`` (464000 for the 29 s FCN and CRNN,
+  48000 for the 3 s Musicnn)
+  -> ``probabilities`` float32 ``[batch, tags]``
+* ``spectrogram``: ``waveform`` -> ``spectrogram`` float32 ``[batch, frames, 96]`` (1813 frames for
+  29 s, 188 for 3 s; frames x mel bands, the dB mel spectrogram the network sees, before its input batch norm)
+* ``from_spectrogram``: ``spectrogram`` ``[batch, frames, 96]`` -> ``probabilities``
 * ``labels``: no inputs -> ``labels`` string ``[tags]``, ``sample_rate`` int32 scalar
 
 and the assets ``labels.txt`` and ``audiolime.json``. PyTorch is needed only to read the checkpoint
@@ -20,16 +24,26 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from audiolime.modelcopy import make_readable
-from audiolime.tagger.fcn_graph import N_FRAMES, N_MELS, SAMPLE_RATE, WINDOW_SAMPLES, build_fcn_module
+from audiolime.tagger.crnn_graph import build_crnn_module
+from audiolime.tagger.fcn_graph import N_MELS, SAMPLE_RATE, WINDOW_SAMPLES, build_fcn_module, n_frames
 from audiolime.tagger.labels import MSD_LABELS
+from audiolime.tagger.musicnn_pt_graph import WINDOW_SAMPLES as MUSICNN_WINDOW_SAMPLES
+from audiolime.tagger.musicnn_pt_graph import build_musicnn_pt_module
 
 MODEL_NAME = "fcn-msd"  # the paper's; the default name
+
+# arch -> (builder(state_dict, labels, name) -> tf.Module, window in samples at 16 kHz)
+ARCHITECTURES: dict[str, tuple[Callable, int]] = {
+    "fcn": (build_fcn_module, WINDOW_SAMPLES),
+    "crnn": (build_crnn_module, WINDOW_SAMPLES),
+    "musicnn": (build_musicnn_pt_module, MUSICNN_WINDOW_SAMPLES),  # 3 s: 48000 samples, 188 frames
+}
 
 
 def load_state_dict(pth: Path) -> dict[str, np.ndarray]:
@@ -38,19 +52,21 @@ def load_state_dict(pth: Path) -> dict[str, np.ndarray]:
         import torch  # noqa: PLC0415  (lazy: serving never needs torch)
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "PyTorch is needed to read the FCN checkpoint: pip install 'audiolime[convert]'"
+            "PyTorch is needed to read the tagger's checkpoint: pip install 'audiolime[convert]'"
         ) from e
-    sd = torch.load(str(pth), map_location="cpu")
+    sd = torch.load(str(pth), map_location="cpu")  # weights_only (torch's default) reads these state dicts
     return {k: v.detach().cpu().numpy() for k, v in sd.items()}
 
 
-def metadata(source: str, name: str = MODEL_NAME, labels: Sequence[str] = MSD_LABELS) -> dict:
+def metadata(source: str, name: str = MODEL_NAME, labels: Sequence[str] = MSD_LABELS, arch: str = "fcn") -> dict:
     """The ``audiolime.json`` asset; ``source`` names the weights (e.g. their sha256)."""
+    window = ARCHITECTURES[arch][1]
     return {
         "name": name,
+        "architecture": arch,
         "sample_rate": SAMPLE_RATE,
-        "window_samples": WINDOW_SAMPLES,
-        "spectrogram_shape": [N_FRAMES, N_MELS],
+        "window_samples": window,
+        "spectrogram_shape": [n_frames(window), N_MELS],
         "spectrogram_layout": "frames_mels",
         "spectrogram_unit": "dB power (10*log10(max(mel, 1e-10)))",
         "labels": list(labels),
@@ -60,10 +76,12 @@ def metadata(source: str, name: str = MODEL_NAME, labels: Sequence[str] = MSD_LA
     }
 
 
-def export_fcn(state_dict: Mapping[str, np.ndarray], export_dir: Path, *, source: str,
-               overwrite: bool = False, name: str = MODEL_NAME, labels: Sequence[str] = MSD_LABELS) -> Path:
-    """Write the FCN as a TF SavedModel to ``export_dir`` (e.g. ``<model_base>/fcn-msd/1``);
-    ``name`` and ``labels`` (output order) are the checkpoint's.
+def export_tagger(state_dict: Mapping[str, np.ndarray], export_dir: Path, *, source: str,
+                  overwrite: bool = False, name: str = MODEL_NAME, labels: Sequence[str] = MSD_LABELS,
+                  arch: str = "fcn") -> Path:
+    """Write the tagger (architecture ``arch`` of :data:`ARCHITECTURES`) as a TF SavedModel to
+    ``export_dir`` (e.g. ``<model_base>/fcn-msd/1``); ``name`` and ``labels`` (output order) are
+    the checkpoint's.
 
     ``source`` names the weights in the metadata asset. The SavedModel is written to a temporary
     directory beside ``export_dir`` and renamed into place, so a model server watching the parent
@@ -71,6 +89,9 @@ def export_fcn(state_dict: Mapping[str, np.ndarray], export_dir: Path, *, source
     """
     import tensorflow as tf  # noqa: PLC0415
 
+    if arch not in ARCHITECTURES:
+        raise KeyError(f"unknown tagger architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+    build = ARCHITECTURES[arch][0]
     export_dir = Path(export_dir)
     if export_dir.exists() and not overwrite:
         raise FileExistsError(f"{export_dir} exists (pass overwrite=True / --overwrite)")
@@ -80,9 +101,9 @@ def export_fcn(state_dict: Mapping[str, np.ndarray], export_dir: Path, *, source
         asset_src = tmp / "_asset_src"
         asset_src.mkdir()
         (asset_src / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-        (asset_src / "audiolime.json").write_text(json.dumps(metadata(source, name, labels), indent=2) + "\n",
+        (asset_src / "audiolime.json").write_text(json.dumps(metadata(source, name, labels, arch), indent=2) + "\n",
                                                   encoding="utf-8")
-        module = build_fcn_module(state_dict, labels)
+        module = build(state_dict, labels, name=arch)
         module.labels_asset = tf.saved_model.Asset(str(asset_src / "labels.txt"))
         module.meta_asset = tf.saved_model.Asset(str(asset_src / "audiolime.json"))
         saved = tmp / "model"
@@ -92,10 +113,10 @@ def export_fcn(state_dict: Mapping[str, np.ndarray], export_dir: Path, *, source
             "from_spectrogram": module.from_spectrogram,
             "labels": module.labels,
         })
-        for name in ("labels.txt", "audiolime.json"):  # Asset copies them; make sure
-            if not (saved / "assets" / name).is_file():
+        for asset in ("labels.txt", "audiolime.json"):  # Asset copies them; make sure
+            if not (saved / "assets" / asset).is_file():
                 (saved / "assets").mkdir(exist_ok=True)
-                shutil.copy2(asset_src / name, saved / "assets" / name)
+                shutil.copy2(asset_src / asset, saved / "assets" / asset)
         make_readable(saved)
         old = None
         if export_dir.exists():
@@ -107,3 +128,10 @@ def export_fcn(state_dict: Mapping[str, np.ndarray], export_dir: Path, *, source
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return export_dir
+
+
+def export_fcn(state_dict: Mapping[str, np.ndarray], export_dir: Path, *, source: str,
+               overwrite: bool = False, name: str = MODEL_NAME, labels: Sequence[str] = MSD_LABELS) -> Path:
+    """:func:`export_tagger` of an FCN (the name the FCN conversion has always had)."""
+    return export_tagger(state_dict, export_dir, source=source, overwrite=overwrite, name=name, labels=labels,
+                         arch="fcn")
