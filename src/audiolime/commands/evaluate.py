@@ -11,10 +11,10 @@ DEFAULT_TAGGER = "musicnn-msd"
 
 
 def taggers() -> tuple[str, ...]:
-    """Every tagger the evaluation can load: musicnn and the FCN family (audiolime.modelstore)."""
-    from audiolime.modelstore import FCN_TAGGERS
+    """Every tagger the evaluation can load: musicnn and the converted PyTorch family (audiolime.modelstore)."""
+    from audiolime.modelstore import TORCH_TAGGERS
 
-    return (DEFAULT_TAGGER, *FCN_TAGGERS)
+    return (DEFAULT_TAGGER, *TORCH_TAGGERS)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
