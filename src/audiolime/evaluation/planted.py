@@ -226,14 +226,19 @@ class Case:
 
 def arrange(kind: str, bases: Sequence[Base], sources: Sequence[Source], gains: Sequence[float], positions: int,
             limit: int) -> list[Case]:
-    """Up to ``limit`` cases over (base, source from another song, gain, position), taken
-    round-robin so that consecutive cases differ in every factor; deterministic."""
+    """Up to ``limit`` distinct cases over (base, source from another song) x (position, gain):
+    consecutive cases take the next pair, and each pair walks the (position, gain) combinations
+    (in a fixed shuffled order) from its own offset, spread over them, so positions and gains vary across pairs as
+    well as within one; deterministic."""
     pairs = [(b, s) for b in bases for s in sources if s.song != b.song]
+    combos = [(p, g) for p in range(positions) for g in gains]
+    combos = [combos[i] for i in np.random.default_rng(0).permutation(len(combos))]
     out: list[Case] = []
-    for i in range(min(limit, len(pairs) * len(gains) * positions)):
-        b, s = pairs[i % len(pairs)]
-        rnd = i // len(pairs)
-        out.append(Case(kind, b, s, (i + rnd) % positions, gains[(i + rnd // positions) % len(gains)]))
+    for i in range(min(limit, len(pairs) * len(combos))):
+        pair = i % len(pairs)
+        first, gain = combos[(i // len(pairs) + pair * len(combos) // len(pairs)) % len(combos)]
+        b, s = pairs[pair]
+        out.append(Case(kind, b, s, first, gain))
     return out
 
 
