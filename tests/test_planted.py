@@ -14,8 +14,21 @@ import pytest
 from audiolime.errors import InvalidInput
 from audiolime.evaluation.config import EvalConfig, Variant
 from audiolime.evaluation.planted import (
-    CASE, Base, PlantedConfig, Source, arrange, best_phrase, plant, planted_components, planted_variants, score,
-    segment_span, slime_slots, summarize, validate_planted)
+    CASE,
+    Base,
+    PlantedConfig,
+    Source,
+    arrange,
+    best_phrase,
+    plant,
+    planted_components,
+    planted_variants,
+    score,
+    segment_span,
+    slime_slots,
+    summarize,
+    validate_planted,
+)
 from audiolime.method.factorization import StemSegmentFactorization
 
 EXE = str(Path(sys.executable).with_name("audiolime"))
@@ -104,7 +117,7 @@ def test_summary_scores_only_cases_the_plant_caused():
         recs.append({"song": cid, "tagger": "t", "window": 0, "method": "default",
                      "result": {"planted": {"top1": hit, "time_hit": True, "recall": 1.0 if hit else 0.5, "k": 2,
                                             "chance": 2 / 12, "masks": 300}}})
-    t = summarize(recs, cfg)["t"]["vocals"]
+    t = summarize(recs)["t"]["vocals"]
     assert t["built"] == 4 and t["scored"] == 3 and t["median_rise"] == pytest.approx(0.15)
     m = t["methods"]["default"]
     assert m["n"] == 3 and m["top1"]["rate"] == pytest.approx(2 / 3, abs=1e-4)

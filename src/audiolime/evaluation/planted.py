@@ -242,11 +242,11 @@ def arrange(kind: str, bases: Sequence[Base], sources: Sequence[Source], gains: 
     return out
 
 
-def summarize(records: Sequence[dict], cfg: PlantedConfig) -> dict:
+def summarize(records: Sequence[dict]) -> dict:
     """Per tagger and kind: the cases (built, scored) and per method the rates with intervals."""
     table: dict = {}
     cases = {(r["tagger"], r["song"]): r["result"] for r in records if r["method"] == CASE}
-    for (tagger, cid), c in sorted(cases.items()):
+    for (tagger, _), c in sorted(cases.items()):
         t = table.setdefault(tagger, {}).setdefault(c["kind"], {"built": 0, "scored": 0, "methods": {}, "rises": []})
         t["built"] += 1
         t["rises"].append(c["rise"])
@@ -328,7 +328,7 @@ def _cell(c: dict | None) -> str:
 
 
 def write_planted_outputs(out: Path, cfg: PlantedConfig, records: Sequence[dict]) -> dict:
-    table = summarize(records, cfg)
+    table = summarize(records)
     doc = {"config": {**cfg.result_key(), "taggers": list(cfg.eval.taggers), "methods": list(cfg.methods)},
            "table": table,
            "cases": [{"tagger": r["tagger"], "id": r["song"], **{k: v for k, v in r["result"].items()}}
