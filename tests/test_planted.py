@@ -186,3 +186,12 @@ def test_tiny_planted_run_on_real_music(shared: Path, models: Path, tmp_path: Pa
     assert "## musicnn-msd, planted vocals" in (out / "planted.md").read_text()
     again = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and (out / "items.jsonl").read_text().count("\n") == len(items)
+
+
+def test_a_small_run_still_varies_positions_gains_and_sources():
+    bases = [_base(song, start) for song in "abcdef" for start in (0, 100, 200)]
+    sources = [_source("s", at) for at in (1, 2, 3, 4)]
+    cases = arrange("vocals", bases, sources, (6.0, 0.0), 5, 10)
+    assert len({c.id for c in cases}) == 10
+    assert {c.first for c in cases} == set(range(5)) and {c.gain_db for c in cases} == {6.0, 0.0}
+    assert len({c.source.at for c in cases}) >= 3 and len({c.base.song for c in cases}) >= 4

@@ -226,20 +226,23 @@ class Case:
 
 def arrange(kind: str, bases: Sequence[Base], sources: Sequence[Source], gains: Sequence[float], positions: int,
             limit: int) -> list[Case]:
-    """Up to ``limit`` distinct cases over (base, source from another song) x (position, gain):
-    consecutive cases take the next pair, and each pair walks the (position, gain) combinations
-    (in a fixed shuffled order) from its own offset, spread over them, so positions and gains vary across pairs as
-    well as within one; deterministic."""
+    """Up to ``limit`` distinct cases over (base, source from another song) x (position, gain),
+    deterministic. Fewer cases than pairs: pairs in a fixed shuffled order, the (position, gain)
+    combinations cycled (also shuffled), so that a small run still varies every factor. More:
+    every pair, each walking the combinations from its own offset (spread over them)."""
     pairs = [(b, s) for b in bases for s in sources if s.song != b.song]
     combos = [(p, g) for p in range(positions) for g in gains]
-    combos = [combos[i] for i in np.random.default_rng(0).permutation(len(combos))]
-    out: list[Case] = []
-    for i in range(min(limit, len(pairs) * len(combos))):
-        pair = i % len(pairs)
-        first, gain = combos[(i // len(pairs) + pair * len(combos) // len(pairs)) % len(combos)]
-        b, s = pairs[pair]
-        out.append(Case(kind, b, s, first, gain))
-    return out
+    combos = [combos[i] for i in np.random.default_rng(1).permutation(len(combos))]
+    if not pairs:
+        return []
+    if limit <= len(pairs):
+        order = np.random.default_rng(0).permutation(len(pairs))
+        chosen = [(pairs[order[j]], combos[j % len(combos)]) for j in range(limit)]
+    else:
+        chosen = [(pairs[i % len(pairs)],
+                   combos[(i // len(pairs) + (i % len(pairs)) * len(combos) // len(pairs)) % len(combos)])
+                  for i in range(min(limit, len(pairs) * len(combos)))]
+    return [Case(kind, b, s, first, gain) for (b, s), (first, gain) in chosen]
 
 
 def summarize(records: Sequence[dict]) -> dict:
