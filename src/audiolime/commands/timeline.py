@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def spark_line(weights: np.ndarray, scale: float, columns: int = SPARK_COLUMNS) -> str:
+def spark_line(weights: Sequence[float] | np.ndarray, scale: float, columns: int = SPARK_COLUMNS) -> str:
     """Positive weights as at most ``columns`` bars (each the largest weight in its share of the
     timeline), ``scale`` the full bar (blank: no positive weight there)."""
     w = np.clip(np.asarray(weights, np.float64), 0, None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,7 +30,9 @@ from audiolime.explanation.document import (
     top_tags,
 )
 from audiolime.method.request import TIE
-from audiolime.method.timeline import SongTimeline
+
+if TYPE_CHECKING:  # reading a timeline document needs no scikit-learn (the method does)
+    from audiolime.method.timeline import SongTimeline
 
 TIMELINE_KIND = "song-timeline"
 TIMELINE_VERSION = 1
