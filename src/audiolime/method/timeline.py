@@ -146,8 +146,6 @@ def make_timeline_plan(request: ValidRequest, timeline: TimelineRequest, tagger:
                            "max_windows and the tagger-cost budget)", field="time_budget_s")
     plan = make_plan(ValidRequest(replace(request, window_start_s=None, top_n=1)), tagger, header, limits)
     d = request.num_components
-    if timeline.top_k > d * MAX_TIMELINE_WINDOWS_CAP:
-        raise InvalidInput(f"top_k must be <= the song's components, got {timeline.top_k}", field="top_k")
     rate, w = plan.sample_rate, plan.window_samples
     if not timeline.start_s < header.duration_s:
         raise InvalidInput(f"start_s {timeline.start_s:g} s is outside the audio (duration {header.duration_s:.2f} s)",
@@ -165,6 +163,9 @@ def make_timeline_plan(request: ValidRequest, timeline: TimelineRequest, tagger:
                            f"(start_s, end_s) or raise max_windows (at most {MAX_TIMELINE_WINDOWS_CAP})",
                            field="max_windows")
     nw = len(starts)
+    if timeline.top_k > nw * d:
+        raise InvalidInput(f"top_k must be <= the range's components ({nw} windows x {d}), got {timeline.top_k}",
+                           field="top_k")
     song_checks = 2 + 2 * timeline.random_sets
     overhead = 1 + window_checks(d) + song_checks
     wreq = replace(plan.request, curves="off", random_sets=WINDOW_RANDOM_SETS)
