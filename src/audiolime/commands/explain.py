@@ -47,28 +47,13 @@ def add_explain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-n", type=integer, default=D.top_n,
                    help=f"without --tag: explain the N most probable tags of the song (default {D.top_n})")
     p.add_argument("--top-k", type=integer, default=D.top_k, help=f"components to keep/listen to (default {D.top_k})")
-    p.add_argument("--num-samples", type=samples, default=D.num_samples, metavar="N|auto",
-                   help="perturbation masks N, d'+1..65536, or auto: in rounds until the top-k set is stable "
-                        "(default auto)")
-    p.add_argument("--max-samples", type=integer, default=D.max_samples,
-                   help=f"most masks adaptive sampling may use (default {D.max_samples})")
-    p.add_argument("--stability", type=number, default=D.stability,
-                   help=f"adaptive sampling stops when this share of bootstrap refits keeps the top-k set "
-                        f"(default {D.stability})")
+    add_sampling_args(p)
     p.add_argument("--time-budget", type=number, default=D.time_budget_s, metavar="SECONDS",
                    help="adaptive sampling: answer within this many seconds with the ranking so far "
                         "(stopping reason budget; default: none)")
-    p.add_argument("--edges", choices=EDGES, default=D.edges,
-                   help=f"segment edges: gated (hard) or raised-cosine cross-fades (fade; default {D.edges})")
-    p.add_argument("--fade", type=number, default=D.fade,
-                   help=f"cross-fade length as a fraction of the segment length, (0, 1] (default {D.fade})")
-    p.add_argument("--kernel", choices=KERNELS, default=D.kernel,
-                   help=f"surrogate: LIME's kernel, or Kernel SHAP's sampling and weights (default {D.kernel})")
-    p.add_argument("--sampling", choices=SAMPLINGS, default=D.sampling,
-                   help=f"paired: every mask with its complement (default {D.sampling})")
+    add_component_args(p)
     p.add_argument("--curves", choices=CURVES, default=D.curves,
                    help="deletion/insertion curves: auto (while d' <= 48), on, off (default auto)")
-    p.add_argument("--segments", type=integer, default=D.segments, help=f"temporal segments tau (default {D.segments})")
     p.add_argument("--start", type=number, default=None,
                    help="window start in seconds (default: where the tag is most probable)")
     p.add_argument("--seed", type=integer, default=D.seed,
@@ -77,12 +62,7 @@ def add_explain_args(p: argparse.ArgumentParser) -> None:
                    help="write WAVs, explanation.json and explanation.html into this directory (made if missing; "
                         "default: write nothing)")
     p.add_argument("--json", action="store_true", help="print the explanation document as JSON on stdout")
-    p.add_argument("--tagger", default=D.model, help=f"tagger model (default {D.model})")
-    p.add_argument("--separator", default=D.separator,
-                   help=f"separator model: 2stems, 2stems+hpss (2stems with the accompaniment split into harmonic "
-                        f"and percussive), 4stems/5stems where installed (default {D.separator})")
-    p.add_argument("--batch-size", type=positive_int(1, 4096), default=DEFAULT_BATCH_SIZE,
-                   help=f"windows per tagger call (default {DEFAULT_BATCH_SIZE})")
+    add_model_args(p)
     p.add_argument("--server", default=None,
                    help=f"use the explainer service at HOST[:PORT] (port default {settings.PORTS['explainer']}) "
                         "instead of in-process models (bearer token from $AUDIOLIME_TOKEN; default: in-process)")
@@ -90,6 +70,41 @@ def add_explain_args(p: argparse.ArgumentParser) -> None:
                                                          "certificate (turns TLS on; default: plaintext)")
     add_model_dir(p)
     settings.add(p, settings.LIMITS, use_env=False)
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """How masks are drawn and when adaptive sampling stops (every door that samples)."""
+    p.add_argument("--num-samples", type=samples, default=D.num_samples, metavar="N|auto",
+                   help="perturbation masks N, d'+1..65536, or auto: in rounds until the top-k set is stable "
+                        "(default auto)")
+    p.add_argument("--max-samples", type=integer, default=D.max_samples,
+                   help=f"most masks adaptive sampling may use (default {D.max_samples})")
+    p.add_argument("--stability", type=number, default=D.stability,
+                   help=f"adaptive sampling stops when this share of bootstrap refits keeps the top-k set "
+                        f"(default {D.stability})")
+
+
+def add_component_args(p: argparse.ArgumentParser) -> None:
+    """The components (segments and their edges) and the surrogate's kernel and sampling."""
+    p.add_argument("--edges", choices=EDGES, default=D.edges,
+                   help=f"segment edges: gated (hard) or raised-cosine cross-fades (fade; default {D.edges})")
+    p.add_argument("--fade", type=number, default=D.fade,
+                   help=f"cross-fade length as a fraction of the segment length, (0, 1] (default {D.fade})")
+    p.add_argument("--kernel", choices=KERNELS, default=D.kernel,
+                   help=f"surrogate: LIME's kernel, or Kernel SHAP's sampling and weights (default {D.kernel})")
+    p.add_argument("--sampling", choices=SAMPLINGS, default=D.sampling,
+                   help=f"paired: every mask with its complement (default {D.sampling})")
+    p.add_argument("--segments", type=integer, default=D.segments, help=f"temporal segments tau (default {D.segments})")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The tagger, the separator and the tagger's batch size."""
+    p.add_argument("--tagger", default=D.model, help=f"tagger model (default {D.model})")
+    p.add_argument("--separator", default=D.separator,
+                   help=f"separator model: 2stems, 2stems+hpss (2stems with the accompaniment split into harmonic "
+                        f"and percussive), 4stems/5stems where installed (default {D.separator})")
+    p.add_argument("--batch-size", type=positive_int(1, 4096), default=DEFAULT_BATCH_SIZE,
+                   help=f"windows per tagger call (default {DEFAULT_BATCH_SIZE})")
 
 
 def samples(text: str) -> int:

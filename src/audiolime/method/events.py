@@ -8,6 +8,10 @@ evaluated and count up to a larger ``total`` (the masks drawn so far), and each 
 :class:`Ranking` once its surrogate is refitted, so a caller can stop listening when the ranking
 is good enough. A sink may raise (e.g. :class:`audiolime.errors.Cancelled`) to stop the work at
 the next event.
+
+A song timeline (:mod:`audiolime.method.timeline`) runs the window stages once per window, each
+window announced by ``window`` (``done``: the window's index, ``total``: the windows), after a
+``scan`` when it picks the tag itself and before ``song-fidelity``, its song-level checks.
 """
 
 from __future__ import annotations

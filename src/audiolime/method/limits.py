@@ -124,6 +124,17 @@ class Limits:
                                f"{cost:.0f} window-seconds, more than the limit {self.max_tagger_seconds:g} "
                                f"(--max-tagger-seconds): at most {most} samples for this model")
 
+    def check_timeline_cost(self, windows: int, masks_per_window: int, window_s: float, model: str) -> None:
+        """A song timeline's tagger time: ``windows`` x what one window takes (its masks and checks)
+        x the window length, against the same budget as one window's explanation."""
+        cost = windows * masks_per_window * window_s
+        if cost > self.max_tagger_seconds:
+            most = self.most_samples(window_s) // max(windows, 1)
+            raise InvalidInput(f"num_samples: {windows} windows x {masks_per_window} tagger windows each x the "
+                               f"{window_s:g} s window of {model!r} is {cost:.0f} window-seconds, more than the "
+                               f"limit {self.max_tagger_seconds:g} (--max-tagger-seconds): at most {most} tagger "
+                               f"windows per window (masks and checks) over this range", field="num_samples")
+
     def check_component_bytes(self, nbytes: int, segments: int, detail: str) -> None:
         if nbytes > self.max_component_bytes:
             raise InvalidInput(f"segments {segments}: {detail} need {nbytes / MiB:.0f} MiB of component audio, "

@@ -1,0 +1,244 @@
+"""A song timeline as a document (``timeline.json``): the records of one tag explained over a song
+range (:mod:`audiolime.method.timeline`) and :func:`describe_timeline`, which makes one.
+
+A document of its own kind (``kind: song-timeline``), versioned apart from the window explanation
+(:data:`TIMELINE_VERSION`), written with the same schema machinery
+(:mod:`audiolime.explanation.schema`), so it round-trips exactly like ``explanation.json``; it
+reuses that document's model, separator, stopping, sampling and verdict records. Per stem it holds
+its timeline (one song-level weight per window segment, in time order) and a summary of where the
+stem carries the tag; then the windows, the top moments, the song-level faithfulness, the cost in
+tagger windows and the timings. No listenable files yet (the top moments as clips come later).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from audiolime.errors import InvalidInput
+from audiolime.explanation import schema
+from audiolime.explanation.document import (
+    ModelRecord,
+    SamplingRecord,
+    SeparatorRecord,
+    StoppingRecord,
+    TagProbability,
+    VerdictRecord,
+    top_tags,
+)
+from audiolime.method.request import TIE
+
+if TYPE_CHECKING:  # reading a timeline document needs no scikit-learn (the method does)
+    from audiolime.method.timeline import SongTimeline
+
+TIMELINE_KIND = "song-timeline"
+TIMELINE_VERSION = 1
+TIMELINE_READS = (TIMELINE_VERSION,)
+TIMELINE_MANIFEST = "timeline.json"
+
+
+@dataclass(frozen=True)
+class RangeAudioRecord:
+    path: str
+    sha256: str
+    sample_rate: int
+    channels: int
+    duration_s: float
+    start_s: float = field(metadata=schema.meta(json="range.start_s"))  # the first window's start
+    end_s: float = field(metadata=schema.meta(json="range.end_s"))  # the last window's end
+
+
+@dataclass(frozen=True)
+class SongRecord:
+    """The song aggregate: the mean over windows of the tag's probability (how musicnn and FCN tag a
+    song), the song surrogate's intercept (the mean of the windows') and the song's top tags."""
+
+    probability: float
+    intercept: float
+    top_tags: tuple[TagProbability, ...]
+
+
+@dataclass(frozen=True)
+class WindowRecord:
+    index: int
+    start_s: float
+    end_s: float
+    probability: float  # the tagger's, of the tag, on this window
+    surrogate_r2: float
+    intercept: float
+    stopping: StoppingRecord
+    unique_masks: int
+    tagger_calls: int  # its prediction, distinct masks and own checks
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    window: int
+    segment: int
+    start_s: float
+    end_s: float
+    weight: float  # song level: the window's weight / windows
+
+
+@dataclass(frozen=True)
+class StemTimelineRecord:
+    """One stem along the song: ``timeline`` (windows x segments points, in time order);
+    ``positive_share`` its share of all positive song-level weight (how much of the tag it carries);
+    ``peak_start_s``/``peak_end_s`` where its weight is highest."""
+
+    name: str
+    positive_share: float
+    peak_start_s: float
+    peak_end_s: float
+    peak_weight: float
+    timeline: tuple[TimelinePoint, ...]
+
+
+@dataclass(frozen=True)
+class MomentRecord:
+    rank: int
+    window: int
+    stem: str
+    segment: int
+    start_s: float
+    end_s: float
+    weight: float
+
+
+@dataclass(frozen=True)
+class SongFaithfulnessRecord:
+    """The top moments at song level: the song aggregate of the tag with only them (``keep``) and
+    without them (``drop``), and with ``random_sets`` random k-sets of the song's components kept /
+    removed (``keep_random``, ``drop_random``), judged as a window's verdict."""
+
+    top_k: int
+    components: tuple[str, ...]
+    original_probability: float
+    keep_probability: float
+    keep_top_tag: str
+    drop_probability: float
+    drop_top_tag: str
+    keep_random: tuple[float, ...]
+    drop_random: tuple[float, ...]
+    verdict: VerdictRecord
+
+
+@dataclass(frozen=True)
+class TimelineCostRecord:
+    """Tagger windows run, by what for; ``masks_x_windows``: the masks the windows' sampling drew
+    (the reference cost), ``ratio``: ``tagger_calls`` / it."""
+
+    tagger_calls: int
+    scan: int
+    predictions: int
+    masks: int
+    window_checks: int
+    song_checks: int
+    masks_x_windows: int
+    ratio: float
+
+
+@dataclass(frozen=True)
+class TimelineDocument:
+    audio: RangeAudioRecord
+    model: ModelRecord
+    separator: SeparatorRecord
+    tag: str
+    song: SongRecord
+    windows: tuple[WindowRecord, ...]
+    stems: tuple[StemTimelineRecord, ...]
+    top_moments: tuple[MomentRecord, ...]
+    faithfulness: SongFaithfulnessRecord
+    cost: TimelineCostRecord
+    segments: int
+    num_components: int  # windows x d'
+    seed: int
+    edges: str
+    fade: float
+    sampling: SamplingRecord
+    timings_s: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    kind: str = TIMELINE_KIND
+    version: int = TIMELINE_VERSION
+
+    def to_json(self) -> dict:
+        return schema.to_json(self)
+
+    def dumps(self) -> bytes:
+        return (json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def loads(cls, data: bytes | str) -> TimelineDocument:
+        """Parse ``timeline.json``; anything else is ``InvalidInput`` saying what is wrong."""
+        try:
+            d = json.loads(data)
+            if not isinstance(d, dict) or d.get("kind") != TIMELINE_KIND:
+                raise InvalidInput(f"not a song timeline document: expected a JSON object of kind {TIMELINE_KIND!r}")
+            if d.get("version") not in TIMELINE_READS:
+                raise InvalidInput(f"timeline document version {d.get('version')!r} is not one this audiolime reads "
+                                   f"({', '.join(map(str, TIMELINE_READS))})")
+            return schema.from_json(cls, d)
+        except InvalidInput:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc).split("\n")[0]
+            raise InvalidInput(f"not a song timeline document: {what}") from None
+
+
+def _r(x: float, digits: int = 6) -> float:
+    return round(float(x), digits)
+
+
+def moment_name(stem: str, start_s: float, end_s: float) -> str:
+    return f"{stem} {start_s:.2f}\u2013{end_s:.2f} s"
+
+
+def describe_timeline(result: SongTimeline, timings_s: dict[str, float] | None = None) -> TimelineDocument:
+    """The document of a timeline (``timings_s``: the final timings; default: the method's)."""
+    tplan, tagger, audio = result.plan, result.tagger, result.audio
+    req = tplan.window_request
+    segs = req.segments
+    positive = sum(float(np.clip(s.weights, 0, None).sum()) for s in result.stems)
+    stems = []
+    for s in result.stems:
+        peak = int(np.argmax(s.weights))
+        points = tuple(TimelinePoint(i // segs, i % segs, _r(a, 4), _r(b, 4), _r(w))
+                       for i, (a, b, w) in enumerate(zip(s.starts_s, s.ends_s, s.weights)))
+        share = float(np.clip(s.weights, 0, None).sum()) / positive if positive > 0 else 0.0
+        stems.append(StemTimelineRecord(s.stem, _r(share, 4), _r(s.starts_s[peak], 4), _r(s.ends_s[peak], 4),
+                                        _r(s.weights[peak]), points))
+    windows = tuple(WindowRecord(w.index, w.start_s, w.end_s, _r(w.probability), _r(w.surrogate_r2), _r(w.intercept),
+                                 StoppingRecord(w.stopping.rounds, w.stopping.masks, w.stopping.reason,
+                                                _r(w.stopping.stability, 4)), w.unique_masks, w.tagger_calls)
+                    for w in result.windows)
+    moments = tuple(MomentRecord(m.rank, m.window, m.stem, m.segment, m.start_s, m.end_s, _r(m.weight))
+                    for m in result.moments)
+    f, v = result.faithfulness, result.faithfulness.verdict
+    by_index = {m.index: m for m in result.moments}
+    faith = SongFaithfulnessRecord(
+        f.top_k, tuple(moment_name(by_index[g].stem, by_index[g].start_s, by_index[g].end_s) for g in f.components),
+        _r(f.original_probability), _r(f.keep_probability), f.keep_top_tag, _r(f.drop_probability), f.drop_top_tag,
+        tuple(_r(p) for p in f.keep_random), tuple(_r(p) for p in f.drop_random),
+        VerdictRecord(v.random_sets, _r(v.keep_random_as_good, 4), _r(v.drop_random_as_good, 4), v.sufficient,
+                      v.necessary, v.summary))
+    c = result.cost
+    timings = result.timings_s if timings_s is None else timings_s
+    return TimelineDocument(
+        audio=RangeAudioRecord(result.audio_name, audio.pcm_sha256(), audio.sample_rate, audio.input_channels,
+                               _r(audio.duration_s, 4), _r(tplan.start_s, 4), _r(tplan.end_s, 4)),
+        model=ModelRecord(tagger.name, tagger.version, tagger.sample_rate, tagger.window_samples),
+        separator=SeparatorRecord(result.separator, tuple(s.stem for s in result.stems),
+                                  float(f"{result.residual_rel_rms:.3g}")),
+        tag=result.tag,
+        song=SongRecord(_r(result.song_probability), _r(result.song_intercept),
+                        tuple(TagProbability(t, _r(p)) for t, p in top_tags(result.song_prediction, tagger.labels, 5))),
+        windows=windows, stems=tuple(stems), top_moments=moments, faithfulness=faith,
+        cost=TimelineCostRecord(c.tagger_calls, c.scan, c.predictions, c.masks, c.window_checks, c.song_checks,
+                                c.masks_x_windows, _r(c.ratio, 4)),
+        segments=segs, num_components=len(result.windows) * req.num_components, seed=req.seed, edges=req.edges,
+        fade=req.fade if req.edges == "fade" else 0.0,
+        sampling=SamplingRecord(req.kernel, req.sampling, req.num_samples, req.max_samples, req.stability, TIE),
+        timings_s={k: _r(t, 4) for k, t in timings.items()}, warnings=tuple(result.warnings))
