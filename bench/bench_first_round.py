@@ -1,0 +1,130 @@
+"""How small can adaptive sampling's first round be? (issue 23 item 2)
+
+Two phases, both on the product's default factorization (d' = 12: 2stems x 6 segments, fade edges):
+
+``tables``: for each window, ALL 2^d' masks are evaluated once with the real tagger (in-process
+SavedModel, Spleeter 2stems, through the product's own pipeline: ``explain_song`` with a fixed
+N = 2^d', which enumerates every mask) and the prediction table is cached in
+``OUT/<tagger>/<song>-<start>.npz`` (reruns are free). Windows: first each song's product window
+(``explain_song``'s choice: the song's top tag where it is most probable), then the evaluation's
+evenly spaced windows (``audiolime.evaluation.plan.window_starts``) with the window's top tag.
+
+``simulate``: the REAL engine (``Engine.explain`` with the product's default request, as
+``make_plan`` caps it) over a lookup factorization (``compose`` returns the masks, ``predict`` the
+cached probabilities of each mask), for several seeds and variants (first round, growth, paired,
+kernel). The reference per window: the same engine on all 2^d' masks (the product's surrogate,
+exhaustive); a run agrees when its top-3 set equals the reference's up to ties
+(``surrogate.agrees_up_to_ties``, the evaluation's definition). Prints one table.
+
+    nice -n 10 python bench/bench_first_round.py tables --tagger musicnn-msd --windows 6
+    python bench/bench_first_round.py simulate --seeds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+D = 12  # the default d' (2 stems x 6 segments)
+
+
+# --------------------------------------------------------------------------------------- tables
+
+def window_list(songs: list[Path], tagger: Any, extra_per_song: int) -> list[tuple[Path, str, int | None]]:
+    """(song, kind, start at the tagger rate or None for the product's choice), interleaved over songs."""
+    from audiolime.evaluation.plan import song_seconds, window_starts, windows_for
+
+    out: list[tuple[Path, str, int | None]] = [(s, "product", None) for s in songs]
+    per_song = {}
+    for s in songs:
+        n = windows_for(extra_per_song, song_seconds(s), tagger.window_samples / tagger.sample_rate)
+        samples = int(song_seconds(s) * tagger.sample_rate)
+        per_song[s] = window_starts(samples, tagger.window_samples, n)
+    for i in range(extra_per_song):
+        out += [(s, f"eval w{i}", per_song[s][i]) for s in songs if i < len(per_song[s])]
+    return out
+
+
+def tables(args: argparse.Namespace) -> int:
+    from audiolime.models import quiet_tensorflow
+
+    quiet_tensorflow()
+    from audiolime.audio import decode
+    from audiolime.evaluation.plan import find_songs, tagger_batch
+    from audiolime.method.engine import Engine
+    from audiolime.method.limits import DEFAULT
+    from audiolime.method.pipeline import explain_song
+    from audiolime.method.plan import make_plan
+    from audiolime.method.request import ExplainRequest
+    from audiolime.method.stems import STEM_RATE, LocalSeparation
+    from audiolime.method.waveform import fit_length, resample_mono
+    from audiolime.models import load_separator, load_tagger
+
+    tagger = load_tagger(args.model_dir, args.tagger)
+    separator = load_separator(args.model_dir, "2stems")
+    source = LocalSeparation(lambda wave: separator.separate(wave, STEM_RATE).stems, separator.name)
+    engine = Engine(tagger.predict, tagger.labels, batch_size=tagger_batch(64, tagger.window_samples))
+    limits = replace(DEFAULT, max_tagger_seconds=1e9)  # 2^12 FCN windows exceed the default budget
+    out_dir = args.out / args.tagger
+    out_dir.mkdir(parents=True, exist_ok=True)
+    songs = find_songs(args.audio)
+    todo = window_list(songs, tagger, args.extra_per_song)[args.first:args.first + args.windows]
+    for song, kind, start in todo:
+        audio = decode(song)
+        sr = tagger.sample_rate
+        tags: tuple[str, ...] = ()
+        if start is not None:  # the evaluation's window and its top tag
+            mono = resample_mono(audio.waveform, audio.sample_rate, sr)
+            window = fit_length(mono[None, start:start + tagger.window_samples], tagger.window_samples)
+            tags = (tagger.labels[int(np.argmax(tagger.predict(window)[0]))],)
+        req = ExplainRequest(model=args.tagger, tags=tags, num_samples=2 ** D,
+                             window_start_s=None if start is None else start / sr)
+        plan = make_plan(req.validate(limits), tagger, audio.header, limits)
+        t = time.perf_counter()
+        res = explain_song(plan, audio, song.name, tagger, source, engine)
+        exp = res.explanation
+        assert exp.masks.exhaustive and exp.masks.num_unique == 2 ** D
+        name = f"{song.stem[:40]}-{int(round(res.window_start_s * 1000))}ms.npz"
+        table = np.empty_like(exp.mask_predictions)
+        table[codes(exp.masks.unique)] = exp.mask_predictions
+        target = exp.targets[0].tag_index
+        np.savez_compressed(out_dir / name, table=table, target=target, tag=tagger.labels[target],
+                            song=song.name, kind=kind, window_start_s=res.window_start_s,
+                            window_prediction=exp.prediction, labels=np.array(tagger.labels))
+        print(f"{args.tagger} {song.name[:30]:30} {kind:8} {res.window_start_s:7.2f} s  {tagger.labels[target]:>18}"
+              f"  {time.perf_counter() - t:5.0f} s -> {name}", flush=True)
+    return 0
+
+
+def codes(masks: np.ndarray) -> np.ndarray:
+    """Binary code of every mask row (component 0 the most significant bit)."""
+    d = masks.shape[1]
+    return (np.asarray(masks, np.int64).round().astype(np.int64) << np.arange(d - 1, -1, -1)).sum(axis=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="phase", required=True)
+    t = sub.add_parser("tables", help="evaluate every mask of each window with the real tagger (cached)")
+    t.add_argument("--tagger", default="musicnn-msd")
+    t.add_argument("--windows", type=int, default=6)
+    t.add_argument("--first", type=int, default=0, help="skip this many windows of the list (already cached)")
+    t.add_argument("--extra-per-song", type=int, default=2, help="evaluation windows per song after the product's")
+    t.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
+    t.add_argument("--model-dir", type=Path, default=REPO / "models")
+    for q in (t,):
+        q.add_argument("--out", type=Path, default=REPO / "out" / "first_round")
+    args = p.parse_args(argv)
+    return tables(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
