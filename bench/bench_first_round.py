@@ -109,6 +109,133 @@ def codes(masks: np.ndarray) -> np.ndarray:
     d = masks.shape[1]
     return (np.asarray(masks, np.int64).round().astype(np.int64) << np.arange(d - 1, -1, -1)).sum(axis=1)
 
+# ------------------------------------------------------------------------------------- simulate
+
+class LookupFactorization:
+    """d' components whose composition is the mask itself: the lookup ``predict`` reads the tagger's
+    cached probabilities of each mask (by its binary code)."""
+
+    def __init__(self, d: int) -> None:
+        from audiolime.method.factorization import Component
+
+        self.info = [Component(i, "vocals" if i < d // 2 else "accompaniment", i % (d // 2), 0.0, 0.0)
+                     for i in range(d)]
+
+    @property
+    def num_components(self) -> int:
+        return len(self.info)
+
+    def compose(self, masks: np.ndarray) -> np.ndarray:
+        return np.asarray(masks, np.float32)
+
+
+def lookup(table: np.ndarray):
+    def predict(rows: np.ndarray) -> np.ndarray:
+        return table[codes(rows)]
+    return predict
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    first_round: int | None = None  # None: the product's (256 at d' = 12)
+    growth: float = 1.5
+    sampling: str = "paired"
+    kernel: str = "lime"
+
+
+VARIANTS = (
+    Variant("default (first 256, x1.5, paired, lime)"),
+    Variant("first 128", 128),
+    Variant("first 64", 64),
+    Variant("first 32", 32),
+    Variant("first 128, x2", 128, 2.0),
+    Variant("first 64, x2", 64, 2.0),
+    Variant("independent, first 256", None, sampling="independent"),
+    Variant("independent, first 128", 128, sampling="independent"),
+    Variant("independent, first 64", 64, sampling="independent"),
+    Variant("shap, first 256", None, kernel="shap"),
+    Variant("shap, first 128", 128, kernel="shap"),
+    Variant("shap, first 64", 64, kernel="shap"),
+)
+
+
+def weights_by_index(exp: Any, d: int) -> np.ndarray:
+    w = np.zeros(d)
+    for rc in exp.targets[0].ranking:
+        w[rc.component.index] = rc.weight
+    return w
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from audiolime.evaluation.aggregate import wilson
+    from audiolime.evaluation.plan import tagger_window_seconds
+    from audiolime.method.engine import Engine
+    from audiolime.method.limits import DEFAULT
+    from audiolime.method.request import TIE, ExplainRequest
+    from audiolime.method.surrogate import agrees_up_to_ties
+    from audiolime.modelstore import serving_dir
+
+    files = [sorted((args.out / t).glob("*.npz")) for t in args.taggers]
+    rows: list[dict] = []
+    for tagger, paths in zip(args.taggers, files):
+        window_s = tagger_window_seconds(serving_dir(args.model_dir), tagger)
+        # the product's default request as make_plan caps it (FCN: the tagger-cost budget caps max_samples)
+        base = ExplainRequest(model=tagger)
+        base = replace(base, max_samples=min(base.max_samples, DEFAULT.most_samples(window_s or 3.0)))
+        for path in paths[:args.windows or None]:
+            z = np.load(path)
+            table, target = z["table"], int(z["target"])
+            fact = LookupFactorization(D)
+            ones = np.ones(D, np.float32)
+            refs = {}
+            for kernel in ("lime", "shap"):
+                eng = Engine(lookup(table), list(z["labels"]))
+                ref = eng.explain(fact, ones, [target], replace(base, num_samples=2 ** D, kernel=kernel).validate())
+                refs[kernel] = weights_by_index(ref, D)
+            for v in VARIANTS:
+                eng = Engine(lookup(table), list(z["labels"]), first_round=v.first_round, round_growth=v.growth)
+                for seed in range(args.seeds):
+                    req = replace(base, seed=seed, kernel=v.kernel, sampling=v.sampling).validate()
+                    exp = eng.explain(fact, ones, [target], req)
+                    top = sorted(rc.component.index for rc in exp.targets[0].top(req.top_k))
+                    ref = refs[v.kernel]
+                    rows.append({"tagger": tagger, "window": path.stem, "variant": v.name, "seed": seed,
+                                 "masks": exp.stopping.masks, "unique": exp.unique_samples,
+                                 "checks": exp.metric_calls, "reason": exp.stopping.reason,
+                                 "rounds": exp.stopping.rounds, "stability": exp.stopping.stability,
+                                 "same": agrees_up_to_ties(top, ref, TIE),
+                                 "exact": top == sorted(np.argsort(-ref, kind="stable")[:3].tolist()),
+                                 "same_lime_ref": agrees_up_to_ties(top, refs["lime"], TIE)})
+            print(f"{tagger} {path.stem}: done", file=sys.stderr, flush=True)
+    import json
+
+    (args.out / "runs.json").write_text(json.dumps(rows, indent=0, default=float))
+    print(f"\n{len(files)} taggers, seeds {args.seeds}; 'same': top-3 = the exhaustive reference's (same kernel) up to "
+          f"ties (TIE {TIE}); masks = sampled (drawn) masks at the stop; calls = distinct sampled masks + checks\n")
+    head = ("| tagger | variant | windows | median masks | median calls (sampling + checks) | stop reasons "
+            "| same top-3 runs | Wilson 95 % | windows all seeds same | exact |")
+    print(head)
+    print("|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|")
+    for tagger in args.taggers:
+        for v in VARIANTS:
+            r = [x for x in rows if x["tagger"] == tagger and x["variant"] == v.name]
+            if not r:
+                continue
+            wins = sorted({x["window"] for x in r})
+            same = sum(x["same"] for x in r)
+            lo, hi = wilson(same, len(r))
+            all_same = sum(all(x["same"] for x in r if x["window"] == w) for w in wins)
+            reasons: dict[str, int] = {}
+            for x in r:
+                reasons[x["reason"]] = reasons.get(x["reason"], 0) + 1
+            print(f"| {tagger} | {v.name} | {len(wins)} | {statistics.median(x['masks'] for x in r):.0f} "
+                  f"| {statistics.median(x['unique'] for x in r):.0f} + {statistics.median(x['checks'] for x in r):.0f} "
+                  f"| {', '.join(f'{k} {n}' for k, n in sorted(reasons.items()))} "
+                  f"| {same}/{len(r)} = {same / len(r):.2f} | {lo:.2f}-{hi:.2f} | {all_same}/{len(wins)} "
+                  f"| {sum(x['exact'] for x in r)}/{len(r)} |")
+    return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -120,10 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--extra-per-song", type=int, default=2, help="evaluation windows per song after the product's")
     t.add_argument("--audio", type=Path, default=REPO.parent / "shared" / "audio")
     t.add_argument("--model-dir", type=Path, default=REPO / "models")
-    for q in (t,):
+    s = sub.add_parser("simulate", help="the real engine over the cached tables, per variant and seed")
+    s.add_argument("--taggers", nargs="+", default=["musicnn-msd", "fcn-msd"])
+    s.add_argument("--seeds", type=int, default=8)
+    s.add_argument("--windows", type=int, default=0, help="at most this many windows per tagger (0: all cached)")
+    s.add_argument("--model-dir", type=Path, default=REPO / "models")
+    for q in (t, s):
         q.add_argument("--out", type=Path, default=REPO / "out" / "first_round")
     args = p.parse_args(argv)
-    return tables(args)
+    return tables(args) if args.phase == "tables" else simulate(args)
 
 
 if __name__ == "__main__":

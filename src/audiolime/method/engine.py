@@ -32,8 +32,15 @@ from audiolime.errors import InvalidInput
 from audiolime.method.events import Event, EventSink, RankedSoFar, Ranking, ignore
 from audiolime.method.faithfulness import Curve, DropTopK, Verdict, deletion_masks, insertion_masks, random_sets, verdict
 from audiolime.method.request import AS_GOOD_SHARE, DEADLINE_MIN_RANDOM_SETS, DEFAULT_BATCH_SIZE, ValidRequest
-from audiolime.method.sampling import (ROUND_GROWTH, MaskSet, MaskStream, enumerate_masks, exhaustive_at, mask_set,
-                                      round_sizes)
+from audiolime.method.sampling import (
+    ROUND_GROWTH,
+    MaskSet,
+    MaskStream,
+    enumerate_masks,
+    exhaustive_at,
+    mask_set,
+    round_sizes,
+)
 from audiolime.method.surrogate import SurrogateFit, fit_round
 
 Predict = Callable[[np.ndarray], np.ndarray]
