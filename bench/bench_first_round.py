@@ -200,7 +200,8 @@ def simulate(args: argparse.Namespace) -> int:
                     exp = eng.explain(fact, ones, [target], req)
                     top = sorted(rc.component.index for rc in exp.targets[0].top(req.top_k))
                     ref = refs[v.kernel]
-                    rows.append({"tagger": tagger, "window": path.stem, "variant": v.name, "seed": seed,
+                    rows.append({"tagger": tagger, "window": path.stem, "kind": str(z["kind"]), "tag": str(z["tag"]),
+                                 "variant": v.name, "seed": seed,
                                  "masks": exp.stopping.masks, "unique": exp.unique_samples,
                                  "checks": exp.metric_calls, "reason": exp.stopping.reason,
                                  "rounds": exp.stopping.rounds, "stability": exp.stopping.stability,
@@ -234,6 +235,18 @@ def simulate(args: argparse.Namespace) -> int:
                   f"| {', '.join(f'{k} {n}' for k, n in sorted(reasons.items()))} "
                   f"| {same}/{len(r)} = {same / len(r):.2f} | {lo:.2f}-{hi:.2f} | {all_same}/{len(wins)} "
                   f"| {sum(x['exact'] for x in r)}/{len(r)} |")
+    per_window = VARIANTS[:4]
+    print("\nper window: runs with the reference's top-3 up to ties / seeds (median masks)\n")
+    print("| tagger | window | kind | tag | " + " | ".join(v.name.split(" (")[0] for v in per_window) + " |")
+    print("|" + "|".join("---" for _ in range(4 + len(per_window))) + "|")
+    for tagger in args.taggers:
+        for w in sorted({x["window"] for x in rows if x["tagger"] == tagger}):
+            r = [x for x in rows if x["tagger"] == tagger and x["window"] == w]
+            cells = []
+            for v in per_window:
+                rv = [x for x in r if x["variant"] == v.name]
+                cells.append(f"{sum(x['same'] for x in rv)}/{len(rv)} ({statistics.median(x['masks'] for x in rv):.0f})")
+            print(f"| {tagger} | {w} | {r[0]['kind']} | {r[0]['tag']} | " + " | ".join(cells) + " |")
     return 0
 
 
