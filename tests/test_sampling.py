@@ -124,6 +124,33 @@ def test_round_sizes():
     assert round_sizes(5, 100) == [100]
 
 
+def test_round_schedule_can_be_set_and_defaults_unchanged():
+    """An explicit first round is used as it is (no 8 (d'+1) floor), later rounds stay multiples of 64;
+    the defaults are the product's schedule; an Engine honours its first round and growth."""
+    assert round_sizes(12, 4096, None) == round_sizes(12, 4096) == [256, 384, 576, 896, 1344, 2048, 3072, 4096]
+    assert round_sizes(12, 4096, 32)[:4] == [32, 64, 128, 192]
+    assert round_sizes(12, 4096, 128, growth=2.0) == [128, 256, 512, 1024, 2048, 4096]
+    assert round_sizes(12, 100, 256) == [100]
+    with pytest.raises(InvalidInput):
+        round_sizes(12, 4096, 12)  # fewer than d'+1
+    with pytest.raises(InvalidInput):
+        round_sizes(12, 4096, 64, growth=1.0)
+    d = 12
+    true = np.linspace(0.3, -0.2, d)[np.random.default_rng(1).permutation(d)]
+    request = ExplainRequest(num_samples=0, top_k=3).validate()
+    default = Engine(linear_tagger(true, noise=0.02), ["t", "c"]).explain(MaskFactorization(d), np.ones(d, np.float32),
+                                                                          [0], request)
+    assert default.stopping.masks in round_sizes(d, 4096)
+    events: list = []
+    small = Engine(linear_tagger(true, noise=0.02), ["t", "c"], first_round=64, round_growth=2.0)
+    exp = small.explain(MaskFactorization(d), np.ones(d, np.float32), [0], request, events.append)
+    assert [r.masks for r in events if isinstance(r, Ranking)] == round_sizes(d, 4096, 64, 2.0)[:exp.stopping.rounds]
+    assert [r.masks for r in events if isinstance(r, Ranking)][0] == 64
+    assert exp.stopping.reason == "stable" and exp.stopping.masks < default.stopping.masks
+    with pytest.raises(InvalidInput):
+        Engine(linear_tagger(true), ["t", "c"], first_round=1)
+
+
 # -- surrogate -----------------------------------------------------------------------------------
 def test_batched_ridge_equals_scikit_learn():
     """The closed-form weighted ridge (intercept unpenalised) equals scikit-learn's Ridge for every

@@ -32,7 +32,15 @@ from audiolime.errors import InvalidInput
 from audiolime.method.events import Event, EventSink, RankedSoFar, Ranking, ignore
 from audiolime.method.faithfulness import Curve, DropTopK, Verdict, deletion_masks, insertion_masks, random_sets, verdict
 from audiolime.method.request import AS_GOOD_SHARE, DEADLINE_MIN_RANDOM_SETS, DEFAULT_BATCH_SIZE, ValidRequest
-from audiolime.method.sampling import MaskSet, MaskStream, enumerate_masks, exhaustive_at, mask_set, round_sizes
+from audiolime.method.sampling import (
+    ROUND_GROWTH,
+    MaskSet,
+    MaskStream,
+    enumerate_masks,
+    exhaustive_at,
+    mask_set,
+    round_sizes,
+)
 from audiolime.method.surrogate import SurrogateFit, fit_round
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -298,16 +306,23 @@ class Engine:
 
     ``batch_size`` windows go to ``predict`` per call; up to ``max_in_flight`` calls run
     concurrently (threads), which is what lets a remote tagger fan batches out over replicas.
+    ``first_round`` and ``round_growth``: adaptive sampling's round schedule
+    (:func:`~audiolime.method.sampling.round_sizes`; None and :data:`ROUND_GROWTH`: the product's),
+    for measuring other schedules (``bench/bench_first_round.py``).
     """
 
     def __init__(self, predict: Predict, labels: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
-                 max_in_flight: int = 1) -> None:
+                 max_in_flight: int = 1, first_round: int | None = None, round_growth: float = ROUND_GROWTH) -> None:
         if batch_size < 1 or max_in_flight < 1:
             raise InvalidInput("batch_size and max_in_flight must be >= 1")
+        if (first_round is not None and first_round < 2) or not round_growth > 1:
+            raise InvalidInput("first_round must be >= 2 (None: the default) and round_growth > 1")
         self.predict = predict
         self.labels = list(labels)
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
+        self.first_round = first_round
+        self.round_growth = round_growth
 
     def evaluate(self, compose: Callable[[np.ndarray], np.ndarray], masks: np.ndarray,
                  on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -394,7 +409,8 @@ class Engine:
         round ends with its :class:`~audiolime.method.events.Ranking`. Under a deadline, the checks
         that follow are sized first (:meth:`Deadline.sized_checks`), then the first round."""
         d = len(info)
-        sizes = round_sizes(d, request.max_samples) if request.adaptive else [request.num_samples]
+        sizes = (round_sizes(d, request.max_samples, self.first_round, self.round_growth) if request.adaptive
+                 else [request.num_samples])
         stream = MaskStream(d, request.seed, request.kernel, request.sampling == "paired")
         rows = np.empty((0, d), np.uint8)
         spent, evaluated = 0.0, 0  # on the deadline's clock: what the rounds' masks cost

@@ -144,14 +144,27 @@ def exhaustive_at(num_components: int, num_samples: int) -> bool:
     return num_components < 30 and 2 ** num_components <= num_samples
 
 
-def round_sizes(num_components: int, max_samples: int) -> list[int]:
+def round_sizes(num_components: int, max_samples: int, first_round: int | None = None,
+                growth: float = ROUND_GROWTH) -> list[int]:
     """Cumulative masks after each round of adaptive sampling: about ``8 (d'+1)`` (at least
     :data:`FIRST_ROUND`) first, then x :data:`ROUND_GROWTH` per round, multiples of
-    :data:`ROUND_QUANTUM`, the last one ``max_samples``."""
+    :data:`ROUND_QUANTUM`, the last one ``max_samples``.
+
+    ``first_round`` (None: the default above) is the first round's size exactly (at least d'+1, a
+    linear surrogate's unknowns); ``growth`` (> 1) replaces :data:`ROUND_GROWTH`. Both are the
+    engine's settings (``Engine(first_round=..., round_growth=...)``), for measuring the schedule."""
     def up(n: float) -> int:
         return int(-(-n // ROUND_QUANTUM) * ROUND_QUANTUM)
 
-    sizes = [min(up(max(FIRST_ROUND, 8 * (num_components + 1))), max_samples)]
+    if not growth > 1:
+        raise InvalidInput(f"round growth must be > 1, got {growth:g}")
+    if first_round is None:
+        first = up(max(FIRST_ROUND, 8 * (num_components + 1)))
+    elif first_round < num_components + 1:
+        raise InvalidInput(f"first round must be at least d'+1 = {num_components + 1} masks, got {first_round}")
+    else:
+        first = first_round
+    sizes = [min(first, max_samples)]
     while sizes[-1] < max_samples:
-        sizes.append(min(up(sizes[-1] * ROUND_GROWTH), max_samples))
+        sizes.append(min(up(sizes[-1] * growth), max_samples))
     return sizes
