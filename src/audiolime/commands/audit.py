@@ -85,7 +85,7 @@ def check_out(out: Path) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from audiolime.method.catalog import find_songs
+    from audiolime.auditdir import find_songs
     from audiolime.method.limits import MAX_AUDIT_SONGS, check_audit
 
     check_out(args.out)
@@ -104,7 +104,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, request: ValidRequest, specs: list[tuple[str, int | None]], songs: list[str]) -> int:
-    from audiolime.audio import decode, wav_bytes
+    from audiolime.audio import decode
+    from audiolime.auditdir import Clips, append_records, check_config, clip_name, load_records
     from audiolime.explanation.audit import (
         AUDIT_MANIFEST,
         AUDIT_MARKDOWN,
@@ -117,15 +118,7 @@ def run(args: argparse.Namespace, request: ValidRequest, specs: list[tuple[str, 
         diff_markdown,
     )
     from audiolime.method import audit as core
-    from audiolime.method.catalog import (
-        append_records,
-        audit_song,
-        check_config,
-        check_tags,
-        config_key,
-        load_records,
-        tagger_id,
-    )
+    from audiolime.method.catalog import audit_song, check_tags, config_key, tagger_id
     from audiolime.method.engine import Engine
     from audiolime.method.stems import STEM_RATE, LocalSeparation
     from audiolime.models import load_separator, load_tagger, quiet_tensorflow
@@ -133,23 +126,20 @@ def run(args: argparse.Namespace, request: ValidRequest, specs: list[tuple[str, 
     out: Path = args.out
     bounds = settings.limits_from(args)
     key = config_key(request, args.windows_per_song)
-    check_config(out, key)  # an audit with other settings in --out: refused before any model
+    check_config(out, key, write=False)  # an audit with other settings in --out: refused before any model
     quiet_tensorflow()
     taggers = [load_tagger(args.model_dir, name, version) for name, version in specs]
     check_tags(taggers, request.tags)  # an unknown tag: refused before the separator and any song
     if len(taggers) == 2 and tagger_id(taggers[0]) == tagger_id(taggers[1]):
         raise InvalidInput(f"--against {args.against}: the same tagger as --tagger ({tagger_id(taggers[0])})")
     separator = load_separator(args.model_dir, request.separator)
+    check_config(out, key)  # the request is good: --out is this audit's
     source = LocalSeparation(lambda wave: separator.separate(wave, STEM_RATE).stems, separator.name, cache_chunks=2)
     pairs = [(t, Engine(t.predict, t.labels, batch_size=args.batch_size)) for t in taggers]
     done = load_records(out)
     resumed_at_start = len(done)
 
-    def clip(name: str, wave, rate: int) -> None:
-        path = out / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(wav_bytes(wave, rate))
-
+    clips = None if args.no_clips else (clip_name, Clips(out).write)
     skipped: list[Skipped] = []
     warnings: list[str] = []
     explained = resumed = 0
@@ -159,7 +149,7 @@ def run(args: argparse.Namespace, request: ValidRequest, specs: list[tuple[str, 
                 audio = decode(song, limits=bounds)
                 outcome = audit_song(song, audio, pairs, source, request, args.windows_per_song, done,
                                      lambda recs: append_records(out, recs), bounds,
-                                     None if args.no_clips else clip, progress)
+                                     clips, progress)
             except (AudiolimeError, OSError) as exc:  # one bad file does not end a catalog's audit
                 skipped.append(Skipped(song, str(exc)))
                 print(f"audiolime: audit: [{n}/{len(songs)}] {song}: skipped: {exc}", file=sys.stderr)

@@ -15,19 +15,15 @@ Per song (decoded once, by the door) and per tagger:
    :class:`~audiolime.method.audit.AuditRecord` per tag, the top-1 component written as a WAV clip
    when a clip writer is given, and the window's records appended to the checkpoint (fsynced).
 
-A window whose records are all in the checkpoint is skipped, so a killed audit resumes where it
-stopped; the checkpoint's ``audit-config.json`` holds the settings every record shares, and an audit
-with other settings in the same directory is refused (records are never mixed).
+A window whose records are all in the checkpoint (given as ``done``) is skipped, so a killed audit
+resumes where it stopped. The files (the checkpoint, its settings :func:`config_key`, the clips)
+are the door's: :mod:`audiolime.auditdir`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -35,15 +31,13 @@ from audiolime.errors import InvalidInput
 from audiolime.method.audit import AuditRecord, pick_windows
 from audiolime.method.engine import Engine
 from audiolime.method.events import Event, EventSink, ignore
-from audiolime.method.limits import AUDIO_SUFFIXES, DEFAULT, MAX_AUDIT_SONGS, Limits
+from audiolime.method.limits import DEFAULT, Limits
 from audiolime.method.pipeline import Scan, explain_song, scan_hop, scan_windows
 from audiolime.method.plan import Tagger, make_plan, resolve_tags
 from audiolime.method.request import ValidRequest
 from audiolime.method.stems import StemSource
 from audiolime.method.waveform import Audio, resample_mono
 
-CHECKPOINT = "audit.jsonl"
-CONFIG = "audit-config.json"
 CONFIG_FORMAT = 1
 Key = tuple[str, str, int, str]  # (tagger, song, window, tag)
 
@@ -51,27 +45,6 @@ Key = tuple[str, str, int, str]  # (tagger, song, window, tag)
 def tagger_id(tagger: Tagger) -> str:
     """How records name a tagger: ``name@version`` (two versions of one model are two taggers)."""
     return f"{tagger.name}@{tagger.version}"
-
-
-def find_songs(paths: Sequence[Path], limit: int = MAX_AUDIT_SONGS) -> list[Path]:
-    """The audio files among ``paths``: files as given, directories searched (recursively, sorted)
-    for audio files; each once, in order. Stops counting past ``limit`` (a whole disk is not listed
-    to refuse it): the result then has ``limit + 1`` entries."""
-    out: dict[Path, None] = {}
-    for p in paths:
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file():
-                    out.setdefault(f.resolve())
-                    if len(out) > limit:
-                        return list(out)
-        elif p.is_file():
-            out.setdefault(p.resolve())
-        else:
-            raise InvalidInput(f"{p}: no such file or directory", field="songs")
-        if len(out) > limit:
-            break
-    return list(out)
 
 
 def check_tags(taggers: Sequence[Tagger], tags: Sequence[str]) -> None:
@@ -94,61 +67,6 @@ def config_key(request: ValidRequest, windows_per_song: int) -> dict:
             "top_k": r.top_k, "edges": r.edges, "fade": r.fade, "kernel": r.kernel, "sampling": r.sampling}
 
 
-def check_config(out: Path, key: dict) -> None:
-    """Write ``audit-config.json`` into a new ``out``; refuse one holding other settings."""
-    path = out / CONFIG
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise InvalidInput(f"{path}: not an audit configuration; use another --out") from None
-        diff = [f"{k} {old.get(k)!r} != {v!r}" for k, v in key.items() if old.get(k) != v]
-        if diff:
-            raise InvalidInput(f"{out} holds an audit with other settings ({'; '.join(diff)}); use another --out")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(key, indent=2) + "\n")
-
-
-def record_from_json(d: dict) -> AuditRecord:
-    return AuditRecord(str(d["tagger"]), str(d["song"]), int(d["window"]), float(d["start_s"]), float(d["end_s"]),
-                       str(d["tag"]), float(d["probability"]), float(d["song_probability"]),
-                       tuple(str(s) for s in d["stems"]), int(d["segments"]), tuple(float(w) for w in d["weights"]),
-                       float(d.get("surrogate_r2", 0.0)), str(d.get("clip", "")))
-
-
-def load_records(out: Path) -> dict[Key, AuditRecord]:
-    """The checkpoint's records by (tagger, song, window, tag); a torn or unreadable line (an
-    interrupted run) is skipped, a later record of the same key wins."""
-    path = out / CHECKPOINT
-    records: dict[Key, AuditRecord] = {}
-    if not path.is_file():
-        return records
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                r = record_from_json(json.loads(line))
-            except (ValueError, KeyError, TypeError, InvalidInput):
-                continue
-            records[(r.tagger, r.song, r.window, r.tag)] = r
-    return records
-
-
-def append_records(out: Path, records: Iterable[AuditRecord]) -> None:
-    """Append (and fsync) one window's records, starting a fresh line after a torn one."""
-    path = out / CHECKPOINT
-    torn = False
-    if path.is_file() and path.stat().st_size:
-        with path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    text = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(("\n" if torn else "") + text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 # -- running -----------------------------------------------------------------------------------------
 @dataclass
 class _Memo:
@@ -164,17 +82,7 @@ class _Memo:
 
 
 ClipWriter = Callable[[str, np.ndarray, int], None]  # (relative name, [channels, samples], rate)
-
-
-def clip_name(tagger: str, song: str, window: int, tag: str) -> str:
-    """A clip's file name, unique per (tagger, song, window, tag) and safe on any file system."""
-    import hashlib
-
-    def safe(s: str) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", s)[:60]
-
-    h = hashlib.sha1(song.encode()).hexdigest()[:8]
-    return f"clips/{safe(tagger)}/{safe(Path(song).stem)}-{h}-w{window}-{safe(tag)}.wav"
+ClipName = Callable[[str, str, int, str], str]  # (tagger, song, window, tag) -> relative name
 
 
 @dataclass(frozen=True)
@@ -189,10 +97,11 @@ class SongOutcome:
 def audit_song(song: str, audio: Audio, taggers: Sequence[tuple[Tagger, Engine]], stem_source: StemSource,
                request: ValidRequest, windows_per_song: int, done: dict[Key, AuditRecord],
                save: Callable[[list[AuditRecord]], None], limits: Limits = DEFAULT,
-               clips: ClipWriter | None = None, events: EventSink = ignore) -> SongOutcome:
+               clips: tuple[ClipName, ClipWriter] | None = None, events: EventSink = ignore) -> SongOutcome:
     """Explain ``song``'s windows under each tagger (see the module docstring); ``done``: the
     checkpoint's records (windows all of whose tags are there are skipped), ``save``: where each
-    window's new records go (the door appends them to the checkpoint)."""
+    window's new records go (the door appends them to the checkpoint); ``clips``: how to name and
+    write each explanation's top-1 component (None: no clips)."""
     explained = resumed = 0
     warnings: list[str] = []
     tags: tuple[str, ...] = request.tags
@@ -231,13 +140,13 @@ def audit_song(song: str, audio: Audio, taggers: Sequence[tuple[Tagger, Engine]]
                 name = ""
                 top = max(target.ranking, key=lambda rc: rc.weight)
                 if clips is not None and top.weight > 0:
-                    name = clip_name(tid, song, i, target.tag)
+                    name = clips[0](tid, song, i, target.tag)
                     mask = np.zeros(fact.num_components, np.float32)
                     mask[top.component.index] = 1
                     rate = audio.sample_rate
                     a = max(0, int(round((top.component.start_s - w0) * rate)))
                     b = max(a + 1, int(round((top.component.end_s - w0) * rate)))
-                    clips(name, fact.compose_listen(mask)[:, a:b], rate)
+                    clips[1](name, fact.compose_listen(mask)[:, a:b], rate)
                 new.append(AuditRecord(tid, song, i, round(w0, 4), round(w1, 4), target.tag,
                                        round(float(result.explanation.prediction[target.tag_index]), 6),
                                        round(float(result.song_prediction[target.tag_index]), 6), stems,
