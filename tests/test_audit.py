@@ -276,8 +276,11 @@ sys.exit(main(["audit", {songs!r}, "--tag", "voice", "--tagger", "tone-1k", "--s
 """
 
 
-def test_an_audit_survives_sigkill(tmp_path: Path) -> None:
-    write_songs(tmp_path / "songs", 6)
+@pytest.mark.slow  # starts processes
+def test_an_audit_of_50_windows_survives_sigkill(tmp_path: Path) -> None:
+    """25 songs x 2 windows on the fakes: killed after a few windows, rerun, completed with the
+    windows done before kept; the profile has its intervals and finds the one odd song."""
+    write_songs(tmp_path / "songs", 25)
     out = tmp_path / "out"
     code = KILL_RUN.format(tests=str(Path(__file__).parent), songs=str(tmp_path / "songs"), out=str(out))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
@@ -292,14 +295,18 @@ def test_an_audit_survives_sigkill(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     before = load_records(out)
-    assert 3 <= len(before) < 12 and not (out / "audit.json").exists()
+    assert 3 <= len(before) < 50 and not (out / "audit.json").exists()
     rerun = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     after = load_records(out)
-    assert len(after) == 12 and all(after[k] == r for k, r in before.items())  # kept, not recomputed
-    assert f"{12 - len(before)} windows explained now, {len(before)} from the checkpoint" in rerun.stdout
+    assert len(after) == 50 and all(after[k] == r for k, r in before.items())  # kept, not recomputed
+    assert f"{50 - len(before)} windows explained now, {len(before)} from the checkpoint" in rerun.stdout
     doc = json.loads((out / "audit.json").read_text())
-    assert doc["explanations"] == 12 and doc["profiles"][0]["majority"] == "vocals"
+    (p,) = doc["profiles"]
+    assert doc["explanations"] == 50 and p["n"] == 50 and p["songs"] == 25 and p["majority"] == "vocals"
+    assert [Path(s).name for s in p["outliers"]] == ["song24.wav"]
+    vocals = p["stems"][0]
+    assert vocals["top1_ci"] == list(wilson(vocals["top1"], 50)) and vocals["top1_ci"][0] > 0.5
 
 
 # -- a small real run --------------------------------------------------------------------------------
