@@ -73,8 +73,8 @@ def test_every_command_and_flag_has_help_with_its_default():
     """Every flag of every parser has help; a service flag's help names its default and variable
     (from the settings tables); a CLI flag with a default names it."""
     parsers = _parsers()
-    assert {"audiolime", "audiolime explain", "audiolime up", "audiolime serve", "audiolime serve explainer",
-            "audiolime serve tagger", "audiolime serve separator"} <= set(parsers)
+    assert {"audiolime", "audiolime explain", "audiolime audit", "audiolime up", "audiolime serve",
+            "audiolime serve explainer", "audiolime serve tagger", "audiolime serve separator"} <= set(parsers)
     for prog, parser in parsers.items():
         assert not parser.allow_abbrev, prog
         for action in parser._actions:

@@ -161,7 +161,7 @@ def test_service_doors_work_without_the_evaluation():
     """The CLI and the explainer service import without audiolime.evaluation; only `evaluate` goes."""
     proc = subprocess.run([sys.executable, "-c", DOORS], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["demo", "explain", "report", "serve", "setup", "timeline", "up"]
+    assert proc.stdout.split() == ["audit", "demo", "explain", "report", "serve", "setup", "timeline", "up"]
 
 
 def test_nothing_outside_tests_imports_test_code():
@@ -175,7 +175,8 @@ def test_the_client_and_the_report_do_without_scikit_learn():
     """Reading a result (client, document, report page) needs no scikit-learn: the document's
     records and their defaults come from the request model, not from the surrogate."""
     code = ("import sys\nsys.modules['sklearn'] = None\nsys.modules['threadpoolctl'] = None\n"
-            "import audiolime.client, audiolime.explanation.timeline, audiolime.report.page, audiolime.report.terminal, "
+            "import audiolime.client, audiolime.explanation.timeline, audiolime.explanation.audit, "
+            "audiolime.report.page, audiolime.report.terminal, "
             "audiolime.wire\nprint('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from audiolime import __version__
-from audiolime.commands import evaluate, explain, report, services, setup, timeline, up
+from audiolime.commands import audit, evaluate, explain, report, services, setup, timeline, up
 from audiolime.errors import AudiolimeError
 from audiolime.settings import default_model_dir
 
-COMMANDS = (setup, explain, timeline, report, services, evaluate, up)
+COMMANDS = (setup, explain, timeline, audit, report, services, evaluate, up)
 
 
 class _Help(argparse.HelpFormatter):

@@ -24,6 +24,12 @@ MAX_NAME_CHARS = 256  # tag, model, separator and file names
 MAX_URI_CHARS = 2048
 RECEIVE_OVERHEAD_BYTES = 1 * MiB  # a request's fields besides its audio (names are capped above)
 SF_COUNT_MAX = 2 ** 63 - 1  # libsndfile's "length unknown"
+# A catalog audit (``audiolime audit``) explains every song's windows, one explanation each (each within
+# the per-request tagger-cost budget): at most this many songs (files named or found in directories)
+# and windows per song, so that a wrong glob or directory is refused before anything is decoded.
+MAX_AUDIT_SONGS = 1000
+MAX_AUDIT_WINDOWS_PER_SONG = 16
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
 def decoded_channels(channels: int) -> int:
@@ -140,6 +146,19 @@ class Limits:
             raise InvalidInput(f"segments {segments}: {detail} need {nbytes / MiB:.0f} MiB of component audio, "
                                f"more than the limit {self.max_component_bytes / MiB:.0f} MiB "
                                f"(--max-component-bytes); use fewer segments")
+
+
+def check_audit(songs: int, windows_per_song: int) -> None:
+    """A catalog audit's size, before any song is read."""
+    if songs < 1:
+        raise InvalidInput("songs: no audio files to audit (give files, or directories holding "
+                           f"{'/'.join(AUDIO_SUFFIXES)} files)", field="songs")
+    if songs > MAX_AUDIT_SONGS:
+        raise InvalidInput(f"songs: {songs} audio files, more than the limit {MAX_AUDIT_SONGS} of one audit; "
+                           f"split the catalog", field="songs")
+    if not 1 <= windows_per_song <= MAX_AUDIT_WINDOWS_PER_SONG:
+        raise InvalidInput(f"windows_per_song must be between 1 and {MAX_AUDIT_WINDOWS_PER_SONG}, got "
+                           f"{windows_per_song}", field="windows_per_song")
 
 
 def check_name(field: str, value: str, limit: int = MAX_NAME_CHARS) -> None:
