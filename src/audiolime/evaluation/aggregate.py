@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from audiolime.evaluation.config import RANDOM, SLIME, EvalConfig
+from audiolime.method.stats import wilson
 from audiolime.method.surrogate import agrees_up_to_ties
 
 REPLAY_THRESHOLDS = (0.9, 0.95, 0.99)
@@ -19,17 +20,6 @@ REPLAY_THRESHOLDS = (0.9, 0.95, 0.99)
 def rounded(x: float | None, places: int = 4) -> float | None:
     """``x`` rounded; NaN and None are None (JSON ``null``, CSV empty)."""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), places)
-
-
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95% by default)."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def rate(values: Sequence[float]) -> dict:

@@ -35,19 +35,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from audiolime.errors import InvalidInput
+from audiolime.method import stats
 
-Z95 = 1.96
 OUTLIERS = 10  # songs listed as outliers per tag (the most deviant)
 CHANGED = 10  # songs listed per tag in a diff (the most changed)
 
 
-def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95 % by default); ``n`` > 0."""
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n)) / denom
-    return (round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4))
+def wilson(successes: float, n: int) -> tuple[float, float]:
+    """The 95 % Wilson interval (:func:`audiolime.method.stats.wilson`), to 4 places as the documents hold it."""
+    lo, hi = stats.wilson(successes, n)
+    return (round(lo, 4), round(hi, 4))
 
 
 @dataclass(frozen=True)
