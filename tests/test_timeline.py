@@ -166,9 +166,18 @@ def test_the_document_round_trips_and_is_consistent() -> None:
     result, _ = run()
     doc = describe_timeline(result)
     data = json.loads(doc.dumps())
-    assert data["kind"] == TIMELINE_KIND and data["version"] == 1
+    assert data["kind"] == TIMELINE_KIND and data["version"] == 2
     assert TimelineDocument.loads(doc.dumps()) == doc
     check_document(data, segments=4)
+    # version 1 (no files) still reads: the file fields are optional
+    v1 = {**data, "version": 1, "audio": {**data["audio"], "range": {k: v for k, v in data["audio"]["range"].items()
+                                                                     if k != "mix_file"}},
+          "stems": [{k: v for k, v in s.items() if k != "file"} for s in data["stems"]],
+          "top_moments": [{k: v for k, v in m.items() if k != "file"} for m in data["top_moments"]]}
+    old = TimelineDocument.loads(json.dumps(v1))
+    assert old.version == 1 and old.files() == [] and old.stems == doc.stems
+    with pytest.raises(InvalidInput, match="version 3"):
+        TimelineDocument.loads(json.dumps({**data, "version": 3}))
 
 
 def check_document(data: dict, segments: int) -> None:

@@ -11,6 +11,8 @@ needs no object, so the URLs exist before the report is written, and the manifes
 
 Used by the CLI (``--out DIR`` is a :class:`~audiolime.store.LocalStore`), the explainer service
 (its configured store, one prefix per explanation), the client's download and ``audiolime report``.
+A song timeline (``audiolime timeline --out``) is written the same way (:func:`write_timeline`):
+its clips and stem audio, then ``timeline.html``, then ``timeline.json`` last.
 """
 
 from __future__ import annotations
@@ -23,19 +25,34 @@ from audiolime.explanation.document import MANIFEST, REPORT_FILE, Document, File
 from audiolime.store import ObjectStore
 
 if TYPE_CHECKING:  # the method (scikit-learn): only where an explanation is written, not read
+    import numpy as np
+
+    from audiolime.explanation.timeline import RangeStems, TimelineDocument
     from audiolime.method.pipeline import SongExplanation
 
 REPORT_TYPE = "text/html; charset=utf-8"
 
 
-def render_report(doc: Document, links: FileRef | None = None) -> bytes:
-    """The listening report of ``doc``, its audio referenced by ``links(name)`` or by relative name."""
-    from audiolime.report.page import render  # jinja2: only where reports are written
+def render_report(doc: Document | TimelineDocument, links: FileRef | None = None) -> bytes:
+    """The listening report of ``doc`` (an explanation or a song timeline), its audio referenced by
+    ``links(name)`` or by relative name."""
+    from audiolime.report.page import render, render_timeline  # jinja2: only where reports are written
 
-    return render(doc.with_files(links) if links else doc).encode()
+    if isinstance(doc, Document):
+        return render(doc.with_files(links) if links else doc).encode()
+    return render_timeline(doc.with_files(links) if links else doc).encode()
 
 
-def write_report(store: ObjectStore, key: str, doc: Document, links: FileRef | None = None) -> None:
+def _names(doc: Document | TimelineDocument) -> tuple[str, str]:
+    """(report, manifest) file names of ``doc``'s kind."""
+    if isinstance(doc, Document):
+        return REPORT_FILE, MANIFEST
+    from audiolime.explanation.timeline import TIMELINE_MANIFEST, TIMELINE_REPORT
+
+    return TIMELINE_REPORT, TIMELINE_MANIFEST
+
+
+def write_report(store: ObjectStore, key: str, doc: Document | TimelineDocument, links: FileRef | None = None) -> None:
     """(Re)write only the report, e.g. beside a saved manifest (``audiolime report``)."""
     store.put(key, render_report(doc, links), REPORT_TYPE)
 
@@ -43,14 +60,15 @@ def write_report(store: ObjectStore, key: str, doc: Document, links: FileRef | N
 class ArtifactWriter:
     """Use as a context manager: ``put`` every artifact, then ``commit`` the report and manifest."""
 
-    def __init__(self, store: ObjectStore, prefix: str = "") -> None:
+    def __init__(self, store: ObjectStore, prefix: str = "", manifest: str = MANIFEST) -> None:
         self.store = store
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.manifest = manifest  # removed first (a reader never pairs it with new audio)
         self.written: list[str] = []
         self.committed = False
 
     def __enter__(self) -> ArtifactWriter:
-        self.store.delete(self.prefix + MANIFEST)
+        self.store.delete(self.prefix + self.manifest)
         return self
 
     def put(self, name: str, data: bytes, content_type: str) -> None:
@@ -58,10 +76,12 @@ class ArtifactWriter:
         self.written.append(key)  # before the write: a failed write may leave a partial object
         self.store.put(key, data, content_type)
 
-    def commit(self, doc: Document, manifest: bytes | None = None, links: FileRef | None = None) -> None:
+    def commit(self, doc: Document | TimelineDocument, manifest: bytes | None = None,
+               links: FileRef | None = None) -> None:
         """The report of ``doc``, then the manifest (``manifest`` bytes as received, else ``doc``'s)."""
-        self.put(REPORT_FILE, render_report(doc, links), REPORT_TYPE)
-        self.put(MANIFEST, doc.dumps() if manifest is None else manifest, "application/json")
+        report, name = _names(doc)
+        self.put(report, render_report(doc, links), REPORT_TYPE)
+        self.put(name, doc.dumps() if manifest is None else manifest, "application/json")
         self.committed = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -104,4 +124,25 @@ def write_explanation(result: SongExplanation, store: ObjectStore, prefix: str =
             names.append(name)
         doc = describe(result, {**result.timings_s, "store": time.perf_counter() - t})
         w.commit(doc, links=links)
+    return doc, names
+
+
+def write_timeline(doc: TimelineDocument, stems: RangeStems, mix: np.ndarray, store: ObjectStore,
+                   prefix: str = "") -> tuple[TimelineDocument, list[str]]:
+    """Publish a song timeline: the mix of its range and each stem over it (FLAC), each top moment's
+    clip (WAV), all at the stems' rate, then ``timeline.html``, then ``timeline.json`` (version 2,
+    naming them). Returns the document and the artifact names."""
+    from audiolime.audio import flac_bytes, wav_bytes  # soundfile: only where artifacts are written
+    from audiolime.explanation.timeline import TIMELINE_MANIFEST, timeline_artifacts, with_clip_names
+
+    doc = with_clip_names(doc, stems)
+    with ArtifactWriter(store, prefix, TIMELINE_MANIFEST) as w:
+        names = []
+        for name, wave, kind in timeline_artifacts(doc, stems, mix):
+            if kind == "flac":
+                w.put(name, flac_bytes(wave, stems.sample_rate), "audio/flac")
+            else:
+                w.put(name, wav_bytes(wave, stems.sample_rate), "audio/wav")
+            names.append(name)
+        w.commit(doc)
     return doc, names

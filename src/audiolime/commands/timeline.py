@@ -1,6 +1,10 @@
 """``audiolime timeline``: one tag explained over a whole song (or ``--start``/``--end``), window by
 window (:mod:`audiolime.method.timeline`), in-process; the document (``timeline.json``) to ``--out``
-or stdout (``--json``), and a short per-stem summary: where in the song each stem carries the tag."""
+or stdout (``--json``), and a short per-stem summary: where in the song each stem carries the tag.
+
+``--out DIR`` also makes it listenable, through the one artifact writer
+(:func:`audiolime.artifacts.write_timeline`): each top moment as a WAV clip, each stem and the mix
+over the explained range as FLAC, and the listening report ``timeline.html``."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +29,11 @@ from audiolime.commands.explain import (
 )
 from audiolime.method.request import RANDOM_SETS, ExplainRequest, ValidRequest
 from audiolime.method.timeline import MAX_TIMELINE_WINDOWS, MAX_TIMELINE_WINDOWS_CAP, TOP_MOMENTS, TimelineRequest
+
+if TYPE_CHECKING:
+    from audiolime.explanation.timeline import RangeStems
+    from audiolime.method.timeline import TimelinePlan
+    from audiolime.method.waveform import Audio
 
 BARS = " \u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"
 SPARK_COLUMNS = 60
@@ -48,7 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_component_args(p)
     p.add_argument("--seed", type=integer, default=D.seed, help=f"random seed of the masks (default {D.seed})")
     p.add_argument("--out", type=Path, default=None,
-                   help="write timeline.json into this directory (made if missing; default: write nothing)")
+                   help="write timeline.json, the top moments as WAV clips, each stem and the mix over the range "
+                        "(FLAC) and the report timeline.html into this directory (made if missing; default: "
+                        "write nothing)")
     p.add_argument("--json", action="store_true", help="print the timeline document as JSON on stdout")
     add_model_args(p)
     add_model_dir(p)
@@ -68,8 +80,9 @@ def requests_from_args(args: argparse.Namespace) -> tuple[ValidRequest, Timeline
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
+    from audiolime.artifacts import write_timeline
     from audiolime.audio import decode
-    from audiolime.explanation.timeline import TIMELINE_MANIFEST, describe_timeline
+    from audiolime.explanation.timeline import TIMELINE_MANIFEST, TIMELINE_REPORT, describe_timeline
     from audiolime.method.engine import Engine
     from audiolime.method.stems import STEM_RATE, LocalSeparation
     from audiolime.method.timeline import explain_timeline, make_timeline_plan
@@ -88,15 +101,20 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     # consecutive windows share the separator's chunks (30 s): each chunk is separated once
     source = LocalSeparation(lambda wave: separator.separate(wave, STEM_RATE).stems, separator.name, cache_chunks=2)
     engine = Engine(tagger.predict, tagger.labels, batch_size=args.batch_size)
+    collected = range_stems(tplan, audio) if args.out else None
     t = time.perf_counter()
     with ProgressBar() as progress:
-        result = explain_timeline(tplan, audio, args.song.name, tagger, source, engine, progress)
-    timings = {**result.timings_s, "decode": result.timings_s.get("decode", 0.0) + decode_s,
-               "total": decode_s + time.perf_counter() - t}
-    doc = describe_timeline(result, timings)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / TIMELINE_MANIFEST).write_bytes(doc.dumps())
+        result = explain_timeline(tplan, audio, args.song.name, tagger, source, engine, progress, collected)
+    timings = {**result.timings_s, "decode": result.timings_s.get("decode", 0.0) + decode_s}
+    if collected is not None:
+        from audiolime.store import LocalStore
+
+        t_store = time.perf_counter()
+        doc = describe_timeline(result, {**timings, "total": decode_s + t_store - t})
+        doc, _ = write_timeline(doc, collected, audio.waveform[:, collected.start:collected.end],
+                                LocalStore(args.out))
+    else:
+        doc = describe_timeline(result, {**timings, "total": decode_s + time.perf_counter() - t})
     if args.json:
         sys.stdout.write(doc.dumps().decode())
         if args.out:
@@ -106,7 +124,19 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         print(line)
     if args.out:
         print(f"timeline: {args.out / TIMELINE_MANIFEST}")
+        print(f"listening report: {args.out / TIMELINE_REPORT} (open it in a browser)")
     return 0
+
+
+def range_stems(tplan: TimelinePlan, audio: Audio) -> RangeStems:
+    """The collector of the stems over ``tplan``'s range, at the audio's rate (what the clips are
+    cut from): the same sample arithmetic as the method's windows."""
+    from audiolime.explanation.timeline import RangeStems
+
+    rate, sr_m = audio.sample_rate, tplan.plan.sample_rate
+    first = int(round(tplan.starts[0] / sr_m * rate))
+    last = int(round(tplan.starts[-1] / sr_m * rate)) + int(round(tplan.plan.window_samples / sr_m * rate))
+    return RangeStems(first, min(last, audio.num_samples), audio.channels, rate)
 
 
 def spark_line(weights: Sequence[float] | np.ndarray, scale: float, columns: int = SPARK_COLUMNS) -> str:

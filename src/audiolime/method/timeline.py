@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -302,9 +302,15 @@ class _Window:
     known: dict[bytes, np.ndarray]
 
 
+# (start, end, {stem: [channels, end - start]}): a window's stems at the audio's rate, as separated
+StemSink = Callable[[int, int, dict[str, np.ndarray]], None]
+
+
 def explain_timeline(tplan: TimelinePlan, audio: Audio, audio_name: str, tagger: Tagger, stem_source: StemSource,
-                     engine: Engine, events: EventSink = ignore) -> SongTimeline:
-    """The timeline of ``tplan`` over ``audio`` (see the module docstring)."""
+                     engine: Engine, events: EventSink = ignore, stem_sink: StemSink | None = None) -> SongTimeline:
+    """The timeline of ``tplan`` over ``audio`` (see the module docstring). ``stem_sink`` receives
+    each window's stems at the audio's rate (samples ``[start, end)`` of ``audio``) before they are
+    dropped: what the clips are cut from (:func:`audiolime.explanation.timeline.RangeStems`)."""
     plan, request, timeline = tplan.plan, tplan.window_request, tplan.timeline
     sr_m, w = plan.sample_rate, plan.window_samples
     timings = {"decode": 0.0, "scan": 0.0, "separate": 0.0, "sample": 0.0, "predict": 0.0, "fit": 0.0,
@@ -345,6 +351,8 @@ def explain_timeline(tplan: TimelinePlan, audio: Audio, audio_name: str, tagger:
         stems = stem_source.window(audio, a, min(b, audio.num_samples))
         timings["separate"] += time.perf_counter() - t
         separator, residual = stems.model, max(residual, stems.residual_rel_rms)
+        if stem_sink is not None:
+            stem_sink(a, min(b, audio.num_samples), stems.stems)
         model_stems = {k: fit_length(resample(to_mono(fit_length(v, b - a))[None, :], audio.sample_rate, sr_m)[0], w)
                        for k, v in stems.stems.items()}
         del stems

@@ -17,23 +17,28 @@ from typing import Any
 from urllib.parse import urlparse
 
 from audiolime.explanation.document import Document
+from audiolime.explanation.timeline import TimelineDocument
+from audiolime.report.timeline import build_timeline
 from audiolime.report.view import ReportView, build
 
 
 @cache
-def _assets() -> tuple[Any, str, str]:  # (jinja2.Template, css, js)
+def _assets(page: str = "report") -> tuple[Any, str, str]:  # (jinja2.Template, css, js)
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("audiolime.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     static = resources.files("audiolime.report") / "static"
-    return env.get_template("report.html.j2"), (static / "report.css").read_text(), (static / "report.js").read_text()
+    return env.get_template(f"{page}.html.j2"), (static / "report.css").read_text(), (static / f"{page}.js").read_text()
 
 
 def media_sources(view: ReportView) -> str:
     """The CSP ``media-src`` list: the page's folder for relative names, else each URL's origin."""
-    srcs = [p.src for p in view.players] + [p.src for t in view.targets for p in t.players] + \
-           [c.player.src for t in view.targets for c in t.top if c.player]
+    return _media_sources([p.src for p in view.players] + [p.src for t in view.targets for p in t.players] +
+                          [c.player.src for t in view.targets for c in t.top if c.player])
+
+
+def _media_sources(srcs: list[str]) -> str:
     origins = sorted({f"{u.scheme}://{u.netloc}" for s in srcs if (u := urlparse(s)).scheme})
     relative = any(not urlparse(s).scheme for s in srcs)
     return " ".join((["'self'", "file:"] if relative else []) + origins) or "'none'"
@@ -43,7 +48,17 @@ def render(doc: Document) -> str:
     """The report of ``doc`` (its file references are what the page loads: names or URLs)."""
     template, css, js = _assets()
     view = build(doc)
+    return template.render(v=view, css=css, js=js, csp=_csp(js, media_sources(view)))
+
+
+def _csp(js: str, media: str) -> str:
     script_hash = base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()
-    csp = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
-           f"media-src {media_sources(view)}; base-uri 'none'; form-action 'none'")
-    return template.render(v=view, css=css, js=js, csp=csp)
+    return (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
+            f"media-src {media}; base-uri 'none'; form-action 'none'")
+
+
+def render_timeline(doc: TimelineDocument) -> str:
+    """The song timeline's report (``timeline.html``): lanes per stem, top moments, their clips."""
+    template, css, js = _assets("timeline")
+    view = build_timeline(doc)
+    return template.render(v=view, css=css, js=js, csp=_csp(js, _media_sources([p.src for p in view.players])))
