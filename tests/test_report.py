@@ -321,4 +321,4 @@ def test_wheel_ships_the_report_template_and_assets(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assets = {f"audiolime/report/{p.relative_to(REPO / 'src/audiolime/report').as_posix()}"
               for p in (REPO / "src/audiolime/report").rglob("*") if p.suffix in (".j2", ".css", ".js")}
-    assert len(assets) == 3 and assets <= names
+    assert len(assets) == 5 and assets <= names
