@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from test_timeline import RATE, fake_song, run
 
 from audiolime.artifacts import write_timeline
 from audiolime.cli import main
@@ -36,7 +37,6 @@ from audiolime.explanation.timeline import (
 from audiolime.report.page import render_timeline
 from audiolime.report.timeline import MAX_COLUMNS, build_timeline
 from audiolime.store import LocalStore
-from test_timeline import RATE, fake_song, run
 
 AUDIO_SRC = re.compile(r'<audio id="[^"]+" controls preload="metadata" src="([^"]+)"')
 
