@@ -198,7 +198,8 @@ def check_document(data: dict, segments: int) -> None:
 
 
 def test_timeline_cli_on_real_music(shared: Path, models: Path, tmp_path: Path) -> None:
-    """musicnn on 20-30 s of a real song, 32 masks per window, through the console entry point."""
+    """musicnn on 20-30 s of a real song, 32 masks per window, through the console entry point;
+    ``--out`` writes the document, the clips, the stems and mix of the range and the report."""
     out = tmp_path / "tl"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run([sys.executable, "-m", "audiolime.cli", "timeline",
@@ -212,6 +213,49 @@ def test_timeline_cli_on_real_music(shared: Path, models: Path, tmp_path: Path) 
     check_document(data, segments=6)
     assert {s["name"] for s in data["stems"]} == {"vocals", "accompaniment"}
     assert "vocals" in proc.stdout and "accompaniment" in proc.stdout  # the per-stem summary
+    check_clips(out, data, shared / "audio" / "Karissa_Hobbs_-_Lets_Go_Fishin.ogg")
+
+
+def check_clips(out: Path, data: dict, song: Path) -> None:
+    """What ``--out`` makes listenable: the mix of the range is the song there, each stem file the
+    stem over the range, each top moment's clip that stem over the moment's time (equal but for the
+    fade at its edges), at the stems' (the song's) rate; the report plays exactly these files."""
+    import html
+    import re
+
+    import soundfile as sf
+
+    from audiolime.audio import decode
+    from audiolime.explanation.timeline import CLIP_FADE_S
+
+    assert data["version"] == 2
+    audio = decode(song)
+    rate, a0 = audio.sample_rate, int(round(data["audio"]["range"]["start_s"] * audio.sample_rate))
+    q = 1 / 32768 + 1e-6  # 16-bit
+    mix, r = sf.read(out / data["audio"]["range"]["mix_file"], dtype="float32", always_2d=True)
+    assert r == rate and mix.shape[1] == audio.channels
+    assert len(mix) == int(round(data["audio"]["range"]["end_s"] * rate)) - a0
+    np.testing.assert_allclose(mix.T, np.clip(audio.waveform[:, a0:a0 + len(mix)], -1, 1), atol=q)
+    stems = {}
+    for s in data["stems"]:
+        stems[s["name"]], r = sf.read(out / s["file"], dtype="float32", always_2d=True)
+        assert r == rate and stems[s["name"]].shape == mix.shape
+    residual = mix - sum(stems.values())
+    assert np.sqrt(np.mean(residual ** 2)) < 0.5 * np.sqrt(np.mean(mix ** 2))  # the stems make up the mix
+    fade = int(round(CLIP_FADE_S * rate))
+    for m in data["top_moments"]:
+        clip, r = sf.read(out / m["file"], dtype="float32", always_2d=True)
+        a, b = int(round(m["start_s"] * rate)) - a0, int(round(m["end_s"] * rate)) - a0
+        assert r == rate and clip.shape == (b - a, audio.channels)
+        stem = stems[m["stem"]][a:b]
+        np.testing.assert_allclose(clip[fade:-fade], stem[fade:-fade], atol=q)
+        assert np.all(np.abs(clip[:fade]) <= np.abs(stem[:fade]) + q)  # faded in, never louder
+        assert np.all(np.abs(clip[-fade:]) <= np.abs(stem[-fade:]) + q)
+    page = (out / "timeline.html").read_text()
+    srcs = {html.unescape(x) for x in re.findall(r'<audio [^>]*src="([^"]+)"', page)}
+    assert srcs == {data["audio"]["range"]["mix_file"], *(s["file"] for s in data["stems"]),
+                    *(m["file"] for m in data["top_moments"])}
+    assert all((out / x).is_file() for x in srcs)
 
 
 def test_timeline_cli_refuses_bad_input_in_one_line(shared: Path, capsys) -> None:
