@@ -86,6 +86,7 @@ def test_clips_are_the_stem_over_the_moment_and_the_stems_the_range(written):
                      *(f"moment_{m.rank:02d}_{m.stem}.wav" for m in doc.top_moments)}
     assert all((out / n).is_file() for n in names)
     assert TimelineDocument.loads((out / TIMELINE_MANIFEST).read_bytes()) == doc
+    assert doc.timings_s["store"] > 0
     fade = int(CLIP_FADE_S * RATE)
     for m in doc.top_moments:
         clip, rate = sf.read(out / m.file, dtype="float32", always_2d=True)

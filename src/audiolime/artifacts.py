@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from audiolime.explanation.document import MANIFEST, REPORT_FILE, Document, FileRef
@@ -131,11 +132,13 @@ def write_timeline(doc: TimelineDocument, stems: RangeStems, mix: np.ndarray, st
                    prefix: str = "") -> tuple[TimelineDocument, list[str]]:
     """Publish a song timeline: the mix of its range and each stem over it (FLAC), each top moment's
     clip (WAV), all at the stems' rate, then ``timeline.html``, then ``timeline.json`` (version 2,
-    naming them). Returns the document and the artifact names."""
+    naming them; its timings gain ``store``, the time the audio took to write). Returns the document
+    and the artifact names."""
     from audiolime.audio import flac_bytes, wav_bytes  # soundfile: only where artifacts are written
     from audiolime.explanation.timeline import TIMELINE_MANIFEST, timeline_artifacts, with_clip_names
 
     doc = with_clip_names(doc, stems)
+    t = time.perf_counter()
     with ArtifactWriter(store, prefix, TIMELINE_MANIFEST) as w:
         names = []
         for name, wave, kind in timeline_artifacts(doc, stems, mix):
@@ -144,5 +147,6 @@ def write_timeline(doc: TimelineDocument, stems: RangeStems, mix: np.ndarray, st
             else:
                 w.put(name, wav_bytes(wave, stems.sample_rate), "audio/wav")
             names.append(name)
+        doc = replace(doc, timings_s={**doc.timings_s, "store": round(time.perf_counter() - t, 4)})
         w.commit(doc)
     return doc, names
