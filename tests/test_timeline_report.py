@@ -241,6 +241,12 @@ def test_in_a_browser_every_audio_loads_and_the_lanes_play_from_the_keyboard(wri
         t = page.evaluate("id => document.getElementById(id).currentTime", arg=stem)
         assert 0.75 - 0.01 <= t <= 0.75 + 0.15
         assert page.evaluate("getComputedStyle(document.querySelector('.tl-lane .cursor')).visibility") == "visible"
+        top = doc.top_moments[0]
+        page.locator("button.goto").first.click()  # the first moment, found on its stem's lane
+        lane = f"lane-{[x.name for x in doc.stems].index(top.stem)}"
+        assert page.evaluate("document.activeElement.id") == lane
+        text = page.evaluate("document.activeElement.getAttribute('aria-valuetext')")
+        assert text.startswith(f"{top.stem}, {top.start_s:.2f} to {top.end_s:.2f} s, weight {top.weight:+.5f}"), text
         assert seen["console"] == [] and seen["errors"] == []
     finally:
         page.close()

@@ -78,6 +78,8 @@ class MomentView:
     end_s: float
     weight: float
     player: Player | None
+    lane: str | None = None  # the id of its stem's lane
+    column: int = 0  # the lane's column holding it
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,12 @@ def build_timeline(doc: TimelineDocument) -> TimelineView:
     for m in doc.top_moments:
         src = audio_ref(m.file)
         label = f"moment {m.rank}: {m.stem} {_number(m.start_s):.2f}\u2013{_number(m.end_s):.2f} s"
+        lane = next((x for x in lanes if x.stem == m.stem), None)
+        mid = (_number(m.start_s) + _number(m.end_s)) / 2
+        column = next((j for j, c in enumerate(lane.columns) if c.start_s <= mid < c.end_s), 0) if lane else 0
         moments.append(MomentView(m.rank, m.stem, m.window, m.segment, _number(m.start_s), _number(m.end_s),
-                                  _number(m.weight), Player(f"a-moment-{m.rank}", label, src) if src else None))
+                                  _number(m.weight), Player(f"a-moment-{m.rank}", label, src) if src else None,
+                                  lane.id if lane else None, column))
     mix_src = audio_ref(a.mix_file)
     n_windows = len(doc.windows)
     window_s = doc.model.window_samples / doc.model.sample_rate if doc.model.sample_rate else 0.0

@@ -78,6 +78,17 @@
     a.addEventListener("error", () => say("Cannot load " + (a.getAttribute("aria-label") || a.id)));
   }
 
+  // A top moment's "on the timeline" button: the cursor of its stem's lane moves to it.
+  for (const b of document.querySelectorAll("button.goto")) {
+    b.addEventListener("click", () => {
+      const lane = lanes.find((l) => l.svg.id === b.dataset.lane);
+      if (!lane) return;
+      lane.at = Math.min(parseInt(b.dataset.col, 10) || 0, Math.max(lane.cols.length - 1, 0));
+      lane.svg.focus();
+      show(lane);
+    });
+  }
+
   lanes.forEach((lane, r) => {
     lane.svg.addEventListener("focus", () => show(lane));
     lane.svg.addEventListener("click", (e) => {
