@@ -16,15 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, audiolime_up, cli_error, toy_explanation
 
 from audiolime import wire
 from audiolime.auditdir import JOURNAL, JobEntry, append_job, load_jobs, load_records
 from audiolime.auditjobs import Unit, records_from_document, run_jobs, window_starts
+from audiolime.errors import InvalidInput
 from audiolime.explanation.describe import describe
 from audiolime.inputs import AudioSource
 from audiolime.method.request import ExplainRequest
 from audiolime.v1 import explainer_pb2
+from conftest import REPO, audiolime_up, cli_error, toy_explanation
 
 Job = explainer_pb2.ExplanationJob
 
@@ -193,3 +194,27 @@ def test_an_audit_through_the_services_resumes_after_sigkill(tmp_path: Path, sha
     starts = {(Path(r.song).name, r.window): r.start_s for r in recs.values()}
     assert starts[("Kevin_MacLeod_-_Vibe_Ace.ogg", 1)] == pytest.approx(30.5, abs=0.6)  # evenly spaced: D / 2
     assert any(np.isfinite(r.weights).all() and max(r.weights) > 0 for r in recs.values())
+
+
+class Refusing(FakeClient):
+    """Refuses the submissions of the songs in ``bad`` (INVALID_ARGUMENT at once)."""
+
+    def __init__(self, bad: set[str]) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def submit(self, pb):
+        if pb.audio.filename in self.bad:
+            raise InvalidInput(f"INVALID_ARGUMENT: {pb.audio.filename}: not audio")
+        return super().submit(pb)
+
+
+def test_a_refused_first_request_is_the_requests_fault_a_later_one_is_listed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("audiolime.auditjobs.POLL_S", 0.0)
+    units = [Unit("toy", "/s0.wav", 0, None), Unit("toy", "/s1.wav", 0, None)]
+    with pytest.raises(InvalidInput, match="not audio"):
+        _run(tmp_path, Refusing({"/s0.wav", "/s1.wav"}), units)
+    (tmp_path / "b").mkdir()
+    outcome = _run(tmp_path / "b", Refusing({"/s1.wav"}), units)
+    assert outcome.explained == 1 and outcome.failed == [("/s1.wav", "window 0: refused: INVALID_ARGUMENT: "
+                                                                      "/s1.wav: not audio")]

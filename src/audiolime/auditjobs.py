@@ -5,7 +5,9 @@ sends it), at most ``in_flight`` jobs outstanding, each job id journaled in ``jo
 :class:`~audiolime.method.audit.AuditRecord` the in-process audit records and appended to the
 checkpoint. Run again after a kill, the audit skips the windows in the checkpoint and re-attaches to
 the journaled jobs (durable on the server) instead of submitting them again. A failed job is
-journaled as failed and reported (the audit goes on; a rerun submits that window again).
+journaled as failed and reported (the audit goes on; a rerun submits that window again), as is a
+request the explainer refuses, unless it is the run's first (then the request is at fault: a tag or
+a model it does not know; one line, exit status 2).
 
 The windows: the in-process audit picks each song's most probable windows from its own song scan,
 which needs a local tagger; through the service, with one window per song the explainer picks it
@@ -103,10 +105,11 @@ def records_from_document(doc: Document, song: str, window: int,
 
 @dataclass
 class Outcome:
-    """What the run did: windows explained now, jobs re-attached and submitted now, failures
-    (song, why), the explanations' warnings."""
+    """What the run did: windows explained now and already in the checkpoint, jobs re-attached and
+    submitted now, failures (song, why), the explanations' warnings."""
 
     explained: int = 0
+    resumed: int = 0  # windows already in the checkpoint
     attached: int = 0
     submitted: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -142,7 +145,7 @@ def run_jobs(client, out: Path, units: Sequence[Unit], request: ValidRequest, ta
     job_pb = explainer_pb2.ExplanationJob
     journal = load_jobs(out)
     todo = [u for u in units if not recorded(u, tags, done)]
-    result = Outcome()
+    result = Outcome(resumed=len(units) - len(todo))
     outstanding: dict[str, Unit] = {}
     outage = _Outage()
     total = len(todo)
@@ -166,6 +169,12 @@ def run_jobs(client, out: Path, units: Sequence[Unit], request: ValidRequest, ta
             except (errors.Unavailable, errors.DeadlineExceeded, errors.ResourceExhausted) as exc:
                 outage.failed(exc)
                 time.sleep(POLL_S * 4)
+            except (errors.InvalidInput, errors.NotFound) as exc:
+                if not (result.submitted or result.attached or done):
+                    raise  # the run's first request refused: the request's fault (a tag, a model), exit 2
+                result.failed.append((u.song, f"window {u.window}: refused: {exc}"))
+                log(f"audiolime: audit: {Path(u.song).name} window {u.window}: refused: {exc}")
+                return
         entry = JobEntry(u.tagger, u.song, u.window, u.start_s, job_id)
         append_job(out, entry)  # before waiting: a kill from here on re-attaches
         journal[u.key] = entry

@@ -229,7 +229,7 @@ def run_remote(args: argparse.Namespace, request: ValidRequest, specs: list[tupl
     return finish(args, key, ids, songs, skipped, outcome.warnings,
                   f"{len(songs)} songs, {len(units)} windows: {outcome.explained} explained now "
                   f"({outcome.submitted} jobs submitted now, {outcome.attached} re-attached), "
-                  f"{len(units) - outcome.explained - len(outcome.failed)} from the checkpoint "
+                  f"{outcome.resumed} from the checkpoint "
                   f"({at_start} records there at the start), {len(outcome.failed)} jobs failed, "
                   f"{len(skipped) - len(outcome.failed)} songs skipped")
 
