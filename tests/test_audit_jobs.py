@@ -20,7 +20,7 @@ import pytest
 from audiolime import wire
 from audiolime.auditdir import JOURNAL, JobEntry, append_job, load_jobs, load_records
 from audiolime.auditjobs import Unit, records_from_document, run_jobs, window_starts
-from audiolime.errors import InvalidInput
+from audiolime.errors import InvalidInput, Unavailable
 from audiolime.explanation.describe import describe
 from audiolime.inputs import AudioSource
 from audiolime.method.request import ExplainRequest
@@ -218,3 +218,15 @@ def test_a_refused_first_request_is_the_requests_fault_a_later_one_is_listed(tmp
     outcome = _run(tmp_path / "b", Refusing({"/s1.wav"}), units)
     assert outcome.explained == 1 and outcome.failed == [("/s1.wav", "window 0: refused: INVALID_ARGUMENT: "
                                                                       "/s1.wav: not audio")]
+
+
+class Down(FakeClient):
+    def submit(self, pb):
+        raise Unavailable("UNAVAILABLE: connection refused")
+
+
+def test_an_explainer_never_reached_fails_the_audit_at_once(tmp_path: Path) -> None:
+    t = time.monotonic()
+    with pytest.raises(Unavailable):
+        _run(tmp_path, Down(), [Unit("toy", "/s0.wav", 0, None)])
+    assert time.monotonic() - t < 5 and not (tmp_path / JOURNAL).exists()

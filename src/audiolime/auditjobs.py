@@ -117,18 +117,20 @@ class Outcome:
 
 
 class _Outage:
-    """Tolerate an unreachable explainer for ``OUTAGE_S`` (a restarting replica), then give up."""
+    """Tolerate an unreachable explainer for ``OUTAGE_S`` (a restarting replica), then give up; one
+    never reached (a wrong address) fails the audit at once."""
 
     def __init__(self) -> None:
         self.since: float | None = None
+        self.reached = False
 
     def ok(self) -> None:
-        self.since = None
+        self.since, self.reached = None, True
 
     def failed(self, exc: Exception) -> None:
         now = time.monotonic()
         self.since = self.since or now
-        if now - self.since > OUTAGE_S:
+        if not self.reached or now - self.since > OUTAGE_S:
             raise exc
 
 
