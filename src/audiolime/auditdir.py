@@ -2,7 +2,10 @@
 searched), ``audit-config.json`` (the settings every record shares, :func:`~audiolime.method.catalog.config_key`:
 an audit with other settings in the same directory is refused, records are never mixed),
 ``audit.jsonl`` (the resumable checkpoint: each finished window's records appended and fsynced; a
-torn last line from a killed run is skipped) and ``clips/`` (each explanation's top-1 component as WAV).
+torn last line from a killed run is skipped), ``clips/`` (each explanation's top-1 component as WAV)
+and, for an audit through the explainer service (``--server``), ``jobs.jsonl``: the job journal,
+one line per job submitted (its id, written and fsynced before the audit waits for it) or failed,
+so that a killed audit, run again, re-attaches to its jobs instead of submitting them again.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ from audiolime.method.limits import AUDIO_SUFFIXES, MAX_AUDIT_SONGS
 
 CHECKPOINT = "audit.jsonl"
 CONFIG = "audit-config.json"
+JOURNAL = "jobs.jsonl"
 
 
 def find_songs(paths: Sequence[Path], limit: int = MAX_AUDIT_SONGS) -> list[Path]:
@@ -91,17 +95,68 @@ def load_records(out: Path) -> dict[Key, AuditRecord]:
 
 def append_records(out: Path, records: Iterable[AuditRecord]) -> None:
     """Append (and fsync) one window's records, starting a fresh line after a torn one."""
-    path = out / CHECKPOINT
+    _append_lines(out / CHECKPOINT, [asdict(r) for r in records])
+
+
+def _append_lines(path: Path, items: Iterable[dict]) -> None:
+    """Append JSON lines and fsync them, starting a fresh line after a torn one (a killed writer)."""
     torn = False
     if path.is_file() and path.stat().st_size:
         with path.open("rb") as f:
             f.seek(-1, os.SEEK_END)
             torn = f.read(1) != b"\n"
-    text = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records)
+    text = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in items)
     with path.open("a", encoding="utf-8") as f:
         f.write(("\n" if torn else "") + text)
         f.flush()
         os.fsync(f.fileno())
+
+
+# -- the job journal (--server) ------------------------------------------------------------------------
+JobKey = tuple[str, str, int]  # (tagger as asked: NAME or NAME@VERSION, song, window)
+
+
+@dataclass(frozen=True)
+class JobEntry:
+    """One job of a window: ``job_id`` on the explainer; ``error`` empty while it is submitted (or
+    succeeded: its records are then in the checkpoint), else why it failed (a rerun submits the
+    window again). ``start_s``: the window start asked for (None: the explainer's choice)."""
+
+    tagger: str
+    song: str
+    window: int
+    start_s: float | None
+    job_id: str
+    error: str = ""
+
+    @property
+    def key(self) -> JobKey:
+        return (self.tagger, self.song, self.window)
+
+
+def load_jobs(out: Path) -> dict[JobKey, JobEntry]:
+    """The journal's latest entry per window; a torn or unreadable line (a killed run) is skipped."""
+    path = out / JOURNAL
+    jobs: dict[JobKey, JobEntry] = {}
+    if not path.is_file():
+        return jobs
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                d = json.loads(line)
+                start = d["start_s"]
+                e = JobEntry(str(d["tagger"]), str(d["song"]), int(d["window"]),
+                             None if start is None else float(start), str(d["job_id"]), str(d.get("error", "")))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if e.job_id:
+                jobs[e.key] = e
+    return jobs
+
+
+def append_job(out: Path, entry: JobEntry) -> None:
+    """Journal one job (fsynced before the audit waits for it)."""
+    _append_lines(out / JOURNAL, [asdict(entry)])
 
 
 def clip_name(tagger: str, song: str, window: int, tag: str) -> str:

@@ -3,7 +3,9 @@ in-process: the songs' windows explained for a tag (or each song's top tags), ag
 reliance profile per stem and segment position with Wilson intervals and outlier songs; resumable
 from ``OUT/audit.jsonl``; ``audit.json`` and ``audit.md`` written to ``--out``. With ``--against``
 a second tagger audits the same songs and tags and ``diff.json``/``diff.md`` compare the two; with
-``--max-shift`` the exit status is 1 when a tag's reliance shifted by more than that."""
+``--max-shift`` the exit status is 1 when a tag's reliance shifted by more than that. With ``--server``
+the windows are explanation jobs on the explainer service (:mod:`audiolime.auditjobs`), their ids
+journaled in ``OUT/jobs.jsonl`` so that a killed audit re-attaches to them."""
 
 from __future__ import annotations
 
@@ -12,19 +14,21 @@ import sys
 from pathlib import Path
 
 from audiolime import settings
-from audiolime.commands.args import add_model_dir, integer, number
+from audiolime.commands.args import add_model_dir, integer, number, positive_int
 from audiolime.commands.explain import (
     D,
     ProgressBar,
     add_component_args,
     add_model_args,
     add_sampling_args,
+    add_server_args,
 )
 from audiolime.errors import AudiolimeError, InvalidInput
-from audiolime.method.limits import MAX_AUDIT_WINDOWS_PER_SONG, check_name
+from audiolime.method.limits import MAX_AUDIT_IN_FLIGHT, MAX_AUDIT_WINDOWS_PER_SONG, check_name
 from audiolime.method.request import ExplainRequest, ValidRequest
 
 WINDOWS_PER_SONG = 2
+IN_FLIGHT = 4
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_component_args(p)
     p.add_argument("--seed", type=integer, default=D.seed, help=f"random seed of the masks (default {D.seed})")
     add_model_args(p)
+    add_server_args(p)
+    p.add_argument("--in-flight", type=positive_int(1, MAX_AUDIT_IN_FLIGHT), default=IN_FLIGHT,
+                   help=f"with --server: explanation jobs kept submitted at once, for the replicas to share "
+                        f"(1..{MAX_AUDIT_IN_FLIGHT}; default {IN_FLIGHT})")
     add_model_dir(p)
     settings.add(p, settings.LIMITS, use_env=False)
     p.set_defaults(func=cmd_audit)
@@ -100,24 +108,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     request = request_from_args(args)
     if args.against and len(specs) == 2 and specs[0] == specs[1]:
         raise InvalidInput(f"--against {args.against}: the same tagger as --tagger")
+    if args.server:
+        if args.against and not request.tags:
+            raise InvalidInput("--server with --against needs --tag (the second tagger explains the same tags)")
+        return run_remote(args, request, specs, [str(s) for s in songs])
     return run(args, request, specs, [str(s) for s in songs])
 
 
 def run(args: argparse.Namespace, request: ValidRequest, specs: list[tuple[str, int | None]], songs: list[str]) -> int:
     from audiolime.audio import decode
     from audiolime.auditdir import Clips, append_records, check_config, clip_name, load_records
-    from audiolime.explanation.audit import (
-        AUDIT_MANIFEST,
-        AUDIT_MARKDOWN,
-        DIFF_MANIFEST,
-        DIFF_MARKDOWN,
-        AuditDocument,
-        DiffDocument,
-        Skipped,
-        audit_markdown,
-        diff_markdown,
-    )
-    from audiolime.method import audit as core
+    from audiolime.explanation.audit import Skipped
     from audiolime.method.catalog import audit_song, check_tags, config_key, tagger_id
     from audiolime.method.engine import Engine
     from audiolime.method.stems import STEM_RATE, LocalSeparation
@@ -160,6 +161,97 @@ def run(args: argparse.Namespace, request: ValidRequest, specs: list[tuple[str, 
             print(f"audiolime: audit: [{n}/{len(songs)}] {Path(song).name}: {outcome.explained} windows explained, "
                   f"{outcome.resumed} from the checkpoint", file=sys.stderr)
     ids = [tagger_id(t) for t in taggers]
+    return finish(args, key, ids, songs, skipped, warnings,
+                  f"{len(songs)} songs: {explained} windows explained now, {resumed} from the checkpoint "
+                  f"({resumed_at_start} records there at the start), {len(skipped)} skipped")
+
+
+def run_remote(args: argparse.Namespace, request: ValidRequest, specs: list[tuple[str, int | None]],
+               songs: list[str]) -> int:
+    """The audit as explanation jobs on the explainer at ``--server`` (:mod:`audiolime.auditjobs`)."""
+    from audiolime.audio import probe
+    from audiolime.auditdir import check_config, clip_name, load_records
+    from audiolime.auditjobs import Unit, run_jobs, spec_text, window_starts
+    from audiolime.client import ExplainerClient, fetch
+    from audiolime.explanation.audit import Skipped
+    from audiolime.explanation.document import Document
+    from audiolime.inputs import AudioSource
+    from audiolime.method.catalog import config_key
+
+    out: Path = args.out
+    bounds = settings.limits_from(args)
+    key = config_key(request, args.windows_per_song)
+    if args.windows_per_song > 1:
+        key["windows"] = "evenly spaced"  # not the in-process choice: the two are not mixed in one --out
+    check_config(out, key, write=False)
+    skipped: list[Skipped] = []
+    units: list[Unit] = []
+    for song in songs:
+        try:
+            header = probe(song, limits=bounds)  # size and header before anything is sent
+        except (AudiolimeError, OSError) as exc:
+            skipped.append(Skipped(song, str(exc)))
+            print(f"audiolime: audit: {song}: skipped: {exc}", file=sys.stderr)
+            continue
+        starts = window_starts(header.duration_s, args.windows_per_song)
+        units += [Unit(spec_text(*spec), song, i, start) for spec in specs for i, start in enumerate(starts)]
+    if not units:
+        raise InvalidInput("no song could be audited: " + "; ".join(f"{s.song}: {s.reason}" for s in skipped[:3]))
+    check_config(out, key)
+    done = load_records(out)
+    at_start = len(done)
+    clips = not args.no_clips
+
+    def clip(tid: str, song: str, window: int, tag: str, doc: Document, k: int) -> str:
+        """The top-1 component's WAV (the explainer's, downloaded) as clips/...; "" when none."""
+        top = doc.targets[k].components[0] if doc.targets[k].components else None
+        if clips is None or top is None or top.weight <= 0 or not top.file:
+            return ""
+        name = clip_name(tid, song, window, tag)
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(fetch(top.file))
+        return name
+
+    def audio_of(song: str) -> AudioSource:
+        return AudioSource(content=Path(song).read_bytes(), filename=song)
+
+    with ExplainerClient(args.server, ca=args.ca) as client:
+        outcome = run_jobs(client, out, units, request, request.tags, done, audio_of, args.in_flight, clip)
+    skipped += [Skipped(song, why) for song, why in outcome.failed]
+    # the taggers as the results name them (NAME@VERSION), in the order asked
+    def asked(tid: str) -> int | None:
+        name, _, version = tid.partition("@")
+        return next((i for i, (n, v) in enumerate(specs) if n == name and (v is None or str(v) == version)), None)
+
+    ids = sorted({r.tagger for r in load_records(out).values() if r.song in set(songs) and asked(r.tagger) is not None},
+                 key=lambda t: (asked(t), t))
+    return finish(args, key, ids, songs, skipped, outcome.warnings,
+                  f"{len(songs)} songs, {len(units)} windows: {outcome.explained} explained now "
+                  f"({outcome.submitted} jobs submitted now, {outcome.attached} re-attached), "
+                  f"{outcome.resumed} from the checkpoint "
+                  f"({at_start} records there at the start), {len(outcome.failed)} jobs failed, "
+                  f"{len(skipped) - len(outcome.failed)} songs skipped")
+
+
+def finish(args: argparse.Namespace, key: dict, ids: list[str], songs: list[str], skipped: list,
+           warnings: list[str], summary: str) -> int:
+    """The profiles of the checkpoint's records of ``ids`` and ``songs``: audit.json and audit.md
+    (and, with two taggers, the diff); printed; the exit status."""
+    from audiolime.auditdir import load_records
+    from audiolime.explanation.audit import (
+        AUDIT_MANIFEST,
+        AUDIT_MARKDOWN,
+        DIFF_MANIFEST,
+        DIFF_MARKDOWN,
+        AuditDocument,
+        DiffDocument,
+        audit_markdown,
+        diff_markdown,
+    )
+    from audiolime.method import audit as core
+
+    out: Path = args.out
     wanted = set(songs)
     records = [r for r in load_records(out).values() if r.song in wanted and r.tagger in ids]
     if not records:
@@ -169,8 +261,7 @@ def run(args: argparse.Namespace, request: ValidRequest, specs: list[tuple[str, 
                         tuple(warnings))
     (out / AUDIT_MANIFEST).write_bytes(doc.dumps())
     (out / AUDIT_MARKDOWN).write_text(audit_markdown(doc), encoding="utf-8")
-    print(f"{len(songs)} songs: {explained} windows explained now, {resumed} from the checkpoint "
-          f"({resumed_at_start} records there at the start), {len(skipped)} skipped")
+    print(summary)
     for p in profs.values():
         stems = ", ".join(f"{r.name} top-1 {100 * r.top1_share:.0f} % [{100 * r.top1_ci[0]:.0f}, "
                           f"{100 * r.top1_ci[1]:.0f}], weight {100 * r.weight_share:.0f} %" for r in p.stems)

@@ -63,13 +63,19 @@ def add_explain_args(p: argparse.ArgumentParser) -> None:
                         "default: write nothing)")
     p.add_argument("--json", action="store_true", help="print the explanation document as JSON on stdout")
     add_model_args(p)
+    add_server_args(p)
+    add_model_dir(p)
+    settings.add(p, settings.LIMITS, use_env=False)
+
+
+def add_server_args(p: argparse.ArgumentParser) -> None:
+    """``--server`` and its TLS (every door that can use the explainer service; the bearer token
+    comes from ``$AUDIOLIME_TOKEN``, as :class:`~audiolime.client.ExplainerClient` reads it)."""
     p.add_argument("--server", default=None,
                    help=f"use the explainer service at HOST[:PORT] (port default {settings.PORTS['explainer']}) "
                         "instead of in-process models (bearer token from $AUDIOLIME_TOKEN; default: in-process)")
     p.add_argument("--ca", type=Path, default=None, help="with --server: PEM CA certificate of the server's TLS "
                                                          "certificate (turns TLS on; default: plaintext)")
-    add_model_dir(p)
-    settings.add(p, settings.LIMITS, use_env=False)
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:

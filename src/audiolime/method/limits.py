@@ -29,6 +29,7 @@ SF_COUNT_MAX = 2 ** 63 - 1  # libsndfile's "length unknown"
 # and windows per song, so that a wrong glob or directory is refused before anything is decoded.
 MAX_AUDIT_SONGS = 1000
 MAX_AUDIT_WINDOWS_PER_SONG = 16
+MAX_AUDIT_IN_FLIGHT = 64  # explanation jobs an audit through the explainer service keeps submitted at once
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
