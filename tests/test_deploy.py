@@ -285,6 +285,9 @@ BAD_VALUES = [
     ("separator.priorityClassName=Not_A_Name", "at '/separator/priorityClassName'", "does not match pattern"),
     ("explainer.corsOrigins={app.example.com}", "at '/explainer/corsOrigins/0'", "does not match pattern"),
     ("tracing.otlpEndpoint=collector:4317", "at '/tracing/otlpEndpoint'", "does not match pattern"),
+    ("tagger.autoscaling.queue.enabled=true", "at '/tagger/autoscaling'", "additional properties 'queue' not allowed"),
+    ("explainer.autoscaling.queue.targetAverageValue=0", "at '/explainer/autoscaling/queue/targetAverageValue'",
+     "exclusiveMinimum"),
 ]
 
 
@@ -591,6 +594,87 @@ def test_hpas_and_pdbs_target_the_right_workloads(helm_template):
     for pdb in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
         dep = _find(docs, "Deployment", pdb["metadata"]["name"])
         assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+
+
+ADAPTER_RULES = REPO / "deploy" / "prometheus" / "adapter-rules.yaml"
+
+
+def _hpa_metrics(docs, name: str) -> list[dict]:
+    return _find(docs, "HorizontalPodAutoscaler", name)["spec"]["metrics"]
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_hpas_scale_on_cpu_only_by_default(helm_template, value_set):
+    """Without explainer.autoscaling.queue.enabled every HPA keeps its one CPU metric."""
+    for hpa in (d for d in helm_template(value_set) if d["kind"] == "HorizontalPodAutoscaler"):
+        assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource"], hpa["metadata"]["name"]
+
+
+def test_explainer_hpa_adds_the_queue_depth_when_enabled(helm_template):
+    """explainer.autoscaling.queue: the explainer's HPA gets an External metric (the adapter rule's
+    name, this release's explainer Service, AverageValue = jobs per replica) next to CPU; the
+    tagger's HPA is unchanged; the objects validate."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    queue = values["explainer"]["autoscaling"]["queue"]
+    assert queue["enabled"] is False and queue["targetAverageValue"] == values["explainer"]["maxConcurrent"]
+    for sets, target, labels in [
+        ((), "4", {"service": "audiolime-explainer"}),
+        (("explainer.autoscaling.queue.targetAverageValue=6", "explainer.autoscaling.queue.matchLabels.job=ex"),
+         "6", {"job": "ex"}),
+    ]:
+        docs = helm_template("production-values", "monitoring.enabled=true", "explainer.autoscaling.queue.enabled=true",
+                             *sets)
+        _validate_objects(docs)
+        metrics = _hpa_metrics(docs, "audiolime-explainer")
+        assert [m["type"] for m in metrics] == ["Resource", "External"]
+        assert metrics[0]["resource"]["name"] == "cpu"
+        external = metrics[1]["external"]
+        assert external["metric"] == {"name": queue["metricName"], "selector": {"matchLabels": labels}}
+        assert external["target"] == {"type": "AverageValue", "averageValue": target}
+        assert [m["type"] for m in _hpa_metrics(docs, "audiolime-tagger")] == ["Resource"]
+        svc = _find(docs, "Service", "audiolime-explainer")  # what the default selector names
+        assert svc["metadata"]["name"] == "audiolime-explainer"
+
+
+def test_adapter_rule_names_the_chart_metric_and_counts_each_job_once(tmp_path, promtool):
+    """deploy/prometheus/adapter-rules.yaml exposes the contract's audiolime_explainer_jobs under the
+    chart's default metric name; its query (placeholders filled as prometheus-adapter fills them
+    for the HPA's selector) counts the store's unfinished jobs once however many replicas report
+    them, only this release's, run by promtool."""
+    import subprocess
+
+    from audiolime.server import metrics as server_metrics
+
+    rule = yaml.safe_load(ADAPTER_RULES.read_text())["rules"]["external"][0]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert rule["name"]["as"] == values["explainer"]["autoscaling"]["queue"]["metricName"]
+    series = server_metrics.JOBS._name
+    assert re.fullmatch(rule["name"]["matches"], series) and series in contract_metrics()
+    states = set(re.search(r'state=~"([^"]+)"', rule["metricsQuery"]).group(1).split("|"))
+    assert states == {"waiting", "running"} and "(waiting/running)" in server_metrics.JOBS._documentation
+    expr = (rule["metricsQuery"].replace("<<.Series>>", series)
+            .replace("<<.LabelMatchers>>", 'namespace="ns",service="rel-explainer"'))
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "adapter", "rules": [{"record": "queue_depth", "expr": expr}]}]}))
+
+    def jobs(pod: str, state: str, value: int, service: str = "rel-explainer") -> dict:
+        return {"series": f'{series}{{namespace="ns",service="{service}",pod="{pod}",state="{state}"}}',
+                "values": f"{value}x5"}
+
+    spec = tmp_path / "tests.yml"
+    spec.write_text(yaml.safe_dump({"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        # two replicas that saw the same store (3 waiting, 5 running), one that scanned a moment
+        # later (2 waiting, 6 running), and another release's explainer in the namespace
+        "input_series": [jobs("a", "waiting", 3), jobs("a", "running", 5), jobs("b", "waiting", 3),
+                         jobs("b", "running", 5), jobs("c", "waiting", 2), jobs("c", "running", 6),
+                         jobs("x", "waiting", 40, "other-explainer")],
+        "promql_expr_test": [{"expr": "queue_depth", "eval_time": "2m",
+                              "exp_samples": [{"labels": 'queue_depth{namespace="ns",service="rel-explainer"}',
+                                               "value": 8}]}],
+    }]}))
+    proc = subprocess.run([promtool, "test", "rules", str(spec)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -912,6 +996,11 @@ BROKEN = [
     (("default-values", "s3.enabled=false", "minio.enabled=false", "explainer.autoscaling.enabled=false",
       "explainer.replicas=3", "explainer.urlSecret.value=k"),
      "s3.enabled=false with 3 explainer replicas and per-pod emptyDir stores: the store is not shared"),
+    (("default-values", "explainer.autoscaling.queue.enabled=true"),
+     "explainer.autoscaling.queue.enabled needs monitoring.enabled and monitoring.serviceMonitors.enabled"),
+    (("default-values", "explainer.autoscaling.queue.enabled=true", "monitoring.enabled=true",
+      "monitoring.serviceMonitors.enabled=false"),
+     "explainer.autoscaling.queue.enabled needs monitoring.enabled and monitoring.serviceMonitors.enabled"),
     (("default-values", "tagger.tfserving.image.tag=nightly"),
      'tagger.tfserving.image.tag "nightly" is not a TF Serving release: set tagger.tfserving.version'),
 ]
