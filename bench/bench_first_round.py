@@ -138,25 +138,35 @@ def lookup(table: np.ndarray):
 @dataclass(frozen=True)
 class Variant:
     name: str
-    first_round: int | None = None  # None: the product's (256 at d' = 12)
+    first_round: int | None = None  # None: the product's (128 at d' = 12)
     growth: float = 1.5
     sampling: str = "paired"
     kernel: str = "lime"
+    stability: float | None = None  # None: the request's default (0.95)
+
+
+def _product() -> str:
+    from audiolime.method.request import ExplainRequest
+    from audiolime.method.sampling import round_sizes
+
+    return f"product default (first {round_sizes(D, 4096)[0]}, x1.5, paired, lime, stability {ExplainRequest().stability:g})"
 
 
 VARIANTS = (
-    Variant("default (first 256, x1.5, paired, lime)"),
-    Variant("first 128", 128),
-    Variant("first 64", 64),
-    Variant("first 32", 32),
-    Variant("first 128, x2", 128, 2.0),
-    Variant("first 64, x2", 64, 2.0),
-    Variant("independent, first 256", None, sampling="independent"),
-    Variant("independent, first 128", 128, sampling="independent"),
-    Variant("independent, first 64", 64, sampling="independent"),
-    Variant("shap, first 256", None, kernel="shap"),
-    Variant("shap, first 128", 128, kernel="shap"),
-    Variant("shap, first 64", 64, kernel="shap"),
+    Variant(_product()),
+    Variant("until 2026-12: first 256, stability 0.95", 256, stability=0.95),
+    Variant("first 128, stability 0.95", 128, stability=0.95),
+    Variant("first 64, stability 0.95", 64, stability=0.95),
+    Variant("first 32, stability 0.95", 32, stability=0.95),
+    Variant("first 128, x2, stability 0.95", 128, 2.0, stability=0.95),
+    Variant("first 256, stability 0.90", 256, stability=0.90),
+    Variant("first 128, stability 0.90", 128, stability=0.90),
+    Variant("first 64, stability 0.90", 64, stability=0.90),
+    Variant("first 128, stability 0.80", 128, stability=0.80),
+    Variant("independent, first 256, stability 0.95", 256, sampling="independent", stability=0.95),
+    Variant("independent, first 128, stability 0.90", 128, sampling="independent", stability=0.90),
+    Variant("shap, first 256, stability 0.95", 256, kernel="shap", stability=0.95),
+    Variant("shap, first 128, stability 0.90", 128, kernel="shap", stability=0.90),
 )
 
 
@@ -196,7 +206,8 @@ def simulate(args: argparse.Namespace) -> int:
             for v in VARIANTS:
                 eng = Engine(lookup(table), list(z["labels"]), first_round=v.first_round, round_growth=v.growth)
                 for seed in range(args.seeds):
-                    req = replace(base, seed=seed, kernel=v.kernel, sampling=v.sampling).validate()
+                    req = replace(base, seed=seed, kernel=v.kernel, sampling=v.sampling,
+                                  stability=base.stability if v.stability is None else v.stability).validate()
                     exp = eng.explain(fact, ones, [target], req)
                     top = sorted(rc.component.index for rc in exp.targets[0].top(req.top_k))
                     ref = refs[v.kernel]
@@ -214,7 +225,7 @@ def simulate(args: argparse.Namespace) -> int:
     (args.out / "runs.json").write_text(json.dumps(rows, indent=0, default=float))
     print(f"\n{len(files)} taggers, seeds {args.seeds}; 'same': top-3 = the exhaustive reference's (same kernel) up to "
           f"ties (TIE {TIE}); masks = sampled (drawn) masks at the stop; calls = distinct sampled masks + checks\n")
-    head = ("| tagger | variant | windows | median masks | median calls (sampling + checks) | stop reasons "
+    head = ("| tagger | variant | windows | median masks | mean masks | median calls (sampling + checks) | stop reasons "
             "| same top-3 runs | Wilson 95 % | windows all seeds same | exact |")
     print(head)
     print("|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|")
@@ -231,13 +242,14 @@ def simulate(args: argparse.Namespace) -> int:
             for x in r:
                 reasons[x["reason"]] = reasons.get(x["reason"], 0) + 1
             print(f"| {tagger} | {v.name} | {len(wins)} | {statistics.median(x['masks'] for x in r):.0f} "
+                  f"| {statistics.mean(x['masks'] for x in r):.0f} "
                   f"| {statistics.median(x['unique'] for x in r):.0f} + {statistics.median(x['checks'] for x in r):.0f} "
                   f"| {', '.join(f'{k} {n}' for k, n in sorted(reasons.items()))} "
                   f"| {same}/{len(r)} = {same / len(r):.2f} | {lo:.2f}-{hi:.2f} | {all_same}/{len(wins)} "
                   f"| {sum(x['exact'] for x in r)}/{len(r)} |")
-    per_window = VARIANTS[:4]
+    per_window = (VARIANTS[0], VARIANTS[1], VARIANTS[7], VARIANTS[4])
     print("\nper window: runs with the reference's top-3 up to ties / seeds (median masks)\n")
-    print("| tagger | window | kind | tag | " + " | ".join(v.name.split(" (")[0] for v in per_window) + " |")
+    print("| tagger | window | kind | tag | " + " | ".join(v.name.split(" (")[0].replace("until 2026-12: ", "") for v in per_window) + " |")
     print("|" + "|".join("---" for _ in range(4 + len(per_window))) + "|")
     for tagger in args.taggers:
         for w in sorted({x["window"] for x in rows if x["tagger"] == tagger}):

@@ -119,7 +119,7 @@ def test_shap_sizes_follow_the_shapley_kernel():
 
 def test_round_sizes():
     """Rounds grow geometrically in multiples of 64 and end exactly at max_samples."""
-    assert round_sizes(18, 4096) == [256, 384, 576, 896, 1344, 2048, 3072, 4096]
+    assert round_sizes(18, 4096) == [192, 320, 512, 768, 1152, 1728, 2624, 3968, 4096]  # 8 (d'+1) = 152 -> 192
     assert round_sizes(47, 1000)[0] == 384 and round_sizes(47, 1000)[-1] == 1000
     assert round_sizes(5, 100) == [100]
 
@@ -127,7 +127,8 @@ def test_round_sizes():
 def test_round_schedule_can_be_set_and_defaults_unchanged():
     """An explicit first round is used as it is (no 8 (d'+1) floor), later rounds stay multiples of 64;
     the defaults are the product's schedule; an Engine honours its first round and growth."""
-    assert round_sizes(12, 4096, None) == round_sizes(12, 4096) == [256, 384, 576, 896, 1344, 2048, 3072, 4096]
+    assert round_sizes(12, 4096, None) == round_sizes(12, 4096) == [128, 192, 320, 512, 768, 1152, 1728, 2624, 3968,
+                                                                  4096]
     assert round_sizes(12, 4096, 32)[:4] == [32, 64, 128, 192]
     assert round_sizes(12, 4096, 128, growth=2.0) == [128, 256, 512, 1024, 2048, 4096]
     assert round_sizes(12, 100, 256) == [100]
@@ -142,10 +143,10 @@ def test_round_schedule_can_be_set_and_defaults_unchanged():
                                                                           [0], request)
     assert default.stopping.masks in round_sizes(d, 4096)
     events: list = []
-    small = Engine(linear_tagger(true, noise=0.02), ["t", "c"], first_round=64, round_growth=2.0)
+    small = Engine(linear_tagger(true, noise=0.02), ["t", "c"], first_round=32, round_growth=2.0)
     exp = small.explain(MaskFactorization(d), np.ones(d, np.float32), [0], request, events.append)
-    assert [r.masks for r in events if isinstance(r, Ranking)] == round_sizes(d, 4096, 64, 2.0)[:exp.stopping.rounds]
-    assert [r.masks for r in events if isinstance(r, Ranking)][0] == 64
+    assert [r.masks for r in events if isinstance(r, Ranking)] == round_sizes(d, 4096, 32, 2.0)[:exp.stopping.rounds]
+    assert [r.masks for r in events if isinstance(r, Ranking)][0] == 32
     assert exp.stopping.reason == "stable" and exp.stopping.masks < default.stopping.masks
     with pytest.raises(InvalidInput):
         Engine(linear_tagger(true), ["t", "c"], first_round=1)
@@ -269,7 +270,7 @@ def test_adaptive_sampling_spends_more_on_a_tie_and_caps_at_max_samples(monkeypa
     capped = [e for e in spent["tie"] if e.stopping.reason == "max_samples"]
     assert capped
     for e in capped:
-        assert e.num_samples == 1024 and e.stopping.rounds == 5 and e.stopping.stability < 0.95
+        assert e.num_samples == 1024 and e.stopping.rounds == len(round_sizes(d, 1024)) and e.stopping.stability < 0.9
         assert e.targets[0].faithfulness.stability == e.stopping.stability
 
 
@@ -291,7 +292,7 @@ def test_a_deadline_stops_adaptive_sampling_with_the_ranking_so_far(monkeypatch)
         clock["t"] += per_mask * len(x)
         return tagger(x)
 
-    request = ExplainRequest(num_samples=0, max_samples=1024, top_k=3, seed=1)  # a seed that never stabilises
+    request = ExplainRequest(num_samples=0, max_samples=1024, top_k=3, seed=1, stability=0.99)  # never stabilises
     sizes = round_sizes(d, 1024)
 
     def run(deadline=None):
@@ -306,7 +307,7 @@ def test_a_deadline_stops_adaptive_sampling_with_the_ranking_so_far(monkeypatch)
     cut = run(Deadline(at, clock=lambda: clock["t"]))
     assert cut.stopping.reason == "deadline" and cut.stopping.rounds == 2 and cut.num_samples == sizes[1]
     assert clock["t"] <= at  # the answer, faithfulness checks included, came in time
-    assert cut.stopping.stability < 0.95 and cut.targets[0].faithfulness.stability == cut.stopping.stability
+    assert cut.stopping.stability < request.stability and cut.targets[0].faithfulness.stability == cut.stopping.stability
     np.testing.assert_array_equal(cut.masks.masks, free.masks.masks[:sizes[1]])  # the same stream, cut short
     clock["t"] = 0.0
     late = run(Deadline(1e9, clock=lambda: clock["t"]))
@@ -342,9 +343,9 @@ def test_a_budget_too_short_for_the_first_round_shrinks_it_and_its_checks_and_sa
     d, per_mask = 12, 0.01
     clock, timed = timed_tagger(d, per_mask)
 
-    request = ExplainRequest(num_samples=0, max_samples=1024, top_k=3, seed=1, time_budget_s=1.0)
+    request = ExplainRequest(num_samples=0, max_samples=1024, top_k=3, seed=1, time_budget_s=1.0, stability=0.99)
     full = 2 + 2 * d + 2 + 2 * RANDOM_SETS  # keep, drop, both curves, the verdict's sets
-    assert round_sizes(d, 1024)[0] == 256
+    assert round_sizes(d, 1024)[0] == 128
     # the engine's first call is the unperturbed window (1 window), then checks and first round are sized;
     # room: windows left after it
     cases = [(100 + full, 100, True, RANDOM_SETS),  # every check fits beside 100 masks

@@ -22,7 +22,7 @@ from audiolime.errors import InvalidInput
 from audiolime.method.request import KERNELS, check_num_samples
 
 ROUND_QUANTUM = 64  # round sizes are multiples of this (tagger batches stay full)
-FIRST_ROUND = 256
+FIRST_ROUND = 128  # with 8 (d'+1): 128 masks at d' = 12 (docs/performance.md "How small the first round can be")
 ROUND_GROWTH = 1.5  # each round brings the total to 1.5 x the previous total
 
 
