@@ -110,7 +110,7 @@ def test_adaptive_rounds_stream_as_events_and_reach_the_proto(core):
     assert tf.verdict.summary == f.verdict.summary and tf.verdict.random_sets == f.verdict.random_sets == 16
     assert (tf.verdict.sufficient, tf.verdict.necessary) == (f.verdict.sufficient, f.verdict.necessary)
     req = job(num_samples=0, edges="hard", kernel="shap", sampling="independent", curves="off", fade=0.3,
-              max_samples=999, stability=0.8).request
+              max_samples=999, stability=0.7).request
     back, _, _ = wire.request_from_proto(wire.request_to_proto(req, AudioSource(content=b"x")))
     assert back == req
 

@@ -270,7 +270,7 @@ def test_adaptive_sampling_spends_more_on_a_tie_and_caps_at_max_samples(monkeypa
     capped = [e for e in spent["tie"] if e.stopping.reason == "max_samples"]
     assert capped
     for e in capped:
-        assert e.num_samples == 1024 and e.stopping.rounds == len(round_sizes(d, 1024)) and e.stopping.stability < 0.9
+        assert e.num_samples == 1024 and e.stopping.rounds == len(round_sizes(d, 1024)) and e.stopping.stability < 0.8
         assert e.targets[0].faithfulness.stability == e.stopping.stability
 
 

@@ -92,7 +92,7 @@ class ExplainRequest:
     edges: str = "fade"
     fade: float = 1.0  # cross-fade length as a fraction of the segment length, (0, 1]
     max_samples: int = 4096  # the cap of adaptive sampling
-    stability: float = 0.90  # adaptive sampling stops when this share of bootstrap fits keep the top-k set
+    stability: float = 0.80  # adaptive sampling stops when this share of bootstrap fits keep the top-k set
     kernel: str = "lime"
     sampling: str = "paired"
     curves: str = "auto"
