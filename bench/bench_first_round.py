@@ -249,7 +249,8 @@ def simulate(args: argparse.Namespace) -> int:
                   f"| {sum(x['exact'] for x in r)}/{len(r)} |")
     per_window = (VARIANTS[0], VARIANTS[1], VARIANTS[7], VARIANTS[4])
     print("\nper window: runs with the reference's top-3 up to ties / seeds (median masks)\n")
-    print("| tagger | window | kind | tag | " + " | ".join(v.name.split(" (")[0].replace("until 2026-12: ", "") for v in per_window) + " |")
+    names = [v.name.split(" (")[0].replace("until 2026-12: ", "") for v in per_window]
+    print("| tagger | window | kind | tag | " + " | ".join(names) + " |")
     print("|" + "|".join("---" for _ in range(4 + len(per_window))) + "|")
     for tagger in args.taggers:
         for w in sorted({x["window"] for x in rows if x["tagger"] == tagger}):
