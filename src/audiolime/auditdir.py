@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from audiolime import jsonl
 from audiolime.errors import InvalidInput
 from audiolime.method.audit import AuditRecord
 from audiolime.method.catalog import Key
@@ -79,37 +79,19 @@ def record_from_json(d: dict) -> AuditRecord:
 def load_records(out: Path) -> dict[Key, AuditRecord]:
     """The checkpoint's records by (tagger, song, window, tag); a torn or unreadable line (an
     interrupted run) is skipped, a later record of the same key wins."""
-    path = out / CHECKPOINT
     records: dict[Key, AuditRecord] = {}
-    if not path.is_file():
-        return records
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                r = record_from_json(json.loads(line))
-            except (ValueError, KeyError, TypeError, InvalidInput):
-                continue
-            records[(r.tagger, r.song, r.window, r.tag)] = r
+    for d in jsonl.read(out / CHECKPOINT):
+        try:
+            r = record_from_json(d)
+        except (ValueError, KeyError, TypeError, InvalidInput):
+            continue
+        records[(r.tagger, r.song, r.window, r.tag)] = r
     return records
 
 
 def append_records(out: Path, records: Iterable[AuditRecord]) -> None:
     """Append (and fsync) one window's records, starting a fresh line after a torn one."""
-    _append_lines(out / CHECKPOINT, [asdict(r) for r in records])
-
-
-def _append_lines(path: Path, items: Iterable[dict]) -> None:
-    """Append JSON lines and fsync them, starting a fresh line after a torn one (a killed writer)."""
-    torn = False
-    if path.is_file() and path.stat().st_size:
-        with path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    text = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in items)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(("\n" if torn else "") + text)
-        f.flush()
-        os.fsync(f.fileno())
+    jsonl.append(out / CHECKPOINT, [asdict(r) for r in records])
 
 
 # -- the job journal (--server) ------------------------------------------------------------------------
@@ -136,27 +118,22 @@ class JobEntry:
 
 def load_jobs(out: Path) -> dict[JobKey, JobEntry]:
     """The journal's latest entry per window; a torn or unreadable line (a killed run) is skipped."""
-    path = out / JOURNAL
     jobs: dict[JobKey, JobEntry] = {}
-    if not path.is_file():
-        return jobs
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                d = json.loads(line)
-                start = d["start_s"]
-                e = JobEntry(str(d["tagger"]), str(d["song"]), int(d["window"]),
-                             None if start is None else float(start), str(d["job_id"]), str(d.get("error", "")))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
-            if e.job_id:
-                jobs[e.key] = e
+    for d in jsonl.read(out / JOURNAL):
+        try:
+            start = d["start_s"]
+            e = JobEntry(str(d["tagger"]), str(d["song"]), int(d["window"]),
+                         None if start is None else float(start), str(d["job_id"]), str(d.get("error", "")))
+        except (ValueError, KeyError, TypeError):
+            continue
+        if e.job_id:
+            jobs[e.key] = e
     return jobs
 
 
 def append_job(out: Path, entry: JobEntry) -> None:
     """Journal one job (fsynced before the audit waits for it)."""
-    _append_lines(out / JOURNAL, [asdict(entry)])
+    jsonl.append(out / JOURNAL, [asdict(entry)])
 
 
 def clip_name(tagger: str, song: str, window: int, tag: str) -> str:

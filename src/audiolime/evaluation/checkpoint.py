@@ -9,9 +9,9 @@ same name is refused (results would be mixed)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from audiolime import jsonl
 from audiolime.errors import InvalidInput
 from audiolime.evaluation.config import FORMAT, EvalConfig
 
@@ -22,18 +22,8 @@ Key = tuple[str, str, int, str]  # (song, tagger, window, method)
 
 
 def load_checkpoint(out: Path) -> dict[Key, dict]:
-    path = out / CHECKPOINT
-    items: dict[Key, dict] = {}
-    if not path.is_file():
-        return items
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a torn last line from an interrupted run
-                continue
-            items[(rec["song"], rec["tagger"], int(rec["window"]), rec["method"])] = rec
-    return items
+    return {(rec["song"], rec["tagger"], int(rec["window"]), rec["method"]): rec
+            for rec in jsonl.read(out / CHECKPOINT)}
 
 
 def check_methods(items: dict[Key, dict], cfg: EvalConfig) -> None:
@@ -46,16 +36,7 @@ def check_methods(items: dict[Key, dict], cfg: EvalConfig) -> None:
 
 
 def append_checkpoint(out: Path, rec: dict) -> None:
-    path = out / CHECKPOINT
-    torn = False
-    if path.is_file() and path.stat().st_size:
-        with path.open("rb") as f:  # a torn last line from an interrupted run: start a fresh line
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    with path.open("a", encoding="utf-8") as f:
-        f.write(("\n" if torn else "") + json.dumps(rec, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    jsonl.append(out / CHECKPOINT, [rec])
 
 
 def check_config(out: Path, cfg: EvalConfig) -> None:
