@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from audiolime.errors import InvalidInput
 from audiolime.explanation import schema
 from audiolime.method.audit import Listen, Reliance, TagProfile, TagShift
 
@@ -55,7 +54,8 @@ class AuditDocument:
 
     @classmethod
     def loads(cls, data: bytes | str) -> AuditDocument:
-        return _loads(cls, data, AUDIT_KIND, (AUDIT_VERSION,), "tag audit")
+        return schema.load_document(data, lambda d: schema.from_json(cls, d), (AUDIT_VERSION,), "a tag audit",
+                                    "tag audit document", AUDIT_KIND)
 
 
 @dataclass(frozen=True)
@@ -80,24 +80,8 @@ class DiffDocument:
 
     @classmethod
     def loads(cls, data: bytes | str) -> DiffDocument:
-        return _loads(cls, data, DIFF_KIND, (DIFF_VERSION,), "audit diff")
-
-
-def _loads(cls: type[T], data: bytes | str, kind: str, reads: tuple[int, ...], what: str) -> T:
-    """Parse a document of ``kind``; anything else is ``InvalidInput`` saying what is wrong."""
-    try:
-        d = json.loads(data)
-        if not isinstance(d, dict) or d.get("kind") != kind:
-            raise InvalidInput(f"not a {what} document: expected a JSON object of kind {kind!r}")
-        if d.get("version") not in reads:
-            raise InvalidInput(f"{what} document version {d.get('version')!r} is not one this audiolime reads "
-                               f"({', '.join(map(str, reads))})")
-        return schema.from_json(cls, d)
-    except InvalidInput:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        why = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc).split("\n")[0]
-        raise InvalidInput(f"not a {what} document: {why}") from None
+        return schema.load_document(data, lambda d: schema.from_json(cls, d), (DIFF_VERSION,), "an audit diff",
+                                    "audit diff document", DIFF_KIND)
 
 
 # -- Markdown -----------------------------------------------------------------------------------------

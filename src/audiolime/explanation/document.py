@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from audiolime.errors import InvalidInput
 from audiolime.explanation import schema
 from audiolime.explanation.schema import meta
 
@@ -311,16 +310,4 @@ class Document:
     def loads(cls, data: bytes | str) -> Document:
         """Parse ``explanation.json``; anything else (not JSON, missing fields, a newer version)
         is ``InvalidInput`` saying what is wrong."""
-        try:
-            d = json.loads(data)
-            if not isinstance(d, dict):
-                raise InvalidInput("not an explanation document: expected a JSON object")
-            if d.get("version") not in READS:
-                raise InvalidInput(f"document version {d.get('version')!r} is not one this audiolime reads "
-                                   f"({', '.join(map(str, READS))})")
-            return cls.from_json(d)
-        except InvalidInput:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc).split("\n")[0]
-            raise InvalidInput(f"not an explanation document: {what}") from None
+        return schema.load_document(data, cls.from_json, READS, "an explanation", "document")

@@ -13,8 +13,9 @@ No protobuf import here: :func:`to_proto`/:func:`from_proto` work on the message
 from __future__ import annotations
 
 import dataclasses
+import json as _json
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
@@ -99,6 +100,29 @@ def _read(tp: Any, data: Any) -> Any:
 
 
 # -- the gRPC message -------------------------------------------------------------------------------
+def load_document(data: bytes | str, build: Callable[[dict], T], reads: tuple[int, ...], what: str,
+                  versioned: str, kind: str | None = None) -> T:
+    """Parse a JSON document: an object (of ``kind``, when documents carry one) whose ``version`` is
+    in ``reads``, built by ``build``; anything else is ``InvalidInput`` naming ``what`` ("an
+    explanation") or, for the version, ``versioned`` ("document") and saying what is wrong."""
+    from audiolime.errors import InvalidInput
+
+    try:
+        d = _json.loads(data)
+        if not isinstance(d, dict) or (kind is not None and d.get("kind") != kind):
+            raise InvalidInput(f"not {what} document: expected a JSON object"
+                               + (f" of kind {kind!r}" if kind is not None else ""))
+        if d.get("version") not in reads:
+            raise InvalidInput(f"{versioned} version {d.get('version')!r} is not one this audiolime reads "
+                               f"({', '.join(map(str, reads))})")
+        return build(d)
+    except InvalidInput:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc).split("\n")[0]
+        raise InvalidInput(f"not {what} document: {why}") from None
+
+
 def to_proto(record: Any, message: Any) -> Any:
     """Fill ``message`` (a protobuf message) from ``record``; returns it. None leaves a field unset."""
     for f in dataclasses.fields(record):

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from audiolime.errors import InvalidInput
 from audiolime.explanation import schema
 from audiolime.explanation.document import (
     ModelRecord,
@@ -201,19 +200,8 @@ class TimelineDocument:
     @classmethod
     def loads(cls, data: bytes | str) -> TimelineDocument:
         """Parse ``timeline.json``; anything else is ``InvalidInput`` saying what is wrong."""
-        try:
-            d = json.loads(data)
-            if not isinstance(d, dict) or d.get("kind") != TIMELINE_KIND:
-                raise InvalidInput(f"not a song timeline document: expected a JSON object of kind {TIMELINE_KIND!r}")
-            if d.get("version") not in TIMELINE_READS:
-                raise InvalidInput(f"timeline document version {d.get('version')!r} is not one this audiolime reads "
-                                   f"({', '.join(map(str, TIMELINE_READS))})")
-            return schema.from_json(cls, d)
-        except InvalidInput:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc).split("\n")[0]
-            raise InvalidInput(f"not a song timeline document: {what}") from None
+        return schema.load_document(data, lambda d: schema.from_json(cls, d), TIMELINE_READS, "a song timeline",
+                                    "timeline document", TIMELINE_KIND)
 
 
 def _r(x: float, digits: int = 6) -> float:
